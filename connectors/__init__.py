@@ -1,0 +1,1 @@
+"""Transports as Airflow hooks: SOAP (zeep), REST, SFTP (paramiko)."""

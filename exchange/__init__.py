@@ -1,0 +1,1 @@
+"""Packages, PKI, receipts, ledger, checkpoints, the pipeline steps and the ``lienthong`` command line."""

@@ -1,0 +1,1 @@
+"""Reference partner registries (health, tax, land, business): real servers for the sandbox and the tests."""

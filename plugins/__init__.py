@@ -1,0 +1,1 @@
+"""The Airflow plugin: steward and operator pages and API."""

@@ -1,0 +1,85 @@
+"""The ordered change log that feeds read as "changes after N".
+
+Ordering under concurrent writers: sequence numbers are not drawn from a database sequence (a transaction that
+drew a smaller number could commit after a reader had already moved past it). Instead each writer, as the last
+thing before commit, bumps the single ``change_log_head`` row. The row lock it takes is held until commit, so
+the next writer waits, and numbers become visible strictly in order and without gaps: once a reader has seen
+change N, every change numbered N or less is already committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from population.models import Change, ChangeLogHead, Citizen
+
+
+@dataclass
+class PendingChange:
+    citizen: Citizen
+    event_type: str
+    event_date: date
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def append(session: Session, pending: list[PendingChange]) -> list[Change]:
+    """Number and write the changes of this transaction. Call it last, right before commit."""
+    pending = [p for p in pending if p.fields]
+    if not pending:
+        return []
+    last = session.execute(
+        update(ChangeLogHead)
+        .where(ChangeLogHead.id == 1)
+        .values(last_sequence=ChangeLogHead.last_sequence + len(pending))
+        .returning(ChangeLogHead.last_sequence)
+    ).scalar_one()
+    first = last - len(pending) + 1
+    now = datetime.now(UTC)
+    entries = [
+        Change(
+            sequence=first + offset,
+            citizen_id=p.citizen.id,
+            personal_id=p.citizen.personal_id,
+            event_type=p.event_type,
+            changes={
+                name: {"old": _json_value(v["old"]), "new": _json_value(v["new"])} for name, v in p.fields.items()
+            },
+            event_date=p.event_date,
+            recorded_at=now,
+        )
+        for offset, p in enumerate(pending)
+    ]
+    session.add_all(entries)
+    session.flush()
+    return entries
+
+
+def changes_after(session: Session, sequence: int, limit: int = 10_000) -> list[Change]:
+    """The next committed changes after ``sequence``, in order."""
+    return list(
+        session.scalars(select(Change).where(Change.sequence > sequence).order_by(Change.sequence).limit(limit))
+    )
+
+
+def iter_changes_after(session: Session, sequence: int, batch: int = 10_000) -> Iterator[Change]:
+    """Every committed change after ``sequence``, in order, read in batches."""
+    while True:
+        page = changes_after(session, sequence, batch)
+        if not page:
+            return
+        yield from page
+        sequence = page[-1].sequence
+
+
+def last_sequence(session: Session) -> int:
+    return session.execute(select(ChangeLogHead.last_sequence).where(ChangeLogHead.id == 1)).scalar_one()

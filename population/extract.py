@@ -1,0 +1,92 @@
+"""The canonical citizen extract: one row per citizen, the columns of ``schemas/datasets/citizen-extract``.
+
+Rows stream from a server-side cursor in batches, so memory does not grow with the population.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import aliased
+
+from population.models import Citizen, Household, IdCard
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+EXTRACT_SCHEMA = SCHEMAS_DIR / "datasets" / "citizen-extract.v1.json"
+BATCH_ROWS = 10_000
+
+
+@cache
+def extract_schema() -> dict:
+    return json.loads(EXTRACT_SCHEMA.read_text(encoding="utf-8"))
+
+
+def extract_columns() -> list[str]:
+    return list(extract_schema()["properties"])
+
+
+def _select_extract(limit: int | None):
+    card = aliased(IdCard)
+    latest_card = (
+        select(func.max(IdCard.id)).where(IdCard.citizen_id == Citizen.id).correlate(Citizen).scalar_subquery()
+    )
+    sources = {c.key: c for c in Citizen.__table__.columns}
+    sources.update(
+        card_number=card.card_number,
+        card_issued_on=card.issued_on,
+        card_expires_on=card.expires_on,
+        card_status=card.status,
+        household_code=Household.household_code,
+    )
+    columns = [sources[name].label(name) for name in extract_columns()]
+    query = (
+        select(*columns)
+        .outerjoin(card, card.id == latest_card)
+        .outerjoin(Household, Household.id == Citizen.household_id)
+        .order_by(Citizen.id)
+    )
+    return query.limit(limit) if limit else query
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def iter_extract(engine: Engine, limit: int | None = None) -> Iterator[tuple]:
+    """Extract rows in column order, streamed."""
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(_select_extract(limit))
+        yield from result
+
+
+def export_csv(
+    engine: Engine, out: Path, limit: int | None = None, progress: Callable[[int], None] | None = None
+) -> int:
+    """Write the extract as UTF-8 CSV with a header; returns the number of rows. Nulls are empty cells."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    partial = out.with_name(out.name + ".partial")
+    with partial.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(extract_columns())
+        for row in iter_extract(engine, limit):
+            writer.writerow([_text(v) for v in row])
+            written += 1
+            if progress is not None and written % BATCH_ROWS == 0:
+                progress(BATCH_ROWS)
+    partial.replace(out)  # never leave a half-written extract under the final name
+    if progress is not None:
+        progress(written % BATCH_ROWS)
+    return written
