@@ -47,6 +47,7 @@ def _select_extract(limit: int | None):
     columns = [sources[name].label(name) for name in extract_columns()]
     query = (
         select(*columns)
+        .select_from(Citizen)
         .outerjoin(card, card.id == latest_card)
         .outerjoin(Household, Household.id == Citizen.household_id)
         .order_by(Citizen.id)

@@ -248,21 +248,16 @@ class PopulationGenerator:
         elders = [p for p in members if p.relation == "parent"]
         father = next((p for p in (head, spouse) if p and p.sex == "M"), None)
         mother = next((p for p in (head, spouse) if p and p.sex == "F"), None)
-        family_name = self.surname(rng)
+        # surnames pass down the male line: the head's father shares the head's, children take their father's
+        for person in (head, spouse, *elders):
+            if person is not None:
+                person.surname = self.surname(rng)
+        for elder in elders:
+            if elder.sex == "M":
+                elder.surname = head.surname
         for person in members:
             if person.relation == "child":
-                person.surname = (father.surname if father else family_name) or family_name
-            elif person is head and head.sex == "M":
-                person.surname = family_name
-            elif person.relation == "parent" and person.sex == "M":
-                person.surname = family_name if head.sex == "M" else self.surname(rng)
-            else:
-                person.surname = self.surname(rng)
-            if father and person is father:
-                person.surname = family_name
-        for person in members:  # children need the father's surname settled first
-            if person.relation == "child":
-                person.surname = father.surname if father else mother.surname if mother else family_name
+                person.surname = (father or mother or head).surname
         rows = []
         for person in members:
             born_here = rng.random() < 0.85
