@@ -11,7 +11,9 @@ With a defect rate, that share of records carries one defect of the kinds real r
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 import time
 import unicodedata
 from bisect import bisect
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 
 from population import reference_data as ref
 from population.admin_units import REFORM_DATE, catalogue_rows
@@ -31,7 +33,7 @@ from population.models import Citizen
 from population.names import LEGACY_D, fold_name
 
 DEFAULT_AS_OF = date(2026, 7, 1)
-CHUNK_CITIZENS = 50_000
+CHUNK_CITIZENS = 20_000
 
 DEFECT_TYPES = (
     "name_nfd",  # full name stored decomposed (NFD) instead of NFC
@@ -546,6 +548,22 @@ def generate(
     generator = PopulationGenerator(seed, as_of, defect_rate)
     result = GenerationResult()
     loader = _Loader(engine)
+    # Drawing the population (Python) and loading it (the database) overlap: a writer thread loads one chunk
+    # while the next is drawn. The queue holds at most one chunk, so memory stays bounded.
+    chunks: queue.Queue = queue.Queue(maxsize=1)
+    failures: list[BaseException] = []
+
+    def load_chunks() -> None:
+        while (batch := chunks.get()) is not None:
+            if not failures:
+                try:
+                    _flush(loader, batch, result, progress)
+                except BaseException as error:  # handed to the main thread, which re-raises it
+                    failures.append(error)
+
+    writer = threading.Thread(target=load_chunks, name="population-loader", daemon=True)
+    writer.start()
+    drawn = False
     try:
         batch: tuple[list, list, list, list] = ([], [], [], [])
         for household, people, cards, defects in generator.households(citizens):
@@ -554,13 +572,20 @@ def generate(
             batch[2].extend(cards)
             batch[3].extend(defects)
             if len(batch[1]) >= CHUNK_CITIZENS:
-                _flush(loader, batch, result, progress)
+                if failures:
+                    break
+                chunks.put(batch)
                 batch = ([], [], [], [])
-        _flush(loader, batch, result, progress)
-        loader.finish()
-    except BaseException:
-        loader.abort()
-        raise
+        chunks.put(batch)
+        drawn = True
+    finally:
+        chunks.put(None)
+        writer.join()
+        if failures or not drawn:
+            loader.abort()  # one transaction: nothing of a failed generation stays
+    if failures:
+        raise failures[0]
+    loader.finish()
     result.seconds = time.perf_counter() - started
     return result
 
@@ -587,4 +612,4 @@ def citizen_rows(citizens: int, seed: int, defect_rate: float = 0.0, as_of: date
             yield tuple(row[c] for c in CITIZEN_COLUMNS)
 
 
-__all__ = ["DEFECT_TYPES", "GenerationResult", "PopulationGenerator", "generate", "citizen_rows", "text"]
+__all__ = ["DEFECT_TYPES", "GenerationResult", "PopulationGenerator", "citizen_rows", "generate"]
