@@ -84,7 +84,8 @@ class _Event:
         self.pending: list[changelog.PendingChange] = []
 
     def fail(self, citizen: str | None, field: str, rule: str, detail: str) -> LifeEventError:
-        return LifeEventError(self.name, mask_personal_id(citizen), field, rule, detail)
+        label = mask_personal_id(citizen) if citizen else "(newborn, no personal ID yet)"
+        return LifeEventError(self.name, label, field, rule, detail)
 
     def citizen(self, personal_id: str, field: str = "personal_id") -> Citizen:
         found = None
