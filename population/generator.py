@@ -17,9 +17,11 @@ import threading
 import time
 import unicodedata
 from bisect import bisect
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from itertools import accumulate
 
 from sqlalchemy import Engine, func, select
@@ -99,10 +101,55 @@ class _Person:
     row: dict = field(default_factory=dict)
 
 
+def _band_of(age_years: int) -> int:
+    for band, (lo, hi, _, _) in enumerate(ref.AGE_SEX_STRUCTURE):
+        if lo <= age_years <= hi:
+            return band
+    return len(ref.AGE_SEX_STRUCTURE) - 1
+
+
+AgeWeights = tuple[tuple[int, float], ...]
+
+
+@cache
+def _calibrated_age_weights(as_of: date, rounds: int = 4, pilot_size: int = 20_000) -> tuple[AgeWeights, AgeWeights]:
+    """Weights of the age bands drawn for household heads (25 and over) and for children (under 25) such that
+    the whole population matches the census pyramid.
+
+    Households put spouses, children and grandparents around the head, which skews the ages; so start from the
+    census shares and, a few rounds, draw a pilot population (fixed seed) and scale each band's weight by census
+    share / pilot share. The result depends only on the reference data and as_of."""
+    census = [m + f for _, _, m, f in ref.AGE_SEX_STRUCTURE]
+    weights = dict(enumerate(census))
+    heads = [band for band, (lo, _, _, _) in enumerate(ref.AGE_SEX_STRUCTURE) if lo >= 25]
+    children = [band for band, (_, hi, _, _) in enumerate(ref.AGE_SEX_STRUCTURE) if hi < 25]
+
+    def split() -> tuple[AgeWeights, AgeWeights]:
+        return tuple((b, weights[b]) for b in heads), tuple((b, weights[b]) for b in children)
+
+    for _ in range(rounds):
+        pilot = PopulationGenerator(0, as_of, age_weights=split())
+        counts = Counter(
+            _band_of((as_of - row["date_of_birth"]).days * 100 // 36525)
+            for _, people, _, _ in pilot.households(pilot_size)
+            for row in people
+        )
+        for band in weights:
+            share = counts[band] / pilot_size
+            weights[band] *= census[band] / share if share else 1.0
+    return split()
+
+
 class PopulationGenerator:
     """Draws households and their members. Pure: the same seed gives the same rows."""
 
-    def __init__(self, seed: int, as_of: date = DEFAULT_AS_OF, defect_rate: float = 0.0):
+    def __init__(
+        self,
+        seed: int,
+        as_of: date = DEFAULT_AS_OF,
+        defect_rate: float = 0.0,
+        age_weights: tuple[AgeWeights, AgeWeights] | None = None,
+    ):
         if not 0.0 <= defect_rate <= 1.0:
             raise ValueError("defect rate must be between 0 and 1")
         self.rng = random.Random(seed)
@@ -117,8 +164,9 @@ class PopulationGenerator:
         self.household_size = _Draw(ref.HOUSEHOLD_SIZE)
         self.legacy_name = dict(ref.LEGACY_PROVINCES)
         self.birth_province = _Draw(list(ref.LEGACY_PROVINCE_POPULATION_SHARE.items()))
-        self.adult_age = _Draw([(band, m + f) for band, (lo, hi, m, f) in enumerate(ref.AGE_SEX_STRUCTURE) if lo >= 25])
-        self.young_age = _Draw([(band, m + f) for band, (lo, hi, m, f) in enumerate(ref.AGE_SEX_STRUCTURE) if hi < 25])
+        head_weights, child_weights = age_weights or _calibrated_age_weights(as_of)
+        self.adult_age = _Draw(head_weights)
+        self.young_age = _Draw(child_weights)
         self.bands = ref.AGE_SEX_STRUCTURE
         # where people live: a current province by population, then a ward of it
         units = catalogue_rows()
