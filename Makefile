@@ -44,6 +44,9 @@ format: venv
 bench: venv
 	$(BIN)/python bench/bench_population_load.py
 
+bench-packages: venv
+	$(BIN)/python bench/bench_package.py
+
 requirements: venv
 	(echo "# The whole resolved set, pinned. Regenerate with: make requirements"; \
 	 $(BIN)/python -m pip freeze --exclude-editable | grep -iv '^lienthong') > requirements.txt

@@ -259,5 +259,16 @@ def _parse_date(value: str, option: str) -> date:
         raise
 
 
+# -- exchange packages, receipts, ledger, PKI (sub-apps import the options above, so they come last) ----------
+from exchange.ledger_cli import ledger_app  # noqa: E402
+from exchange.package_cli import package_app  # noqa: E402
+from exchange.pki_cli import pki_app  # noqa: E402
+from exchange.receipt_cli import receipt_app  # noqa: E402
+
+app.add_typer(pki_app, name="pki")
+app.add_typer(package_app, name="package")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(ledger_app, name="ledger")
+
 if __name__ == "__main__":
     app()

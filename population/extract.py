@@ -31,7 +31,8 @@ def extract_columns() -> list[str]:
     return list(extract_schema()["properties"])
 
 
-def _select_extract(limit: int | None):
+def extract_query(limit: int | None = None):
+    """The extract as a SELECT, in citizen order: columns of the dataset schema, the latest chip card, the household."""
     card = aliased(IdCard)
     latest_card = (
         select(func.max(IdCard.id)).where(IdCard.citizen_id == Citizen.id).correlate(Citizen).scalar_subquery()
@@ -68,7 +69,7 @@ def _text(value) -> str:
 def iter_extract(engine: Engine, limit: int | None = None) -> Iterator[tuple]:
     """Extract rows in column order, streamed."""
     with engine.connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(_select_extract(limit))
+        result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(extract_query(limit))
         yield from result
 
 

@@ -169,3 +169,55 @@ class InjectedDefect(Base):
     defect_type: Mapped[str] = mapped_column(String(40))
     field: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(String(250))
+
+
+class PackageFeed(Base):
+    """Where one feed of exchange packages stands: the last package numbered on the sending side, or the last
+    package accepted on the receiving side. A feed is one sender's packages for one agreement and direction."""
+
+    __tablename__ = "package_feed"
+    __table_args__ = (UniqueConstraint("side", "sender", "agreement", "direction"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    side: Mapped[str] = mapped_column(String(8))  # sent | received
+    sender: Mapped[str] = mapped_column(String(20))
+    agreement: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))  # outbound | inbound
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    last_package_id: Mapped[str | None] = mapped_column(String(36))
+    last_manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerHead(Base):
+    """One row: the position and hash of the last ledger entry. Appenders update it first, so its row lock
+    serialises them and the ledger stays one chain."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_position: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerEntry(Base):
+    """One entry of the tamper-evident exchange ledger: a package sent or received, or a receipt. Each entry
+    carries the hash of the entry before it; its own hash covers its fields and that previous hash."""
+
+    __tablename__ = "ledger_entry"
+
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(20))  # package_sent | package_received | receipt_sent | receipt_received
+    agreement: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))
+    sender: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(20))
+    package_id: Mapped[str] = mapped_column(String(36), index=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    record_count: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str | None] = mapped_column(String(10))  # of a receipt: accepted | rejected
+    signer_fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the signer's certificate (DER)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))

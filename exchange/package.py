@@ -1,0 +1,775 @@
+"""Exchange package v1 (DESIGN.md): build, zip, read and verify.
+
+A package is a directory (or a ``.zip`` of it for transports that carry one file)::
+
+    manifest.json         what is in the package, which feed and place it has, the SHA-256 of every file
+    manifest.json.p7s     detached CMS signature over the exact bytes of manifest.json, with the signer's chain
+    data/<name>           payload: CSV or JSON Lines, UTF-8; ``data/<name>.p7m`` when encrypted (CMS EnvelopedData)
+
+Building streams records into the payload in constant memory, hashing while writing; the same rows give the same
+payload bytes. Sealing numbers the package on its feed (sequence, previous manifest's hash), writes and signs
+the manifest, and records the package in the ledger, in one transaction. ``package_id`` is a UUID derived from
+sender, agreement, direction and sequence, so a package and its retries carry one id and partners deduplicate
+by it. Encrypted files differ on every build (fresh content key); a retry resends the sealed package.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from itertools import chain
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from cryptography import x509
+from sqlalchemy import Engine, Select
+
+from exchange import ledger
+from exchange.envelope import decrypt, encrypt_file
+from exchange.errors import (
+    FileHashMismatch,
+    FileSizeMismatch,
+    FilesMismatch,
+    ManifestInvalid,
+    SignatureInvalid,
+    SignerMismatch,
+    VerificationError,
+)
+from exchange.pki import AGENCIES, POPULATION, CertifiedKey, Signer, common_name, describe, fingerprint
+from exchange.sequence import RECEIVED, SENT, Feed, advance, check_next, direction_of, locked_state, state
+from exchange.signature import (
+    SIGNING_USAGE,
+    TrustAnchors,
+    VerifiedSignature,
+    check_key_usage,
+    check_validity,
+    sign_detached,
+)
+from exchange.signature import verify_detached as verify_signature
+from population.db import session_factory
+
+FORMAT = "lienthong-package/1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.p7s"
+DATA = "data"
+ENCRYPTED_SUFFIX = ".p7m"
+MEDIA_TYPES = {".csv": "text/csv; charset=utf-8; header=present", ".jsonl": "application/x-ndjson; charset=utf-8"}
+MODES = ("full", "incremental")
+PACKAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lienthong:package")
+BLOCK = 1 << 20
+MAX_DOCUMENT_BYTES = 16 << 20  # a manifest or signature larger than this is not one
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+_MANIFEST_KEYS = (
+    "format", "package_id", "agreement", "sender", "recipient", "direction", "mode", "sequence",
+    "previous_manifest_sha256", "created_at", "schema", "record_count", "files", "validation",
+)  # fmt: skip
+
+
+# -- the manifest ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchemaRef:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class PayloadFile:
+    """One file of the package as shipped: for an encrypted file, bytes and sha256 are of the ``.p7m``;
+    media_type is always the type of the content."""
+
+    path: str
+    media_type: str
+    bytes: int
+    sha256: str
+    encrypted: bool
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The data-quality outcome the sender attaches (the validation issue fills it; until then: null)."""
+
+    suite: str
+    passed: bool
+    quarantined: int
+    report: str | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    package_id: str
+    agreement: str
+    sender: str
+    recipient: str
+    direction: str
+    mode: str
+    sequence: int
+    previous_manifest_sha256: str | None
+    created_at: str
+    schema: SchemaRef
+    record_count: int
+    files: tuple[PayloadFile, ...]
+    validation: Validation | None
+
+    @property
+    def feed(self) -> Feed:
+        return Feed(self.sender, self.agreement, self.direction)
+
+    def to_bytes(self) -> bytes:
+        return document_bytes({"format": FORMAT, **asdict(self)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Parse and check a manifest strictly: exactly the v1 fields, each of its type."""
+        document = load_document(data, MANIFEST, ManifestInvalid)
+        _require(isinstance(document, dict) and tuple(document) == _MANIFEST_KEYS, "unexpected or missing fields")
+        _require(document["format"] == FORMAT, f"format is not {FORMAT}")
+        for key in ("package_id", "agreement", "sender", "recipient", "direction", "mode", "created_at"):
+            _require(isinstance(document[key], str), f"{key} must be a string")
+        _require(_is_uuid(document["package_id"]), "package_id must be a UUID")
+        _require(bool(_NAME.fullmatch(document["agreement"])), "agreement is not a valid agreement name")
+        _require(bool(_RFC3339_UTC.fullmatch(document["created_at"])), "created_at must be RFC 3339 in UTC")
+        _require(document["sender"] in AGENCIES and document["recipient"] in AGENCIES, "unknown sender or recipient")
+        _require(document["direction"] == direction_of(document["sender"]), "direction does not match the sender")
+        _require(document["mode"] in MODES, "mode must be full or incremental")
+        sequence, previous = document["sequence"], document["previous_manifest_sha256"]
+        _require(_is_count(sequence) and sequence >= 1, "sequence must be a positive integer")
+        _require(
+            previous is None if sequence == 1 else isinstance(previous, str) and bool(_SHA256.fullmatch(previous)),
+            "previous_manifest_sha256 must be null at sequence 1 and a SHA-256 after",
+        )
+        _require(_is_count(document["record_count"]), "record_count must be a count")
+        schema = document["schema"]
+        _require(
+            isinstance(schema, dict) and set(schema) == {"name", "version"} and all(map(_is_text, schema.values())),
+            "schema must be {name, version}",
+        )
+        files = document["files"]
+        _require(isinstance(files, list) and len(files) > 0, "files must be a non-empty list")
+        validation = document["validation"]
+        _require(validation is None or _is_validation(validation), "validation must be null or {suite, passed, …}")
+        return cls(
+            **{key: document[key] for key in _MANIFEST_KEYS[1:10]},
+            schema=SchemaRef(**schema),
+            record_count=document["record_count"],
+            files=tuple(_payload_file(entry) for entry in files),
+            validation=Validation(**validation) if validation else None,
+        )
+
+
+def document_bytes(document: dict) -> bytes:
+    """The signed form of a manifest or receipt: UTF-8 JSON, indented, non-ASCII as is, a final newline."""
+    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def load_document(data: bytes, name: str, invalid: type[VerificationError]) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise invalid(f"{name} is not UTF-8 JSON ({error})") from None
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ManifestInvalid(problem)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_validation(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == {"suite", "passed", "quarantined", "report"}
+        and isinstance(value["suite"], str)
+        and isinstance(value["passed"], bool)
+        and _is_count(value["quarantined"])
+        and (value["report"] is None or isinstance(value["report"], str))
+    )
+
+
+def _payload_file(entry: object) -> PayloadFile:
+    _require(
+        isinstance(entry, dict) and set(entry) == {"path", "media_type", "bytes", "sha256", "encrypted"},
+        "each file must be {path, media_type, bytes, sha256, encrypted}",
+    )
+    path = entry["path"]
+    _require(isinstance(path, str) and _is_data_path(path), f"file path {path!r} is not data/<name>")
+    _require(isinstance(entry["media_type"], str), "media_type must be a string")
+    _require(_is_count(entry["bytes"]), "bytes must be a count")
+    _require(isinstance(entry["sha256"], str) and bool(_SHA256.fullmatch(entry["sha256"])), "sha256 must be hex")
+    _require(isinstance(entry["encrypted"], bool), "encrypted must be true or false")
+    _require(entry["encrypted"] == path.endswith(ENCRYPTED_SUFFIX), f"{path}: encrypted files end in .p7m")
+    return PayloadFile(**entry)
+
+
+def _is_data_path(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return len(parts) == 2 and parts[0] == DATA and bool(_FILE_NAME.fullmatch(parts[1]))
+
+
+def package_id_for(feed: Feed, sequence: int) -> str:
+    return str(uuid.uuid5(PACKAGE_NAMESPACE, f"{feed.sender}/{feed.agreement}/{feed.direction}/{sequence}"))
+
+
+def package_name(feed: Feed, sequence: int) -> str:
+    return f"{feed.agreement}-{feed.sender}-{feed.direction}-{sequence:08d}"
+
+
+# -- payload writers ---------------------------------------------------------------------------------------------
+
+
+class HashingWriter:
+    """Writes bytes to a file in large blocks, hashing (SHA-256) and counting them on the way."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._buffer = bytearray()
+        self._sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._buffer += data
+        if len(self._buffer) >= BLOCK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._sha256.update(self._buffer)
+            self._handle.write(self._buffer)
+            self.bytes += len(self._buffer)
+            self._buffer.clear()
+
+    def hexdigest(self) -> str:
+        self.flush()
+        return self._sha256.hexdigest()
+
+
+class _TextSink:
+    """What ``csv.writer`` writes to: text gathered and passed on UTF-8 encoded in large blocks."""
+
+    def __init__(self, target: HashingWriter) -> None:
+        self._target = target
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        self._target.write("".join(self._parts).encode("utf-8"))
+        self._parts.clear()
+        self._size = 0
+
+
+def _cell(value: Any) -> Any:
+    """CSV cells: nulls empty, dates ISO 8601, timestamps ISO 8601 in UTC; the rest as ``str`` gives them."""
+    if isinstance(value, datetime):
+        return (value.astimezone(UTC) if value.tzinfo else value).isoformat()
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return (value.astimezone(UTC) if value.tzinfo else value).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not serialisable in a package")
+
+
+def write_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], sink: HashingWriter) -> int:
+    """A header and one line per row, RFC 4180 (CRLF line ends, so that Python 3.11 quotes a CR inside a value
+    as well as LF); returns the number of rows. A null is an empty cell."""
+    text = _TextSink(sink)
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(columns)
+    count = 0
+    for row in rows:
+        writer.writerow([_cell(value) for value in row])
+        count += 1
+    text.flush()
+    return count
+
+
+def write_jsonl(columns: Sequence[str], rows: Iterable[Sequence[Any]], sink: HashingWriter) -> int:
+    """One compact JSON object per line, keys in column order, non-ASCII as is; returns the number of rows."""
+    text = _TextSink(sink)
+    count = 0
+    for row in rows:
+        record = dict(zip(columns, row, strict=True))
+        text.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_value) + "\n")
+        count += 1
+    text.flush()
+    return count
+
+
+WRITERS = {".csv": write_csv, ".jsonl": write_jsonl}
+
+
+def records_as_rows(records: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[list[Any]]:
+    """Records as rows in column order; a missing field is null, a field outside the columns is an error
+    (nothing is dropped silently)."""
+    allowed = set(columns)
+    for number, record in enumerate(records, 1):
+        if not record.keys() <= allowed:
+            extra = sorted(map(str, record.keys() - allowed))
+            raise ValueError(f"record {number} has fields outside the columns: {', '.join(extra)}")
+        yield [record.get(column) for column in columns]
+
+
+# -- building ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltPackage:
+    path: Path
+    manifest: Manifest
+    manifest_sha256: str
+
+
+class PackageBuilder:
+    """Stage payload files, then ``seal``. Use as a context manager: a failed build leaves nothing behind.
+
+    >>> with PackageBuilder(out, agreement="health-identity", recipient="health", schema=ref, signer=s) as b:
+    ...     b.add_records("citizens.csv", records)
+    ...     built = b.seal(engine)
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        agreement: str,
+        recipient: str,
+        schema: SchemaRef,
+        signer: Signer,
+        sender: str = POPULATION,
+        mode: str = "full",
+        encrypt_for: x509.Certificate | None = None,
+        validation: Validation | None = None,
+    ) -> None:
+        if not _NAME.fullmatch(agreement):
+            raise ValueError(f"agreement name {agreement!r}: lowercase letters, digits, '.', '_' and '-'")
+        if sender not in AGENCIES or recipient not in AGENCIES or sender == recipient:
+            raise ValueError(f"sender and recipient must be two of {', '.join(AGENCIES)}")
+        if POPULATION not in (sender, recipient):
+            raise ValueError("every exchange is between the population database and one partner")
+        if mode not in MODES:
+            raise ValueError("mode must be full or incremental")
+        now = datetime.now(UTC)
+        check_validity([signer.certificate], now)
+        check_key_usage(signer.certificate, SIGNING_USAGE)
+        if encrypt_for is not None:
+            check_validity([encrypt_for], now)
+            check_key_usage(encrypt_for, frozenset({"key_encipherment"}))
+        self.feed = Feed(sender, agreement, direction_of(sender))
+        self.recipient, self.schema, self.signer, self.mode = recipient, schema, signer, mode
+        self.encrypt_for, self.validation = encrypt_for, validation
+        self.out_dir = out_dir
+        self.staging = out_dir / f".building-{uuid.uuid4().hex}"
+        (self.staging / DATA).mkdir(parents=True)
+        self.files: list[PayloadFile] = []
+        self.record_count = 0
+
+    def __enter__(self) -> PackageBuilder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)  # gone already once sealed
+
+    def add_records(
+        self, name: str, records: Iterable[Mapping[str, Any]], *, columns: Sequence[str] | None = None
+    ) -> PayloadFile:
+        """A payload file from records (dicts), streamed. Columns default to the first record's fields."""
+        records = iter(records)
+        first = next(records, None)
+        if columns is None:
+            columns = list(first) if first is not None else []
+        restored = chain([first], records) if first is not None else iter(())
+        return self.add_rows(name, columns, records_as_rows(restored, columns))
+
+    def add_batches(
+        self, name: str, batches: Iterable[Iterable[Mapping[str, Any]]], *, columns: Sequence[str] | None = None
+    ) -> PayloadFile:
+        """A payload file from record batches (lists of dicts), streamed batch by batch."""
+        return self.add_records(name, chain.from_iterable(batches), columns=columns)
+
+    def add_rows(self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> PayloadFile:
+        """A payload file from rows (tuples) in ``columns`` order, e.g. ``population.extract.iter_extract``.
+        The name's suffix chooses the format: ``.csv`` or ``.jsonl``."""
+        writer = WRITERS[self._suffix(name)]
+        with self._plain_file(name) as sink:
+            count = writer(columns, rows, sink)
+        return self._finish(name, count)
+
+    def add_postgres_copy(self, name: str, engine: Engine, query: Select | str) -> PayloadFile:
+        """A CSV payload file straight from PostgreSQL's ``COPY (query) TO STDOUT``: the server formats the CSV
+        (nulls empty, empty strings quoted), dates and timestamps in ISO style and UTC. The query must order
+        its rows for the payload to be deterministic."""
+        if self._suffix(name) != ".csv":
+            raise ValueError("COPY writes CSV: the name must end in .csv")
+        if engine.dialect.name != "postgresql":
+            raise ValueError("COPY needs PostgreSQL; use add_rows with population.extract.iter_extract")
+        sql = query if isinstance(query, str) else str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        with self._plain_file(name) as sink, engine.connect() as connection:
+            with connection.connection.driver_connection.cursor() as cursor:
+                cursor.execute("SET LOCAL TimeZone = 'UTC'")
+                cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+                with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)") as copy:
+                    for block in copy:
+                        sink.write(block)
+                count = cursor.rowcount
+            connection.rollback()
+        return self._finish(name, count)
+
+    def add_file(self, name: str, source: Path, record_count: int, *, link: bool = False) -> PayloadFile:
+        """A payload file that already exists, copied in; with ``link`` hard-linked where the filesystem allows
+        (no copy: the caller hands the file over and must not change it afterwards)."""
+        self._suffix(name)
+        target = self._plain_path(name)
+        try:
+            if not link:
+                raise OSError("copy asked for")
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        return self._finish(name, record_count)
+
+    def _suffix(self, name: str) -> str:
+        suffix = PurePosixPath(name).suffix
+        if not _FILE_NAME.fullmatch(name) or suffix not in WRITERS:
+            raise ValueError(f"payload file name {name!r}: letters, digits, '.', '_', '-', ending .csv or .jsonl")
+        if any(PurePosixPath(f.path).name.removesuffix(ENCRYPTED_SUFFIX) == name for f in self.files):
+            raise ValueError(f"the package already has a file {name}")
+        return suffix
+
+    def _plain_path(self, name: str) -> Path:
+        return self.staging / DATA / name
+
+    @contextmanager
+    def _plain_file(self, name: str) -> Iterator[HashingWriter]:
+        with self._plain_path(name).open("wb", buffering=0) as handle:
+            sink = HashingWriter(handle)
+            yield sink
+            sink.flush()
+
+    def _finish(self, name: str, record_count: int) -> PayloadFile:
+        """Encrypt the plain file if asked, then hash what will be shipped."""
+        plain = self._plain_path(name)
+        shipped = plain
+        if self.encrypt_for is not None:
+            shipped = plain.with_name(name + ENCRYPTED_SUFFIX)
+            with shipped.open("wb") as handle:
+                encrypt_file(plain, handle, self.encrypt_for)
+            plain.unlink()
+        sha256, size = hash_file(shipped)
+        payload = PayloadFile(
+            path=f"{DATA}/{shipped.name}",
+            media_type=MEDIA_TYPES[PurePosixPath(name).suffix],
+            bytes=size,
+            sha256=sha256,
+            encrypted=self.encrypt_for is not None,
+        )
+        self.files.append(payload)
+        self.record_count += record_count
+        return payload
+
+    def seal(self, engine: Engine) -> BuiltPackage:
+        """Number the package on its feed, write and sign the manifest, record it; one transaction."""
+        if not self.files:
+            raise ValueError("a package needs at least one payload file")
+        with session_factory(engine)() as session, session.begin():
+            feed_state = locked_state(session, SENT, self.feed)
+            sequence = feed_state.last_sequence + 1
+            manifest = Manifest(
+                package_id=package_id_for(self.feed, sequence),
+                agreement=self.feed.agreement,
+                sender=self.feed.sender,
+                recipient=self.recipient,
+                direction=self.feed.direction,
+                mode=self.mode,
+                sequence=sequence,
+                previous_manifest_sha256=feed_state.last_manifest_sha256,
+                created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                schema=self.schema,
+                record_count=self.record_count,
+                files=tuple(self.files),
+                validation=self.validation,
+            )
+            manifest_bytes = manifest.to_bytes()
+            manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+            (self.staging / MANIFEST).write_bytes(manifest_bytes)
+            (self.staging / SIGNATURE).write_bytes(sign_detached(manifest_bytes, self.signer))
+            final = self.out_dir / package_name(self.feed, sequence)
+            if final.exists():
+                raise FileExistsError(f"{final} exists already: a package from another database?")
+            advance(feed_state, sequence, manifest.package_id, manifest_sha256)
+            ledger.append(session, ledger_record("package_sent", manifest, manifest_sha256, self.signer.certificate))
+        self.staging.rename(final)
+        return BuiltPackage(final, manifest, manifest_sha256)
+
+
+def ledger_record(
+    kind: str,
+    manifest: Manifest,
+    manifest_sha256: str,
+    signer: x509.Certificate,
+    *,
+    record_count: int | None = None,
+    status: str | None = None,
+) -> ledger.LedgerRecord:
+    """The ledger entry for a package (or a receipt of it: its count and status) signed by ``signer``."""
+    return ledger.LedgerRecord(
+        kind=kind,
+        agreement=manifest.agreement,
+        direction=manifest.direction,
+        sender=manifest.sender,
+        recipient=manifest.recipient,
+        package_id=manifest.package_id,
+        sequence=manifest.sequence,
+        manifest_sha256=manifest_sha256,
+        record_count=manifest.record_count if record_count is None else record_count,
+        signer_fingerprint=fingerprint(signer),
+        status=status,
+    )
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 (hex) and size of a file, read in large blocks (hashlib releases the GIL on them)."""
+    sha256, size = hashlib.sha256(), 0
+    buffer = bytearray(4 * BLOCK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            sha256.update(view[:n])
+            size += n
+    return sha256.hexdigest(), size
+
+
+def zip_package(directory: Path) -> Path:
+    """``<directory>.zip`` holding the package's files at its top level, deterministically (sorted names, fixed
+    timestamps); payload compressed, encrypted files stored."""
+    target = directory.with_name(directory.name + ".zip")
+    partial = target.with_name(target.name + ".partial")
+    names = [MANIFEST, SIGNATURE] + sorted(f"{DATA}/{p.name}" for p in (directory / DATA).iterdir())
+    with zipfile.ZipFile(partial, "w") as archive:
+        for name in names:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            compressed = name.startswith(f"{DATA}/") and not name.endswith(ENCRYPTED_SUFFIX)
+            info.compress_type = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+            with (directory / name).open("rb") as source, archive.open(info, "w", force_zip64=True) as member:
+                shutil.copyfileobj(source, member, BLOCK)
+    partial.replace(target)
+    return target
+
+
+# -- reading and verifying ---------------------------------------------------------------------------------------
+
+
+class _PackageFiles:
+    """The files of a package, whether a directory or a zip: names, sizes and readable streams."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.archive = zipfile.ZipFile(path) if path.is_file() else None
+        if self.archive is not None:
+            names = [info.filename for info in self.archive.infolist() if not info.is_dir()]
+            if len(names) != len(set(names)):
+                raise FilesMismatch("the zip holds the same name twice")
+            self.names = set(names)
+        elif path.is_dir():
+            self.names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() or p.is_symlink()}
+        else:
+            raise FilesMismatch(f"{path} is neither a package directory nor a zip")
+
+    def close(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
+
+    def size(self, name: str) -> int:
+        if self.archive is not None:
+            return self.archive.getinfo(name).file_size
+        if (self.path / name).is_symlink():
+            raise FilesMismatch(f"{name} is a symbolic link")
+        return (self.path / name).stat().st_size
+
+    def open(self, name: str) -> BinaryIO:
+        if self.archive is not None:
+            return self.archive.open(name)  # type: ignore[return-value]
+        return (self.path / name).open("rb")
+
+    def read(self, name: str, invalid: type[VerificationError]) -> bytes:
+        """A small file (manifest, signature) read whole, refusing one too large to be what it claims."""
+        if name not in self.names:
+            raise invalid(f"the package has no {name}")
+        if self.size(name) > MAX_DOCUMENT_BYTES:
+            raise invalid(f"{name} is larger than {MAX_DOCUMENT_BYTES >> 20} MiB")
+        with self.open(name) as handle:
+            return handle.read()
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[_PackageFiles]:
+    files = _PackageFiles(path)
+    try:
+        yield files
+    finally:
+        files.close()
+
+
+def read_manifest(path: Path) -> tuple[Manifest, str]:
+    """The manifest of a package and its SHA-256, without verifying anything (for the sender's own packages)."""
+    with _opened(path) as files:
+        data = files.read(MANIFEST, ManifestInvalid)
+    return Manifest.from_bytes(data), hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifiedPackage:
+    path: Path
+    manifest: Manifest
+    manifest_sha256: str
+    signature: VerifiedSignature
+    sequence_checked: bool
+    decrypted: tuple[Path, ...]
+
+    def summary(self) -> str:
+        m = self.manifest
+        parts = [
+            f"package {m.package_id} verified: {m.agreement} #{m.sequence} from {m.sender} to {m.recipient}",
+            f"{m.record_count:,} records in {len(m.files)} file(s)",
+            f"signed by '{common_name(self.signature.signer)}' (SHA-256 {self.signature.fingerprint[:16]}…), "
+            f"chain to '{common_name(self.signature.path[-1])}', not revoked",
+            "sequence follows the last accepted" if self.sequence_checked else "sequence not checked",
+        ]
+        if self.decrypted:
+            parts.append(f"{len(self.decrypted)} file(s) decrypted to {self.decrypted[0].parent}")
+        return "; ".join(parts)
+
+
+def verify_package(
+    path: Path,
+    trust: TrustAnchors,
+    *,
+    engine: Engine | None = None,
+    recipient: CertifiedKey | None = None,
+    decrypt_to: Path | None = None,
+    at: datetime | None = None,
+) -> VerifiedPackage:
+    """Every check on a received package, in order: signature, chain, validity, key usage, revocation, the
+    signer being the sender, the manifest, the files' list, sizes and hashes; the sequence against the last
+    package accepted from the sender (with ``engine``); then decryption (with ``recipient``, into
+    ``decrypt_to``). Raises a VerificationError naming the check that failed. Reads only; ``accept_package``
+    records the package as received."""
+    with _opened(path) as files:
+        manifest_bytes = files.read(MANIFEST, ManifestInvalid)
+        signed = verify_signature(manifest_bytes, files.read(SIGNATURE, SignatureInvalid), trust, at=at)
+        manifest = Manifest.from_bytes(manifest_bytes)
+        if signed.agency != manifest.sender:
+            raise SignerMismatch(f"the manifest's sender is {manifest.sender}, but {describe(signed.signer)} signed it")
+        _check_files(files, manifest)
+        manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+        if engine is not None:
+            with session_factory(engine)() as session:
+                _check_sequence(session, manifest, manifest_sha256, state(session, RECEIVED, manifest.feed))
+        decrypted = ()
+        if recipient is not None:
+            decrypted = _decrypt_files(files, manifest, recipient, decrypt_to or _decrypt_dir(path))
+    return VerifiedPackage(path, manifest, manifest_sha256, signed, engine is not None, decrypted)
+
+
+def _check_sequence(session, manifest: Manifest, manifest_sha256: str, last) -> None:
+    check_next(session, manifest.feed, last, manifest.sequence, manifest.previous_manifest_sha256, manifest_sha256)
+
+
+def _check_files(files: _PackageFiles, manifest: Manifest) -> None:
+    listed = {f.path for f in manifest.files}
+    if len(listed) != len(manifest.files):
+        raise ManifestInvalid("a file is listed twice")
+    unlisted = sorted(files.names - listed - {MANIFEST, SIGNATURE})
+    if unlisted:
+        raise FilesMismatch(f"{', '.join(unlisted)} in the package but not in the manifest")
+    for entry in manifest.files:
+        if entry.path not in files.names:
+            raise FilesMismatch(f"{entry.path} is in the manifest but not in the package")
+        size = files.size(entry.path)
+        if size != entry.bytes:
+            raise FileSizeMismatch(f"{entry.path} has {size:,} bytes, the manifest says {entry.bytes:,}")
+        sha256 = hashlib.sha256()
+        with files.open(entry.path) as handle:
+            while block := handle.read(4 * BLOCK):
+                sha256.update(block)
+        if sha256.hexdigest() != entry.sha256:
+            raise FileHashMismatch(f"{entry.path} does not have the SHA-256 the manifest says (the file was changed)")
+
+
+def _decrypt_dir(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".zip") + ".decrypted")
+
+
+def _decrypt_files(
+    files: _PackageFiles, manifest: Manifest, recipient: CertifiedKey, out_dir: Path
+) -> tuple[Path, ...]:
+    written = []
+    for entry in manifest.files:
+        if not entry.encrypted:
+            continue
+        target = out_dir / entry.path.removesuffix(ENCRYPTED_SUFFIX)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with files.open(entry.path) as source, partial.open("wb") as plain:
+                decrypt(source, plain, recipient)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+        written.append(target)
+    return tuple(written)
+
+
+def accept_package(engine: Engine, verified: VerifiedPackage) -> None:
+    """Record a verified package as received: move its feed on and append ``package_received`` to the ledger.
+    The sequence is checked again under the feed's lock, so two workers cannot accept the same place twice."""
+    manifest = verified.manifest
+    with session_factory(engine)() as session, session.begin():
+        feed_state = locked_state(session, RECEIVED, manifest.feed)
+        _check_sequence(session, manifest, verified.manifest_sha256, feed_state)
+        advance(feed_state, manifest.sequence, manifest.package_id, verified.manifest_sha256)
+        ledger.append(
+            session, ledger_record("package_received", manifest, verified.manifest_sha256, verified.signature.signer)
+        )

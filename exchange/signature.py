@@ -1,0 +1,373 @@
+"""Detached CMS signatures (SignedData, DER): made with ``cryptography``, checked here.
+
+``cryptography`` signs CMS but cannot verify it, so ``verify_detached`` does what ``openssl cms -verify`` does,
+each step raising its own error: the signed attributes (content type, and the message digest equal to the
+digest of the content), the signature over them with the signer's key, the certificate path from the signer
+through the CA certificates carried in the signature to a trust root (names, signatures, CA constraints),
+validity dates, the signer's key usage (digitalSignature and nonRepudiation) and revocation (CRL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from exchange.errors import (
+    CertificateExpired,
+    CertificateNotYetValid,
+    CertificateRevoked,
+    ChainInvalid,
+    CrlUnusable,
+    KeyUsageMissing,
+    SignatureInvalid,
+)
+from exchange.pki import Signer, agency_of, describe, fingerprint, load_certificates, load_crl
+
+DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+SIGNING_USAGE = frozenset({"digital_signature", "content_commitment"})
+USAGE_NAMES = {
+    "digital_signature": "digitalSignature",
+    "content_commitment": "nonRepudiation",
+    "key_encipherment": "keyEncipherment",
+}
+MAX_PATH = 6
+
+
+@dataclass(frozen=True)
+class TrustAnchors:
+    """The roots a verifier trusts and the CRLs it checks revocation with. A signer's issuer must have a CRL
+    here; an intermediate CA is checked too when its issuer's CRL is given."""
+
+    roots: tuple[x509.Certificate, ...]
+    crls: tuple[x509.CertificateRevocationList, ...]
+
+    @classmethod
+    def from_files(cls, roots: Path, crls: Iterable[Path]) -> TrustAnchors:
+        return cls(tuple(load_certificates(roots)), tuple(load_crl(path) for path in crls))
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    signer: x509.Certificate
+    path: tuple[x509.Certificate, ...]  # the signer first, the trust root last
+    signing_time: datetime | None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.signer)
+
+    @property
+    def agency(self) -> str | None:
+        return agency_of(self.signer)
+
+
+def sign_detached(content: bytes, signer: Signer) -> bytes:
+    """A detached CMS SignedData (DER) over ``content``, SHA-256, carrying the signer's certificate and chain."""
+    builder = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(content)
+        .add_signer(signer.certificate, signer.private_key, hashes.SHA256())
+    )
+    for certificate in signer.chain:
+        builder = builder.add_certificate(certificate)
+    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary, pkcs7.PKCS7Options.NoCapabilities]
+    return builder.sign(serialization.Encoding.DER, options)
+
+
+def verify_detached(
+    content: bytes, signature: bytes, trust: TrustAnchors, *, at: datetime | None = None
+) -> VerifiedSignature:
+    """Check a detached CMS signature over ``content`` against ``trust`` at time ``at`` (default now)."""
+    at = at or datetime.now(UTC)
+    signed = _parse_signed_data(signature)
+    signing_time = _check_signed_attributes(signed, content)
+    _check_signature_value(signed)
+    path = verify_certificate(signed.signer, signed.certificates, trust, SIGNING_USAGE, at=at)
+    return VerifiedSignature(signed.signer, path, signing_time)
+
+
+def verify_certificate(
+    certificate: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust: TrustAnchors,
+    usage: frozenset[str],
+    *,
+    at: datetime,
+) -> tuple[x509.Certificate, ...]:
+    """The checks on a certificate: path to a trust root, validity at ``at``, key usage, revocation."""
+    path = certificate_path(certificate, intermediates, trust)
+    check_validity(path, at)
+    check_key_usage(certificate, usage)
+    check_revocation(path, trust, at)
+    return path
+
+
+# -- the CMS structure -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SignedData:
+    """What ``verify_detached`` needs from a SignedData, parsed completely up front."""
+
+    digest: str
+    signer: x509.Certificate
+    certificates: tuple[x509.Certificate, ...]
+    attributes: dict[str, object]  # signed attribute name → its single value
+    to_be_signed: bytes  # the DER of the signed attributes as a SET (RFC 5652 §5.4)
+    signature_algorithm: str
+    pss: padding.PSS | None
+    signature: bytes
+
+
+def _parse_signed_data(signature: bytes) -> _SignedData:
+    try:
+        content_info = cms.ContentInfo.load(signature, strict=True)
+        if content_info["content_type"].native != "signed_data":
+            raise SignatureInvalid("the signature file is not a CMS SignedData")
+        signed_data = content_info["content"]
+        encapsulated = signed_data["encap_content_info"]
+        if encapsulated["content_type"].native != "data" or encapsulated["content"].native is not None:
+            raise SignatureInvalid("expected a detached signature over data")
+        if len(signed_data["signer_infos"]) != 1:
+            raise SignatureInvalid("expected exactly one signer")
+        signer_info = signed_data["signer_infos"][0]
+        # Versions and algorithm parameters are outside what the signature covers: accept only their one form.
+        version = "v1" if signer_info["sid"].name == "issuer_and_serial_number" else "v3"
+        if signed_data["version"].native not in ("v1", "v3") or signer_info["version"].native != version:
+            raise SignatureInvalid("unexpected CMS version")
+        digest = _digest_name(signer_info["digest_algorithm"])
+        if [_digest_name(a) for a in signed_data["digest_algorithms"]] != [digest]:
+            raise SignatureInvalid("the digest algorithms listed do not match the signer's")
+        certificates = tuple(
+            _load_certificate(choice.chosen) for choice in signed_data["certificates"] if choice.name == "certificate"
+        )
+        algorithm = signer_info["signature_algorithm"]
+        algorithm_name = algorithm["algorithm"].native
+        return _SignedData(
+            digest=digest,
+            signer=_find_signer(signer_info["sid"], certificates),
+            certificates=certificates,
+            attributes=_signed_attributes(signer_info["signed_attrs"]),
+            to_be_signed=b"\x31" + signer_info["signed_attrs"].dump()[1:],
+            signature_algorithm=algorithm_name,
+            pss=_pss_padding(algorithm["parameters"], digest) if algorithm_name == "rsassa_pss" else None,
+            signature=signer_info["signature"].native,
+        )
+    except SignatureInvalid:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise SignatureInvalid(f"the signature file is not valid CMS DER ({type(error).__name__})") from None
+
+
+def _digest_name(algorithm) -> str:
+    name = algorithm["algorithm"].native
+    if name not in DIGESTS or algorithm["parameters"].dump() not in (b"", b"\x05\x00"):
+        raise SignatureInvalid(f"unsupported digest algorithm {name}")
+    return name
+
+
+def _load_certificate(carried: asn1_x509.Certificate) -> x509.Certificate:
+    """Parse a certificate completely now (``cryptography`` parses extensions and keys lazily), refusing a
+    signature BIT STRING with unused bits: that byte is the one part of a certificate no signature covers."""
+    try:
+        if carried["signature_value"].contents[:1] != b"\x00":
+            raise ValueError("unused bits in the certificate's signature")
+        certificate = x509.load_der_x509_certificate(carried.dump())
+        certificate.public_key()
+        _ = certificate.extensions, certificate.issuer, certificate.subject
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion):
+        raise SignatureInvalid("a certificate carried in the signature cannot be parsed") from None
+    return certificate
+
+
+def _find_signer(sid: cms.SignerIdentifier, certificates: Sequence[x509.Certificate]) -> x509.Certificate:
+    for certificate in certificates:
+        if sid.name == "issuer_and_serial_number":
+            wanted = sid.chosen
+            if (
+                certificate.serial_number == wanted["serial_number"].native
+                and certificate.issuer.public_bytes() == wanted["issuer"].dump()
+            ):
+                return certificate
+        elif sid.name == "subject_key_identifier":
+            try:
+                key_id = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+            except x509.ExtensionNotFound:
+                continue
+            if key_id == sid.chosen.native:
+                return certificate
+    raise SignatureInvalid("the signer's certificate is not carried in the signature")
+
+
+def _signed_attributes(attributes: cms.CMSAttributes) -> dict[str, object]:
+    if not attributes:
+        raise SignatureInvalid("the signature has no signed attributes")
+    values: dict[str, object] = {}
+    for attribute in attributes:
+        name = attribute["type"].native
+        if name in values or len(attribute["values"]) != 1:
+            raise SignatureInvalid(f"the signed attribute {name} is repeated")
+        values[name] = attribute["values"][0].native
+    return values
+
+
+def _pss_padding(parameters, digest: str) -> padding.PSS:
+    if parameters["hash_algorithm"]["algorithm"].native != digest:
+        raise SignatureInvalid("the RSA-PSS hash differs from the digest algorithm")
+    mgf_hash = DIGESTS.get(parameters["mask_gen_algorithm"]["parameters"]["algorithm"].native)
+    if mgf_hash is None:
+        raise SignatureInvalid("unsupported RSA-PSS mask generation hash")
+    return padding.PSS(mgf=padding.MGF1(mgf_hash()), salt_length=parameters["salt_length"].native)
+
+
+def _check_signed_attributes(signed: _SignedData, content: bytes) -> datetime | None:
+    """The content type must be data and the message digest that of ``content``; returns the signing time."""
+    if signed.attributes.get("content_type") != "data":
+        raise SignatureInvalid("the signed content type is not data")
+    expected = signed.attributes.get("message_digest")
+    actual = hashlib.new(signed.digest, content).digest()
+    if not isinstance(expected, bytes) or not hmac.compare_digest(expected, actual):
+        raise SignatureInvalid("the content does not match the signed message digest (the content was changed)")
+    signing_time = signed.attributes.get("signing_time")
+    return signing_time if isinstance(signing_time, datetime) else None
+
+
+def _check_signature_value(signed: _SignedData) -> None:
+    """The signature over the signed attributes, with the signer's key."""
+    name, digest, key = signed.signature_algorithm, DIGESTS[signed.digest](), signed.signer.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey) and name in ("ecdsa", f"{signed.digest}_ecdsa"):
+            key.verify(signed.signature, signed.to_be_signed, ec.ECDSA(digest))
+        elif isinstance(key, rsa.RSAPublicKey) and name in ("rsassa_pkcs1v15", f"{signed.digest}_rsa"):
+            key.verify(signed.signature, signed.to_be_signed, padding.PKCS1v15(), digest)
+        elif isinstance(key, rsa.RSAPublicKey) and signed.pss is not None:
+            key.verify(signed.signature, signed.to_be_signed, signed.pss, digest)
+        else:
+            raise SignatureInvalid(f"unsupported signature algorithm {name} for the signer's key")
+    except InvalidSignature:
+        raise SignatureInvalid("the signature does not verify with the signer's key") from None
+
+
+# -- certificates ------------------------------------------------------------------------------------------------
+
+
+def certificate_path(
+    certificate: x509.Certificate, intermediates: Sequence[x509.Certificate], trust: TrustAnchors
+) -> tuple[x509.Certificate, ...]:
+    """From ``certificate`` up through ``intermediates`` to one of the trust roots; each link checked by name,
+    signature and the issuer's CA constraints."""
+    path = [certificate]
+    for _ in range(MAX_PATH):
+        current = path[-1]
+        root = next((r for r in trust.roots if r.subject == current.issuer), None)
+        candidates = [root] if root is not None else [c for c in intermediates if c.subject == current.issuer]
+        candidates = [c for c in candidates if c not in path]
+        if not candidates:
+            raise ChainInvalid(
+                f"certificate {describe(current)} was issued by '{current.issuer.rfc4514_string()}', "
+                "which is not the trust root nor a CA certificate leading to it"
+            )
+        issuer = candidates[0]
+        try:
+            current.verify_directly_issued_by(issuer)
+        except (InvalidSignature, ValueError, TypeError):
+            raise ChainInvalid(
+                f"the signature on certificate {describe(current)} by its issuer does not verify"
+            ) from None
+        _check_ca(issuer, below=len(path) - 1)
+        path.append(issuer)
+        if issuer is root:
+            return tuple(path)
+    raise ChainInvalid(f"no path of at most {MAX_PATH} certificates to the trust root")
+
+
+def _check_ca(issuer: x509.Certificate, below: int) -> None:
+    """``issuer`` must be a CA allowed to sign certificates, with ``below`` CA certificates under it."""
+    try:
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise ChainInvalid(f"the issuer {describe(issuer)} is not a CA")
+    if constraints.path_length is not None and below > constraints.path_length:
+        raise ChainInvalid(f"the path is longer than the issuer {describe(issuer)} allows")
+    try:
+        if not issuer.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
+            raise ChainInvalid(f"the issuer {describe(issuer)} may not sign certificates (keyCertSign)")
+    except x509.ExtensionNotFound:
+        pass
+
+
+def check_validity(path: Sequence[x509.Certificate], at: datetime) -> None:
+    for certificate in path:
+        if at < certificate.not_valid_before_utc:
+            raise CertificateNotYetValid(
+                f"certificate {describe(certificate)} is valid only from {_stamp(certificate.not_valid_before_utc)}"
+            )
+        if at > certificate.not_valid_after_utc:
+            raise CertificateExpired(
+                f"certificate {describe(certificate)} expired on {_stamp(certificate.not_valid_after_utc)}"
+            )
+
+
+def check_key_usage(certificate: x509.Certificate, usage: frozenset[str]) -> None:
+    try:
+        key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise KeyUsageMissing(f"certificate {describe(certificate)} has no key usage extension") from None
+    missing = sorted(USAGE_NAMES[name] for name in usage if not getattr(key_usage, name))
+    if missing:
+        raise KeyUsageMissing(f"certificate {describe(certificate)} lacks {' and '.join(missing)}")
+
+
+def check_revocation(path: Sequence[x509.Certificate], trust: TrustAnchors, at: datetime) -> None:
+    """The end certificate must be checked against its issuer's CRL; CA certificates are when a CRL from their
+    issuer is at hand."""
+    for position, (certificate, issuer) in enumerate(zip(path, path[1:], strict=False)):
+        crl = _current_crl(issuer, trust.crls, at)
+        if crl is None:
+            if position == 0:
+                raise CrlUnusable(f"no CRL from '{issuer.subject.rfc4514_string()}' to check {describe(certificate)}")
+            continue
+        entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+        if entry is not None:
+            raise CertificateRevoked(
+                f"certificate {describe(certificate)} was revoked on {_stamp(entry.revocation_date_utc)}"
+            )
+
+
+def _current_crl(
+    issuer: x509.Certificate, crls: Sequence[x509.CertificateRevocationList], at: datetime
+) -> x509.CertificateRevocationList | None:
+    """The newest CRL issued by ``issuer``, its signature checked, not past its next update."""
+    mine = [crl for crl in crls if crl.issuer == issuer.subject]
+    if not mine:
+        return None
+    crl = max(mine, key=lambda c: c.last_update_utc)
+    if not crl.is_signature_valid(issuer.public_key()):
+        raise CrlUnusable(f"the CRL of '{issuer.subject.rfc4514_string()}' has an invalid signature")
+    if crl.next_update_utc is not None and at > crl.next_update_utc:
+        raise CrlUnusable(
+            f"the CRL of '{issuer.subject.rfc4514_string()}' was due for renewal on {_stamp(crl.next_update_utc)}"
+        )
+    return crl
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

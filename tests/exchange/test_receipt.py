@@ -1,0 +1,125 @@
+"""Receipt v1: the receiver signs, the sender verifies and binds the receipt to its package."""
+
+import json
+import subprocess
+
+import pytest
+from sqlalchemy import select
+
+from exchange.errors import ReceiptInvalid, ReceiptMismatch, SignatureInvalid, SignerMismatch
+from exchange.pki import SIGNING
+from exchange.receipt import RECEIPT, SIGNATURE, Receipt, make_receipt, record_receipt, verify_receipt, write_receipt
+from population.db import session_factory
+from population.models import LedgerEntry
+from tests.exchange.conftest import CITIZENS, PASSWORD, build
+
+
+@pytest.fixture
+def sent(exchange_engine, tmp_path, population_signer):
+    return build(exchange_engine, tmp_path / "out", population_signer)
+
+
+def test_a_receipt_round_trips(sent, tmp_path, health_signer, trust):
+    receipt = make_receipt(sent.manifest, sent.manifest_sha256)
+    directory = write_receipt(receipt, tmp_path / "receipt", health_signer)
+    document = json.loads((directory / RECEIPT).read_bytes())
+    assert list(document) == ["format", "package_id", "manifest_sha256", "status", "received_at", "record_count",
+                              "errors"]  # fmt: skip
+    assert document["format"] == "lienthong-receipt/1"
+    assert (document["status"], document["record_count"], document["errors"]) == ("accepted", 3, [])
+    verified = verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+    assert verified.receipt == receipt
+    assert verified.signature.agency == "health"
+    assert verified.summary().startswith(f"receipt verified: package {sent.manifest.package_id} accepted by health")
+
+
+def test_a_rejection_receipt_carries_the_reasons(sent, tmp_path, health_signer, trust):
+    receipt = make_receipt(sent.manifest, sent.manifest_sha256, status="rejected", errors=["file_hash: data/x"])
+    directory = write_receipt(receipt, tmp_path / "receipt", health_signer)
+    verified = verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+    assert (verified.receipt.status, verified.receipt.record_count) == ("rejected", 0)
+    assert verified.receipt.errors == ("file_hash: data/x",)
+
+
+def test_a_receipt_for_another_package_is_rejected(exchange_engine, sent, tmp_path, population_signer, health_signer,
+                                                   trust):  # fmt: skip
+    other = build(exchange_engine, tmp_path / "out", population_signer, CITIZENS)
+    directory = write_receipt(make_receipt(other.manifest, other.manifest_sha256), tmp_path / "r", health_signer)
+    with pytest.raises(
+        ReceiptMismatch, match=f"^receipt_mismatch: the receipt is for package {other.manifest.package_id}"
+    ):
+        verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+
+
+def test_a_receipt_with_the_right_id_but_another_manifest_is_rejected(sent, tmp_path, health_signer, trust):
+    receipt = make_receipt(sent.manifest, "0" * 64)
+    directory = write_receipt(receipt, tmp_path / "receipt", health_signer)
+    with pytest.raises(ReceiptMismatch, match="manifest 000000000000"):
+        verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+
+
+def test_an_accepted_receipt_must_count_every_record(sent, tmp_path, health_signer, trust):
+    receipt = make_receipt(sent.manifest, sent.manifest_sha256, record_count=2)
+    directory = write_receipt(receipt, tmp_path / "receipt", health_signer)
+    with pytest.raises(ReceiptMismatch, match="accepted 2 records of the 3 sent"):
+        verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+
+
+def test_only_the_recipient_may_sign_the_receipt(sent, tmp_path, population_signer, trust):
+    directory = write_receipt(make_receipt(sent.manifest, sent.manifest_sha256), tmp_path / "r", population_signer)
+    with pytest.raises(SignerMismatch, match="^signer: the package went to health, but 'Liên thông population"):
+        verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+
+
+def test_a_changed_receipt_is_rejected(sent, tmp_path, health_signer, trust):
+    directory = write_receipt(make_receipt(sent.manifest, sent.manifest_sha256), tmp_path / "r", health_signer)
+    text = (directory / RECEIPT).read_text()
+    (directory / RECEIPT).write_text(text.replace('"accepted"', '"rejected"'))
+    with pytest.raises(SignatureInvalid, match="^signature: the content does not match"):
+        verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+    (directory / SIGNATURE).unlink()
+    with pytest.raises(SignatureInvalid, match="no receipt.json.p7s"):
+        verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+
+
+def test_a_receipt_signed_with_stock_openssl_is_accepted(sent, tmp_path, pki, trust):
+    """What docs/partners.md tells a partner to do, step by step."""
+    receipt = tmp_path / "receipt"
+    receipt.mkdir()
+    document = {
+        "format": "lienthong-receipt/1", "package_id": sent.manifest.package_id,
+        "manifest_sha256": sent.manifest_sha256, "status": "accepted", "received_at": "2026-11-28T10:00:00Z",
+        "record_count": 3, "errors": [],
+    }  # fmt: skip
+    (receipt / RECEIPT).write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    subprocess.run(
+        ["openssl", "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256",
+         "-in", str(receipt / RECEIPT), "-out", str(receipt / SIGNATURE),
+         "-signer", str(pki.certificate("health", SIGNING)), "-inkey", str(pki.key("health", SIGNING)),
+         "-passin", f"pass:{PASSWORD.decode()}", "-certfile", str(pki.issuing_ca)],
+        check=True,
+    )  # fmt: skip
+    verified = verify_receipt(receipt, trust, sent.manifest, sent.manifest_sha256)
+    assert verified.receipt.record_count == 3
+
+
+def test_a_malformed_receipt_is_rejected(sent, tmp_path, health_signer, trust):
+    with pytest.raises(ReceiptInvalid, match="not a lienthong-receipt/1 document"):
+        Receipt.from_bytes(b'{"format": "lienthong-receipt/1"}')
+    with pytest.raises(ReceiptInvalid, match="^receipt: no receipt.json"):
+        verify_receipt(tmp_path, trust, sent.manifest, sent.manifest_sha256)
+    with pytest.raises(ValueError, match="status must be"):
+        make_receipt(sent.manifest, sent.manifest_sha256, status="maybe")
+
+
+def test_receipts_are_ledgered_once(exchange_engine, sent, tmp_path, health_signer, trust):
+    directory = write_receipt(make_receipt(sent.manifest, sent.manifest_sha256), tmp_path / "r", health_signer)
+    verified = verify_receipt(directory, trust, sent.manifest, sent.manifest_sha256)
+    fingerprint, signer = verified.signature.fingerprint, verified.signature.signer
+    assert record_receipt(exchange_engine, "receipt_received", sent.manifest, verified.receipt, signer)
+    assert not record_receipt(exchange_engine, "receipt_received", sent.manifest, verified.receipt, signer)
+    with session_factory(exchange_engine)() as session:
+        entries = session.scalars(select(LedgerEntry).order_by(LedgerEntry.position)).all()
+    assert [e.kind for e in entries] == ["package_sent", "receipt_received"]
+    assert (entries[1].status, entries[1].signer_fingerprint) == ("accepted", fingerprint)
+    assert entries[1].manifest_sha256 == sent.manifest_sha256
