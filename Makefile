@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench requirements clean venv
+.PHONY: demo test lint format bench bench-packages requirements clean venv
 
 venv: $(INSTALLED)
 
