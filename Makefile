@@ -22,13 +22,23 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
+# The demo's key password is made per clone and kept under var/ (git-ignored): a sandbox, never a real secret.
+LT := env -u LIENTHONG_DB_URL LIENTHONG_KEY_PASSWORD="$$(cat var/demo-key-password)" $(BIN)/lienthong
+
 demo: venv
-	@rm -f var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm
-	env -u LIENTHONG_DB_URL $(BIN)/lienthong db upgrade
-	env -u LIENTHONG_DB_URL $(BIN)/lienthong population generate --citizens $(DEMO_CITIZENS) --seed 2026 --defect-rate 0.02
-	env -u LIENTHONG_DB_URL $(BIN)/lienthong population events --count 2000 --seed 2026
-	env -u LIENTHONG_DB_URL $(BIN)/lienthong population export --out var/extract/citizens.csv
-	env -u LIENTHONG_DB_URL $(BIN)/lienthong population stats
+	@rm -rf var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm var/packages var/pki
+	@mkdir -p var && test -s var/demo-key-password || (head -c 24 /dev/urandom | base64 > var/demo-key-password)
+	$(LT) db upgrade
+	$(LT) population generate --citizens $(DEMO_CITIZENS) --seed 2026 --defect-rate 0.02
+	$(LT) population events --count 2000 --seed 2026
+	$(LT) population export --out var/extract/citizens.csv
+	$(LT) pki init
+	$(LT) package build --agreement health-identity --recipient health --input var/extract/citizens.csv \
+		--encrypt --out var/packages > var/packages.last
+	$(LT) package verify "$$(cat var/packages.last)" --trust var/pki/root-ca.pem \
+		--key var/pki/health/encryption.key.pem --cert var/pki/health/encryption.pem
+	$(LT) ledger verify
+	$(LT) population stats
 
 test: venv
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
