@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench bench-packages requirements clean venv
+.PHONY: demo test lint format bench bench-packages requirements clean venv system-packages
 
 venv: $(INSTALLED)
 
@@ -40,7 +40,13 @@ demo: venv
 	$(LT) ledger verify
 	$(LT) population stats
 
-test: venv
+# System packages the tests need beyond Python: the OpenSSH server (the land partner is also tested against a
+# real sshd). PostgreSQL is expected to run already (see README).
+system-packages:
+	@test -x /usr/sbin/sshd || { echo "installing openssh-server with apt-get"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; }
+
+test: venv system-packages
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: venv
@@ -53,6 +59,8 @@ format: venv
 
 bench: venv
 	$(BIN)/python bench/bench_population_load.py
+	$(BIN)/python bench/bench_package.py
+	$(BIN)/python bench/bench_sftp.py
 
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py

@@ -1,0 +1,209 @@
+"""HTTP plumbing shared by the health, business and tax servers: a uvicorn server in its own thread on a
+loopback port, TLS (optionally mutual), request bodies read to disk within a limit, and fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from partners.faults import FaultPlan
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+    b'<!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+    b'<!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]>\n'
+    b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>&lol2;</soap:Body>'
+    b"</soap:Envelope>"
+)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    certificate: Path
+    key: Path
+    key_password: bytes
+    client_ca: Path | None = None  # set: clients must present a certificate chaining to it (mutual TLS)
+
+    def context(self) -> ssl.SSLContext:
+        purpose = ssl.Purpose.CLIENT_AUTH
+        context = ssl.create_default_context(purpose, cafile=str(self.client_ca) if self.client_ca else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.certificate, self.key, password=self.key_password)
+        context.verify_mode = ssl.CERT_REQUIRED if self.client_ca else ssl.CERT_NONE
+        return context
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn in a daemon thread on 127.0.0.1. ``stop`` closes the listening socket
+    and every connection (a client then sees refused connections); ``start`` again takes the same port."""
+
+    def __init__(self, app: ASGIApp, name: str, tls: TlsSettings | None = None, port: int = 0) -> None:
+        self.app, self.name, self.tls, self.port = app, name, tls, port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        tls = self.tls
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=0,
+            ssl_context_factory=(lambda _config, _default: tls.context()) if tls else None,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name=self.name, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.name} server did not start")
+            time.sleep(0.01)
+        listener.close()  # uvicorn serves on its own duplicate of the socket
+        self._server, self._thread = server, thread
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._server.force_exit = True  # like a crash: open connections are dropped, not drained
+        self._thread.join(timeout=15)
+        self._server = self._thread = None
+
+
+async def read_body_to_file(request: Request, limit: int, directory: Path) -> Path | None:
+    """The request body streamed into a temporary file; None when it is over ``limit`` bytes."""
+    with tempfile.NamedTemporaryFile(dir=directory, prefix="upload-", suffix=".zip", delete=False) as handle:
+        path = Path(handle.name)
+        size = 0
+        async for block in request.stream():
+            size += len(block)
+            if size > limit:
+                break
+            handle.write(block)
+    if size > limit:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class FaultInjection:
+    """ASGI middleware that spoils requests as the partner's fault plan says (see ``partners.faults``).
+    ``operation_of`` names the operation a request is for; ``flavour`` is ``json`` or ``soap``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        plan: FaultPlan,
+        operation_of: Callable[[Scope], str],
+        flavour: str,
+        soap_fault: Callable[[str], bytes] | None = None,
+    ) -> None:
+        self.app, self.plan, self.operation_of, self.flavour = app, plan, operation_of, flavour
+        self.soap_fault = soap_fault
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        fault = self.plan.take(self.operation_of(scope), kinds=_HTTP_KINDS)
+        if fault is None:
+            await self.app(scope, receive, send)
+            return
+        if fault.kind == "latency":
+            await asyncio.sleep(fault.seconds)
+            await self.app(scope, receive, send)
+        elif fault.kind == "status":
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            await _answer(send, fault.status, b'{"detail": "injected failure"}', "application/json", headers)
+        elif fault.kind == "soap_fault" and self.soap_fault is not None:
+            await _answer(send, 500, self.soap_fault(fault.code), "text/xml; charset=utf-8")
+        elif fault.kind == "malformed":
+            body = b'{"items": [{"personal_id": ' if self.flavour == "json" else b"<soap:Envelope><soap:Body><unclosed>"
+            await _answer(send, 200, body, _media_type(self.flavour))
+        elif fault.kind == "oversized":
+            await _stream_padding(send, fault.size, _media_type(self.flavour))
+        elif fault.kind == "unsafe_xml":
+            await _answer(send, 200, BILLION_LAUGHS, "text/xml; charset=utf-8")
+        elif fault.kind == "reset":
+            await _reset_mid_body(self.app, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+_HTTP_KINDS = ("latency", "status", "soap_fault", "reset", "malformed", "oversized", "unsafe_xml")
+
+
+class InjectedReset(ConnectionError):
+    """Raised inside the server to make uvicorn drop the connection half-way through an answer."""
+
+
+def _media_type(flavour: str) -> str:
+    return "application/json" if flavour == "json" else "text/xml; charset=utf-8"
+
+
+async def _answer(send: Send, status: int, body: bytes, media_type: str, headers: dict[str, str] | None = None):
+    raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _stream_padding(send: Send, size: int, media_type: str) -> None:
+    """``size`` bytes, chunked (no Content-Length), so the client only learns the size by reading."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", media_type.encode())]})
+    block = b" " * 65536
+    sent = 0
+    while sent < size:
+        part = block[: min(len(block), size - sent)]
+        sent += len(part)
+        await send({"type": "http.response.body", "body": part, "more_body": sent < size})
+
+
+async def _reset_mid_body(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Let the app do its work (so a POST has its effect), then send half of its answer and drop the line."""
+    messages: list[Message] = []
+
+    async def capture(message: Message) -> None:
+        messages.append(message)
+
+    await app(scope, receive, capture)
+    start = messages[0]
+    body = b"".join(m.get("body", b"") for m in messages[1:])
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+    raise InjectedReset("fault injection: connection dropped mid-body")

@@ -1,0 +1,256 @@
+"""What every partner does with a package it receives, whatever the transport, and with one it publishes.
+
+Receiving (``PackageIntake.receive``):
+1. a package id seen before is answered with the receipt stored for it (same manifest) — nothing is stored
+   twice; a different manifest under a known id is rejected;
+2. the package is verified with ``exchange.package.verify_package``: signature, certificate chain, revocation,
+   the sender, the files, and the sequence against the packages accepted before; encrypted files are
+   decrypted with the partner's key;
+3. the records are read (CSV, JSON Lines, or XML batch files checked against their XSD), the feed is moved on
+   (``accept_package``) and the package, its records and the signed receipt are stored together;
+4. the answer is a receipt v1 signed by the partner: ``accepted``, or ``rejected`` with the failed check.
+
+Publishing (``publish_outbox``): the partner's own records as an exchange package to the population database,
+signed by the partner, encrypted for the population database, zipped into the outbox folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from exchange.errors import ManifestInvalid, VerificationError
+from exchange.package import (
+    ENCRYPTED_SUFFIX,
+    Manifest,
+    PackageBuilder,
+    SchemaRef,
+    accept_package,
+    read_manifest,
+    verify_package,
+    zip_package,
+)
+from exchange.pki import (
+    ENCRYPTION,
+    POPULATION,
+    CertifiedKey,
+    PkiDirectory,
+    Signer,
+    key_path,
+    load_certificate,
+    load_recipient,
+    load_signer,
+)
+from exchange.receipt import make_receipt, record_receipt
+from exchange.signature import TrustAnchors, sign_detached
+from partners.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted, validate
+from partners.store import RegistryStore
+
+log = logging.getLogger("lienthong.partners")
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+XML_SCHEMAS = {"urn:lienthong:land:owners:v1": SCHEMAS_DIR / "xsd" / "land-owners.v1.xsd"}
+
+
+@dataclass(frozen=True)
+class PartnerKeys:
+    """A partner's certificates and keys from the sandbox PKI."""
+
+    name: str
+    signer: Signer
+    recipient: CertifiedKey
+    trust: TrustAnchors
+    population_encryption: Path
+    tls_certificate: Path
+    tls_key: Path
+    issuing_ca: Path
+    key_password: bytes
+
+    @classmethod
+    def load(cls, pki: PkiDirectory, name: str, password: bytes) -> PartnerKeys:
+        encryption = pki.certificate(name, ENCRYPTION)
+        return cls(
+            name=name,
+            signer=load_signer(pki, name, password),
+            recipient=load_recipient(encryption, key_path(encryption), password),
+            trust=TrustAnchors.from_files(pki.root_ca, [pki.crl]),
+            population_encryption=pki.certificate(POPULATION, ENCRYPTION),
+            tls_certificate=pki.certificate(name, "tls-server"),
+            tls_key=key_path(pki.certificate(name, "tls-server")),
+            issuing_ca=pki.issuing_ca,
+            key_password=password,
+        )
+
+
+class IntakeRefused(ValueError):
+    """The upload is not an exchange package at all (no readable manifest): no receipt can be made for it."""
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    status: str  # accepted | rejected
+    duplicate: bool
+    receipt: bytes
+    signature: bytes
+    package_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "duplicate": self.duplicate,
+            "receipt": base64.b64encode(self.receipt).decode("ascii"),
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+        }
+
+
+class PackageIntake:
+    def __init__(self, keys: PartnerKeys, store: RegistryStore, work_dir: Path) -> None:
+        self.keys, self.store, self.work_dir = keys, store, work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    def receive(self, package_path: Path) -> IntakeResult:
+        """Verify, deduplicate, store and acknowledge one package (a directory or a zip)."""
+        try:
+            manifest, manifest_sha256 = read_manifest(package_path)
+        except (ManifestInvalid, zipfile.BadZipFile, OSError, KeyError) as error:
+            raise IntakeRefused(f"not an exchange package: {error}") from None
+        with self.store.intake_lock:
+            stored = self.store.stored_package(manifest.package_id)
+            if stored is not None:
+                if stored.manifest_sha256 == manifest_sha256:
+                    log.info("%s: package %s received again; answering the stored receipt", self.keys.name,
+                             manifest.package_id)  # fmt: skip
+                    return IntakeResult("accepted", True, stored.receipt, stored.signature, manifest.package_id)
+                return self._reject(manifest, manifest_sha256, "package_id: this id was received with another manifest")
+            return self._verify_and_store(package_path, manifest, manifest_sha256)
+
+    def _verify_and_store(self, package_path: Path, manifest: Manifest, manifest_sha256: str) -> IntakeResult:
+        if manifest.recipient != self.keys.name:
+            return self._reject(manifest, manifest_sha256, f"recipient: the package is for {manifest.recipient}")
+        decrypted = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="decrypted-"))
+        try:
+            verified = verify_package(
+                package_path, self.keys.trust, engine=self.store.engine, recipient=self.keys.recipient,
+                decrypt_to=decrypted,
+            )  # fmt: skip
+            records = read_records(package_path, verified.manifest, decrypted)
+            accept_package(self.store.engine, verified)
+        except VerificationError as error:
+            return self._reject(manifest, manifest_sha256, str(error))
+        except (InvalidDocument, UnsafeDocument, ValueError) as error:
+            return self._reject(manifest, manifest_sha256, f"payload: {error}")
+        finally:
+            shutil.rmtree(decrypted, ignore_errors=True)
+        receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=len(records))
+        data = receipt.to_bytes()
+        signature = sign_detached(data, self.keys.signer)
+        self.store.store_package(manifest, manifest_sha256, data, signature, records)
+        record_receipt(self.store.engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate)
+        log.info("%s: accepted package %s (#%d of %s, %d records)", self.keys.name, manifest.package_id,
+                 manifest.sequence, manifest.agreement, len(records))  # fmt: skip
+        return IntakeResult("accepted", False, data, signature, manifest.package_id)
+
+    def _reject(self, manifest: Manifest, manifest_sha256: str, problem: str) -> IntakeResult:
+        """A signed ``rejected`` receipt; nothing is stored, so the sender may send a corrected package."""
+        receipt = make_receipt(manifest, manifest_sha256, status="rejected", errors=[problem])
+        data = receipt.to_bytes()
+        log.warning("%s: rejected package %s: %s", self.keys.name, manifest.package_id, problem)
+        return IntakeResult("rejected", False, data, sign_detached(data, self.keys.signer), manifest.package_id)
+
+    # -- publishing ---------------------------------------------------------------------------------------------
+
+    def publish_outbox(self, outbox: Path, agreement: str, schema: SchemaRef, records: Iterable[dict]) -> Path:
+        """The partner's records as the next package of its inbound feed, zipped into ``outbox``."""
+        outbox.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="outbox-"))
+        try:
+            with PackageBuilder(
+                staging, agreement=agreement, recipient=POPULATION, schema=schema, signer=self.keys.signer,
+                sender=self.keys.name, encrypt_for=load_certificate(self.keys.population_encryption),
+            ) as builder:  # fmt: skip
+                builder.add_records(f"{schema.name}.csv", records)
+                built = builder.seal(self.store.engine)
+            archive = zip_package(built.path)
+            target = outbox / archive.name
+            hidden = outbox / f".{archive.name}.partial"
+            shutil.copyfile(archive, hidden)
+            hidden.replace(target)
+            return target
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# -- payload records -------------------------------------------------------------------------------------------
+
+
+def read_records(package_path: Path, manifest: Manifest, decrypted: Path) -> list[dict[str, Any]]:
+    """Every record of every payload file, read with the parser its suffix calls for."""
+    records: list[dict[str, Any]] = []
+    for entry in manifest.files:
+        name = PurePosixPath(entry.path).name.removesuffix(ENCRYPTED_SUFFIX)
+        data = (decrypted / "data" / name).read_bytes() if entry.encrypted else _member(package_path, entry.path)
+        records.extend(parse_payload(name, data))
+    return records
+
+
+def _member(package_path: Path, path: str) -> bytes:
+    if package_path.is_dir():
+        return (package_path / path).read_bytes()
+    with zipfile.ZipFile(package_path) as archive:
+        return archive.read(path)
+
+
+def parse_payload(name: str, data: bytes) -> list[dict[str, Any]]:
+    suffix = PurePosixPath(name).suffix
+    if suffix == ".csv":
+        return [dict(row) for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))]
+    if suffix == ".jsonl":
+        return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    if suffix == ".xml":
+        return parse_xml_batch(data)
+    raise ValueError(f"{name}: no reader for {suffix or 'files without a suffix'}")
+
+
+def parse_xml_batch(data: bytes) -> list[dict[str, Any]]:
+    """An XML batch file whose namespace has an XSD in ``schemas/xsd`` (land owners): hardened parse, schema
+    check, then one flat record per child of the root (nested elements flattened by their local names)."""
+    root = parse_untrusted(data)
+    namespace = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
+    xsd = XML_SCHEMAS.get(namespace)
+    if xsd is None:
+        raise InvalidDocument(f"no schema for XML batches in namespace {namespace!r}")
+    validate(root, xsd)
+    return [_flatten(child) for child in root]
+
+
+def _flatten(element) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for child in element:
+        key = _snake(child.tag.split("}")[-1])
+        if len(child):
+            record.update(_flatten(child))
+        else:
+            record[key] = child.text
+    return record
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

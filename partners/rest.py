@@ -1,0 +1,224 @@
+"""The REST partners: health insurance (OAuth2 client credentials over TLS, ``schemas/openapi/health.v1.yaml``)
+and business registration (mutual TLS, items per ``schemas/jsonschema/business-enterprise-role.v1.json``).
+
+Both accept packages at ``POST /v1/packages`` (Idempotency-Key required: a repeated key with the same body
+gets the first answer again, with another body 409), serve their registry page by page at
+``GET /v1/<collection>?cursor=&limit=`` and their published packages at ``GET /v1/outbox[/<name>]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Scope
+
+from partners.base import Partner, decode_cursor, encode_cursor
+from partners.http import FaultInjection, ServerThread, TlsSettings, problem, read_body_to_file
+from partners.intake import IntakeRefused, PartnerKeys, sha256_file
+
+MAX_PACKAGE_BYTES = 1024**3
+MAX_PAGE = 5000
+_OPERATIONS = {  # path prefix → operation name for fault plans (first match wins)
+    "oauth": "token",
+    "v1/packages": "packages",
+    "v1/outbox/": "outbox_file",
+    "v1/outbox": "outbox",
+    "v1/health": "health",
+}
+
+
+class RestPartner(Partner):
+    transport = "rest"
+
+    def __init__(
+        self,
+        name: str,
+        keys: PartnerKeys,
+        state_dir: Path,
+        *,
+        collection: str,
+        root_ca: Path,
+        oauth_clients: dict[str, str] | None = None,
+        mutual_tls: bool = False,
+        token_lifetime: float = 300.0,
+    ) -> None:
+        self.name = name
+        super().__init__(keys, state_dir)
+        self.collection = collection
+        self.oauth_clients = oauth_clients or {}
+        self.mutual_tls = mutual_tls
+        self.token_lifetime = token_lifetime
+        self.root_ca = root_ca
+        self._tokens: dict[str, float] = {}
+        self._idempotent: dict[str, tuple[str, int, dict]] = {}  # key → (body sha256, status, answer)
+        tls = TlsSettings(self.tls_chain, keys.tls_key, keys.key_password, root_ca if mutual_tls else None)
+        self.server = ServerThread(self._app(), f"partner-{name}", tls)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def endpoint(self) -> dict[str, Any]:
+        document = {
+            "transport": "rest",
+            "url": f"{self.server.url}/v1",
+            "host": "127.0.0.1",
+            "port": self.server.port,
+            "base_path": "v1",
+            "collection": f"/v1/{self.collection}",
+            "packages": "/v1/packages",
+            "outbox": "/v1/outbox",
+            "auth": "mutual_tls" if self.mutual_tls else "oauth2_client_credentials",
+        }
+        if self.oauth_clients:
+            document["token_url"] = f"{self.server.url}/oauth/token"
+            document["openapi"] = "schemas/openapi/health.v1.yaml"
+        else:
+            document["item_schema"] = "schemas/jsonschema/business-enterprise-role.v1.json"
+        return document
+
+    def revoke_tokens(self) -> None:
+        """Forget every token issued (as a partner restarting its authorisation server would)."""
+        self._tokens.clear()
+
+    # -- the app ----------------------------------------------------------------------------------------------
+
+    def _app(self):
+        routes = [
+            Route("/v1/health", self.health, methods=["GET"]),
+            Route("/v1/packages", self.receive_package, methods=["POST"]),
+            Route(f"/v1/{self.collection}", self.list_items, methods=["GET"]),
+            Route("/v1/outbox", self.list_outbox, methods=["GET"]),
+            Route("/v1/outbox/{name}", self.get_outbox_file, methods=["GET"]),
+        ]
+        if self.oauth_clients:
+            routes.append(Route("/oauth/token", self.token, methods=["POST"]))
+        return FaultInjection(Starlette(routes=routes), self.faults, self._operation, "json")
+
+    def _operation(self, scope: Scope) -> str:
+        path = scope["path"].strip("/")
+        for prefix, operation in _OPERATIONS.items():
+            if path.startswith(prefix):
+                return operation
+        return "records"
+
+    def _authorised(self, request: Request) -> Response | None:
+        """None when the caller may proceed: mutual TLS is checked in the handshake; OAuth2 here."""
+        if not self.oauth_clients:
+            return None
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        expires = self._tokens.get(token)
+        if not token or expires is None or expires < time.monotonic():
+            return problem(
+                401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
+        return None
+
+    async def token(self, request: Request) -> Response:
+        form = await request.form()
+        client_id, secret = _basic_credentials(request) or (form.get("client_id"), form.get("client_secret"))
+        if form.get("grant_type") != "client_credentials":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        expected = self.oauth_clients.get(str(client_id or ""))
+        if expected is None or not hmac.compare_digest(expected.encode(), str(secret or "").encode()):
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = time.monotonic() + self.token_lifetime
+        return JSONResponse(
+            {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_lifetime)},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def health(self, request: Request) -> Response:
+        if refused := self._authorised(request):
+            return refused
+        return JSONResponse({"status": "up", "partner": self.name})
+
+    async def receive_package(self, request: Request) -> Response:
+        if refused := self._authorised(request):
+            return refused
+        key = request.headers.get("idempotency-key", "")
+        if not 8 <= len(key) <= 200:
+            return problem(400, "an Idempotency-Key header (8 to 200 characters) is required")
+        upload = await read_body_to_file(request, MAX_PACKAGE_BYTES, self.intake.work_dir)
+        if upload is None:
+            return problem(413, f"a package may have at most {MAX_PACKAGE_BYTES:,} bytes")
+        try:
+            return await run_in_threadpool(self._receive, key, upload)
+        finally:
+            upload.unlink(missing_ok=True)
+
+    def _receive(self, key: str, upload: Path) -> Response:
+        body_sha256 = sha256_file(upload)
+        seen = self._idempotent.get(key)
+        if seen is not None:
+            if seen[0] != body_sha256:
+                return problem(409, "this Idempotency-Key was used with another body")
+            return JSONResponse(seen[2], status_code=seen[1])
+        try:
+            result = self.intake.receive(upload)
+        except IntakeRefused as error:
+            return problem(400, str(error))
+        status = 422 if result.status == "rejected" else (200 if result.duplicate else 201)
+        answer = result.as_json()
+        if result.status == "accepted":
+            self._idempotent[key] = (body_sha256, status, answer)
+        return JSONResponse(answer, status_code=status)
+
+    async def list_items(self, request: Request) -> Response:
+        if refused := self._authorised(request):
+            return refused
+        try:
+            after = decode_cursor(request.query_params.get("cursor"))
+            limit = int(request.query_params.get("limit", "500"))
+        except ValueError as error:
+            return problem(400, str(error))
+        if not 1 <= limit <= MAX_PAGE:
+            return problem(400, f"limit must be between 1 and {MAX_PAGE}")
+        people, last = await run_in_threadpool(self.store.people_page, after, limit)
+        return JSONResponse({"items": [p.as_item() for p in people], "next_cursor": encode_cursor(last)})
+
+    async def list_outbox(self, request: Request) -> Response:
+        if refused := self._authorised(request):
+            return refused
+        files = sorted(self.outbox.glob("*.zip")) if self.outbox.is_dir() else []
+        items = [{"name": f.name, "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
+        return JSONResponse({"items": items})
+
+    async def get_outbox_file(self, request: Request) -> Response:
+        if refused := self._authorised(request):
+            return refused
+        name = request.path_params["name"]
+        path = self.outbox / name
+        if "/" in name or name.startswith(".") or not name.endswith(".zip") or not path.is_file():
+            return problem(404, "no such package in the outbox")
+        return FileResponse(path, media_type="application/zip")
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    if not header.startswith("Basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, _, secret = decoded.partition(":")
+    return unquote(client_id), unquote(secret)

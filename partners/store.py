@@ -1,0 +1,220 @@
+"""A partner registry's own SQLite store.
+
+One file per partner (``<state>/<partner>/registry.db``) holding:
+- the population database's exchange tables (``package_feed``, ``ledger_entry`` …, made by the project's
+  migrations), with which ``exchange.package`` checks the sequence of received packages and keeps the
+  partner's own ledger, as any receiver would;
+- the registry: ``partner_person`` (the partner's identifier linked to a personal ID, with the partner's copy
+  of name and date of birth), ``partner_disagreement`` (the ground truth of the disagreements seeded on purpose),
+  ``partner_package`` (each package received once, with the signed receipt it was answered with, by package id)
+  and ``partner_record`` (the records those packages carried).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+)
+
+from population.db import create_population_engine
+from population.migrate import upgrade
+
+metadata = MetaData()
+person = Table(
+    "partner_person",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("identifier", String(40), nullable=False, unique=True),
+    Column("personal_id", String(12), nullable=False, index=True),
+    Column("full_name", String(100), nullable=False),
+    Column("date_of_birth", String(10)),
+    Column("status", String(20), nullable=False),
+    Column("details", Text, nullable=False),  # JSON: the partner's other fields
+)
+disagreement = Table(
+    "partner_disagreement",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("personal_id", String(12), nullable=False, index=True),
+    Column("kind", String(30), nullable=False),  # missing | name_differs | dob_differs | dead_but_active
+    Column("population_value", String(100)),
+    Column("partner_value", String(100)),
+)
+package = Table(
+    "partner_package",
+    metadata,
+    Column("package_id", String(36), primary_key=True),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("agreement", String(64), nullable=False),
+    Column("sender", String(20), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("record_count", Integer, nullable=False),
+    Column("receipt", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("received_at", String(32), nullable=False),
+)
+record = Table(
+    "partner_record",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("package_id", String(36), ForeignKey("partner_package.package_id"), nullable=False, index=True),
+    Column("personal_id", String(12), index=True),
+    Column("content", Text, nullable=False),  # JSON
+)
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    identifier: str
+    personal_id: str
+    full_name: str
+    date_of_birth: str | None
+    status: str
+    details: dict[str, Any]
+
+    def as_item(self) -> dict[str, Any]:
+        return {**self.details, "personal_id": self.personal_id, "full_name": self.full_name,
+                "date_of_birth": self.date_of_birth, "status": self.status}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    personal_id: str
+    kind: str
+    population_value: str | None = None
+    partner_value: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredPackage:
+    package_id: str
+    manifest_sha256: str
+    receipt: bytes
+    signature: bytes
+
+
+class RegistryStore:
+    """The store of one partner. Writes of packages are serialised by ``intake_lock``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.engine: Engine = create_population_engine(f"sqlite:///{path}")
+        upgrade(self.engine)
+        metadata.create_all(self.engine)
+        self.intake_lock = threading.Lock()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- registry ---------------------------------------------------------------------------------------------
+
+    def is_seeded(self) -> bool:
+        with self.engine.connect() as connection:
+            return connection.scalar(select(func.count()).select_from(person)) > 0
+
+    def seed(self, people: Iterable[PersonRow], disagreements: Iterable[Disagreement]) -> None:
+        rows = [{"identifier": p.identifier, "personal_id": p.personal_id, "full_name": p.full_name,
+                 "date_of_birth": p.date_of_birth, "status": p.status,
+                 "details": json.dumps(p.details, ensure_ascii=False, sort_keys=True)} for p in people]  # fmt: skip
+        truth = [vars(d) for d in disagreements]
+        with self.engine.begin() as connection:
+            if rows:
+                connection.execute(insert(person), rows)
+            if truth:
+                connection.execute(insert(disagreement), truth)
+
+    def people_page(self, after_id: int, limit: int) -> tuple[list[PersonRow], int | None]:
+        """Up to ``limit`` people after row ``after_id``, and the last row id when more may follow."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(person).where(person.c.id > after_id).order_by(person.c.id).limit(limit)
+            ).all()
+        people = [_person(row) for row in rows]
+        return people, (rows[-1].id if len(rows) == limit else None)
+
+    def all_people(self) -> list[PersonRow]:
+        with self.engine.connect() as connection:
+            return [_person(row) for row in connection.execute(select(person).order_by(person.c.id))]
+
+    def disagreements(self) -> list[Disagreement]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(disagreement).order_by(disagreement.c.id)).all()
+        return [Disagreement(r.personal_id, r.kind, r.population_value, r.partner_value) for r in rows]
+
+    # -- received packages --------------------------------------------------------------------------------------
+
+    def stored_package(self, package_id: str) -> StoredPackage | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(package).where(package.c.package_id == package_id)).first()
+        return StoredPackage(row.package_id, row.manifest_sha256, row.receipt, row.signature) if row else None
+
+    def store_package(
+        self,
+        manifest: Any,
+        manifest_sha256: str,
+        receipt: bytes,
+        signature: bytes,
+        records: Sequence[dict[str, Any]],
+    ) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(package).values(
+                    package_id=manifest.package_id,
+                    manifest_sha256=manifest_sha256,
+                    agreement=manifest.agreement,
+                    sender=manifest.sender,
+                    sequence=manifest.sequence,
+                    record_count=len(records),
+                    receipt=receipt,
+                    signature=signature,
+                    received_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                )
+            )
+            if records:
+                connection.execute(
+                    insert(record),
+                    [
+                        {
+                            "package_id": manifest.package_id,
+                            "personal_id": r.get("personal_id"),
+                            "content": json.dumps(r, ensure_ascii=False, sort_keys=True),
+                        }
+                        for r in records
+                    ],  # fmt: skip
+                )
+
+    def package_count(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.scalar(select(func.count()).select_from(package))
+
+    def record_count(self, package_id: str | None = None) -> int:
+        query = select(func.count()).select_from(record)
+        if package_id is not None:
+            query = query.where(record.c.package_id == package_id)
+        with self.engine.connect() as connection:
+            return connection.scalar(query)
+
+
+def _person(row) -> PersonRow:
+    return PersonRow(row.identifier, row.personal_id, row.full_name, row.date_of_birth, row.status,
+                     json.loads(row.details))  # fmt: skip

@@ -1,0 +1,100 @@
+"""What a partner does with a package it receives: verify, deduplicate, store, acknowledge."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+
+from exchange.receipt import verify_receipt
+from partners.intake import IntakeRefused, PackageIntake, PartnerKeys
+from partners.store import RegistryStore
+from tests.partners.fixtures import PASSWORD, RECORDS
+
+
+@pytest.fixture
+def health_intake(tmp_path, sandbox_pki) -> PackageIntake:
+    store = RegistryStore(tmp_path / "health" / "registry.db")
+    yield PackageIntake(PartnerKeys.load(sandbox_pki, "health", PASSWORD), store, tmp_path / "work")
+    store.dispose()
+
+
+def check_receipt(result, package, trust, directory):
+    (directory / "receipt.json").parent.mkdir(parents=True, exist_ok=True)
+    (directory / "receipt.json").write_bytes(result.receipt)
+    (directory / "receipt.json.p7s").write_bytes(result.signature)
+    return verify_receipt(directory, trust, package.manifest, package.manifest_sha256).receipt
+
+
+@pytest.mark.parametrize("encrypt", [True, False], ids=["encrypted", "plain"])
+def test_a_package_is_verified_stored_and_acknowledged(health_intake, make_package, trust, tmp_path, encrypt):
+    package = make_package("health", encrypt=encrypt)
+    result = health_intake.receive(package.path)
+    assert result.status == "accepted" and not result.duplicate
+    assert check_receipt(result, package, trust, tmp_path / "receipt").record_count == 3
+    assert health_intake.store.record_count(package.manifest.package_id) == 3
+
+
+def test_a_package_received_again_is_answered_with_the_same_receipt_and_stored_once(health_intake, make_package):
+    package = make_package("health")
+    first = health_intake.receive(package.path)
+    again = health_intake.receive(package.path)
+    assert again.duplicate and (again.receipt, again.signature) == (first.receipt, first.signature)
+    assert health_intake.store.package_count() == 1 and health_intake.store.record_count() == 3
+
+
+def test_a_package_out_of_sequence_is_rejected_until_the_gap_is_filled(health_intake, make_package, trust, tmp_path):
+    first, second = make_package("health"), make_package("health")
+    early = health_intake.receive(second.path)
+    receipt = check_receipt(early, second, trust, tmp_path / "early")
+    assert receipt.status == "rejected" and receipt.errors[0].startswith("sequence_gap:")
+    assert health_intake.store.package_count() == 0
+    assert health_intake.receive(first.path).status == "accepted"
+    assert health_intake.receive(second.path).status == "accepted"
+
+
+def test_a_package_for_another_partner_is_rejected(health_intake, make_package):
+    result = health_intake.receive(make_package("tax").path)
+    assert result.status == "rejected" and b"recipient" in result.receipt
+
+
+def test_a_changed_payload_is_rejected(health_intake, make_package, tmp_path):
+    package = make_package("health", encrypt=False)
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(package.path) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            target.writestr(item, data.replace("Thuỷ".encode(), "Thủy".encode()) if item.filename.startswith("data/")
+                            else data)  # fmt: skip
+    result = health_intake.receive(tampered)
+    assert result.status == "rejected" and b"file_hash" in result.receipt
+    assert health_intake.store.package_count() == 0
+
+
+def test_a_package_signed_under_another_root_is_rejected(health_intake, make_package, stranger_pki):
+    from exchange.pki import load_signer
+
+    package = make_package("health", signer=load_signer(stranger_pki, "population", PASSWORD))
+    result = health_intake.receive(package.path)
+    assert result.status == "rejected" and b"chain" in result.receipt
+
+
+def test_something_that_is_not_a_package_is_refused_without_a_receipt(health_intake, tmp_path):
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(IntakeRefused):
+        health_intake.receive(junk)
+
+
+def test_the_records_are_stored_as_sent(health_intake, make_package):
+    import json
+
+    from sqlalchemy import select
+
+    from partners.store import record
+
+    package = make_package("health")
+    health_intake.receive(package.path)
+    with health_intake.store.engine.connect() as connection:
+        stored = [json.loads(row.content) for row in connection.execute(select(record).order_by(record.c.id))]
+    assert [r["full_name"] for r in stored] == [r["full_name"] for r in RECORDS]

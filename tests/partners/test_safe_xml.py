@@ -1,0 +1,44 @@
+"""XML from outside: DTDs, entities and external references are refused before anything is expanded."""
+
+from __future__ import annotations
+
+import pytest
+
+from partners.http import BILLION_LAUGHS
+from partners.intake import parse_xml_batch
+from partners.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted
+
+XXE = b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>'
+EXTERNAL_DTD = b'<?xml version="1.0"?><!DOCTYPE r SYSTEM "http://127.0.0.1:9/evil.dtd"><r/>'
+LAND_BATCH = """<?xml version="1.0" encoding="UTF-8"?>
+<OwnersBatch xmlns="urn:lienthong:land:owners:v1" office="VPĐKĐĐ Hà Nội" createdAt="2026-07-01T00:00:00Z" count="1">
+  <owner>
+    <certificateSerial>CS 123456</certificateSerial>
+    <parcel><communeCode>00004</communeCode><mapSheet>12</mapSheet><parcelNumber>345</parcelNumber></parcel>
+    <personalId>001200012345</personalId>
+    <fullName>Nguyễn Thị Thuỷ</fullName>
+    <status>active</status>
+  </owner>
+</OwnersBatch>""".encode()
+
+
+@pytest.mark.parametrize("document", [XXE, BILLION_LAUGHS, EXTERNAL_DTD], ids=["xxe", "billion-laughs", "external"])
+def test_documents_declaring_a_dtd_or_entities_are_refused(document):
+    with pytest.raises(UnsafeDocument):
+        parse_untrusted(document)
+
+
+def test_a_dtd_hidden_in_another_encoding_is_still_refused():
+    with pytest.raises((UnsafeDocument, InvalidDocument)):
+        parse_untrusted(XXE.replace(b'version="1.0"', b'version="1.0" encoding="UTF-16"').decode().encode("utf-16"))
+
+
+def test_a_land_batch_is_read_after_its_schema_is_checked():
+    (owner,) = parse_xml_batch(LAND_BATCH)
+    assert owner["certificate_serial"] == "CS 123456" and owner["commune_code"] == "00004"
+    assert owner["personal_id"] == "001200012345" and owner["full_name"] == "Nguyễn Thị Thuỷ"
+
+
+def test_a_land_batch_that_breaks_its_schema_is_refused():
+    with pytest.raises(InvalidDocument, match="land-owners"):
+        parse_xml_batch(LAND_BATCH.replace(b"CS 123456", b"123456"))
