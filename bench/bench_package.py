@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from exchange.package import PackageBuilder, SchemaRef  # noqa: E402
 from exchange.pki import init_pki, load_signer  # noqa: E402
 from population.db import create_population_engine, normalise_url  # noqa: E402
-from population.extract import extract_query, extract_columns, iter_extract  # noqa: E402
+from population.extract import extract_columns, extract_query, iter_extract  # noqa: E402
 from population.migrate import upgrade  # noqa: E402
 
 SERVER_URL = normalise_url(os.environ.get("LIENTHONG_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
