@@ -567,6 +567,8 @@ class _Loader:
             for table in ("citizen", "household", "id_card", "injected_defect"):
                 next_id = f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1"
                 self.cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {next_id}, false)")
+            # fresh statistics, so that the first extract after a bulk load is planned for the real sizes
+            self.cursor.execute("ANALYZE household, citizen, id_card, injected_defect")
         self.connection.commit()
         self.connection.close()
 
