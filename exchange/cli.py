@@ -265,11 +265,15 @@ from exchange.package_cli import package_app  # noqa: E402
 from exchange.pki_cli import pki_app  # noqa: E402
 from exchange.receipt_cli import receipt_app  # noqa: E402
 from partners.cli import partners_app  # noqa: E402
+from validation.cli import quality_app, quarantine_app, reconcile_app  # noqa: E402
 
 app.add_typer(pki_app, name="pki")
 app.add_typer(package_app, name="package")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(quality_app, name="quality")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(partners_app, name="partners")
 
 if __name__ == "__main__":

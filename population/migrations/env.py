@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import validation.models  # noqa: F401  (the data-quality tables, on the same metadata)
 from population.models import Base
 
 config = context.config

@@ -1,0 +1,49 @@
+"""Reconciliation of partner datasets derived from a generated population with deliberate disagreements."""
+
+import pytest
+from sqlalchemy import func, select
+
+from population.db import session_factory
+from population.models import RegistryLink
+from validation.models import ReconciliationMismatch, ReconciliationRun
+from validation.partner_sample import partner_sample
+from validation.reconciliation import CLASSES, Reconciler, reconcile, write_mismatch_csv
+
+EXPECTED = {"missing_id": "matched"}  # a row without ID is linked by folded name and date of birth
+
+
+@pytest.mark.parametrize("partner", ["health", "tax", "land", "business"])
+def test_each_disagreement_is_classified(population, partner, tmp_path):
+    sample = partner_sample(population, partner, 600, seed=4, disagreement_rate=0.15)
+    reconciler = Reconciler(population, partner, "sample")
+    classes = reconciler.add(sample.rows)
+    report = reconciler.finish()
+    assert sample.truth
+    for row, kind in sample.truth.items():
+        expected = EXPECTED.get(kind, kind)
+        assert expected in classes[row] or (kind == "missing_id" and classes[row] == ["unmatched"]), (row, kind)
+    clean = [row for row in sample.rows.index if row not in sample.truth]
+    assert sum(classes[row] == ["matched"] for row in clean) >= 0.99 * len(clean)
+    assert report.rows == 600 and set(report.counts) == set(CLASSES)
+    assert sum(report.rates.values()) >= 1.0 - 1e-9
+    with session_factory(population)() as session:
+        links = session.scalars(select(RegistryLink).where(RegistryLink.partner == partner)).all()
+        assert len(links) == report.links_written > 500
+        assert {link.status for link in links} <= {"active", "disputed", "inactive"}
+        run = session.get(ReconciliationRun, report.run_id)
+        assert run.classes == report.counts and run.finished_at is not None
+        mismatches = session.scalar(select(func.count()).where(ReconciliationMismatch.run_id == report.run_id))
+        assert mismatches == sum(n for c, n in report.counts.items() if c != "matched")
+    assert write_mismatch_csv(population, report.run_id, tmp_path / "m.csv") == mismatches
+
+
+def test_a_second_delivery_linking_a_known_identifier_to_someone_else_is_a_duplicate_link(population):
+    sample = partner_sample(population, "health", 50, seed=1, disagreement_rate=0.0)
+    first = reconcile(population, "health", [sample.rows])
+    assert first.counts["matched"] == 50 and first.counts["duplicate_link"] == 0
+    swapped = sample.rows.copy()
+    swapped.loc[1, "social_insurance_number"] = sample.rows.loc[2, "social_insurance_number"]
+    second = reconcile(population, "health", [swapped])
+    assert second.counts["duplicate_link"] == 2  # row 1 takes row 2's number; row 2 now shares it
+    again = reconcile(population, "health", [sample.rows])  # the same delivery again adds nothing new
+    assert again.counts["duplicate_link"] == 2

@@ -1,0 +1,550 @@
+"""Validating a dataset in batches with Great Expectations: findings per row, quarantine, block, scores.
+
+A dataset streams through as pandas DataFrames of text (``read_csv_batches``, ``read_jsonl_batches``,
+``extract_batches``), each indexed by row number; ``StreamValidation.passing`` validates each batch with the
+dataset's suite and yields the rows that may go out. The same bookkeeping serves the SQL push-down path
+(``validation.pushdown``), where Great Expectations runs the suite as SQL inside the database.
+
+For each batch:
+1. cross-row columns are added (``validation.crossrow``): an earlier record of the same person, an earlier row
+   with the same key;
+2. Great Expectations validates the suite with result format COMPLETE, which lists the index of every failing
+   row (indexes are row numbers, so nothing else is needed to find the row);
+3. every failing (row, rule) becomes a finding: row number, personal ID, rule, column, value, dimension,
+   severity, reason; released findings (a steward said so) become warnings;
+4. rows with a quarantine-severity finding are held back and handed to the sinks; the others are yielded.
+At the end, households are rolled up and validated, the run's tallies give the four dimension scores, and a
+block-severity failure raises ``DatasetBlocked``: a table-level one as soon as it is seen, a share-of-rows one
+over the whole dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+from great_expectations.core import ExpectationSuiteValidationResult
+
+from population.identity import mask_personal_id
+from validation.context import new_context, unique_name
+from validation.crossrow import CrossRowIndex
+from validation.reports import build_data_docs
+from validation.suites import BATCH_NUMBER, BOOKKEEPING, DIMENSIONS, HEADS, ROW_NUMBER, DatasetSuite, columns_of
+
+BATCH_ROWS = 100_000
+SAMPLE_VALUES = 20  # masked examples of failing values shown in Data Docs, per rule
+FINDING_COLUMNS = ("row_number", "personal_id", "rule", "expectation", "column", "value", "dimension", "severity",
+                   "reason")  # fmt: skip
+RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "partial_unexpected_count": SAMPLE_VALUES,
+    "return_unexpected_index_query": False,
+}
+
+
+class DatasetBlocked(Exception):
+    """A block-severity expectation failed: the dataset must not go out. The message names the expectation and
+    the figures; ``outcome`` holds the run's figures so far."""
+
+    def __init__(self, reasons: list[str], outcome: ValidationOutcome):
+        super().__init__(f"{outcome.dataset} is blocked: " + "; ".join(reasons))
+        self.reasons = reasons
+        self.outcome = outcome
+
+
+class ValidationFailed(Exception):
+    """An expectation could not be evaluated (not a data problem): nothing may be assumed to have passed."""
+
+
+# -- the run's figures ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RuleTally:
+    """One expectation over the whole run."""
+
+    rule: str
+    expectation: str
+    columns: list[str]
+    dimension: str
+    severity: str
+    description: str
+    mostly: float = 1.0
+    row_level: bool = True
+    evaluated: int = 0  # rows (or households) the rule judged: not missing, not ignored
+    unexpected: int = 0
+    table_failure: str | None = None  # what a table-level rule observed when it failed
+
+    @property
+    def share(self) -> float:
+        return self.unexpected / self.evaluated if self.evaluated else 0.0
+
+    @property
+    def success(self) -> bool:
+        if not self.row_level:
+            return self.table_failure is None
+        return self.share <= 1 - self.mostly + 1e-12
+
+    def as_dict(self) -> dict:
+        return dict(rule=self.rule, expectation=self.expectation, columns=self.columns, dimension=self.dimension,
+                    severity=self.severity, description=self.description, evaluated=self.evaluated,
+                    unexpected=self.unexpected, share=round(self.share, 6), success=self.success)  # fmt: skip
+
+
+@dataclass
+class ValidationOutcome:
+    dataset: str
+    suite: str
+    source: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    rows: int = 0
+    passed: int = 0
+    quarantined: int = 0  # rows held back
+    flagged: int = 0  # rows with any finding, warnings included
+    flagged_by_dimension: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
+    rules: list[RuleTally] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    run_id: int | None = None  # the validation_run row, when recorded in the database
+    data_docs: str | None = None  # index.html of the run's Data Docs site
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Per dimension, the share of rows with no finding in it."""
+        return {d: 1.0 - (self.flagged_by_dimension[d] / self.rows if self.rows else 0.0) for d in DIMENSIONS}
+
+    def summary(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "suite": self.suite,
+            "source": self.source,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "rows": self.rows,
+            "passed": self.passed,
+            "quarantined": self.quarantined,
+            "flagged": self.flagged,
+            "blocked": bool(self.blocked),
+            "block_reasons": self.blocked,
+            "scores": {d: round(s, 6) for d, s in self.scores.items()},
+            "flagged_by_dimension": self.flagged_by_dimension,
+            "expectations": [r.as_dict() for r in self.rules],
+            "run_id": self.run_id,
+            "data_docs": self.data_docs,
+        }
+
+
+class FindingSink(Protocol):
+    """Where findings go: the quarantine table, a CSV for stewards."""
+
+    def add(self, findings: pd.DataFrame, held: pd.DataFrame) -> None:
+        """``findings`` of one batch (FINDING_COLUMNS); ``held``: the records held back, by row number."""
+
+    def finish(self, outcome: ValidationOutcome) -> None: ...
+
+
+Waivers = Callable[[pd.DataFrame], pd.DataFrame]  # findings in, the same with released ones downgraded out
+
+
+# -- sources: batches of text indexed by row number -------------------------------------------------------------
+
+
+def read_csv_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """A UTF-8 CSV with a header, in batches; empty cells are missing, every other value stays text."""
+    reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8",
+                         chunksize=batch_rows)  # fmt: skip
+    with reader:
+        for batch in reader:
+            batch.index = batch.index + 1
+            yield batch
+
+
+def read_jsonl_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """JSON Lines, one object per line, in batches; values become text (JSON null and missing keys: missing)."""
+    with path.open(encoding="utf-8") as handle:
+        records: list[dict] = []
+        start = 1
+        for number, line in enumerate(handle, start=1):
+            record = json.loads(line) if line.strip() else {}
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {number}: a JSON object per line is expected")
+            records.append({k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in record.items()})
+            if len(records) == batch_rows:
+                yield _text_frame(records, start)
+                start += len(records)
+                records = []
+        if records:
+            yield _text_frame(records, start)
+
+
+def _text_frame(records: list[dict], start: int) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records).astype(object)
+    frame.index = pd.RangeIndex(start, start + len(frame))
+    return frame.where(frame.notna(), None).astype("str")
+
+
+def read_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """CSV or JSON Lines, by the file's suffix."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return read_jsonl_batches(path, batch_rows)
+    if path.suffix.lower() == ".csv":
+        return read_csv_batches(path, batch_rows)
+    raise ValueError(f"{path}: expected a .csv or .jsonl file")
+
+
+def _iso(value: date | datetime) -> str:
+    return value.isoformat()
+
+
+def extract_batches(engine, limit: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """The population extract streamed from the database, as the CSV export would write it (ISO dates)."""
+    from population.extract import extract_columns, iter_extract
+
+    columns = extract_columns()
+    rows: list[tuple] = []
+    start = 1
+    for row in iter_extract(engine, limit):
+        rows.append(row)
+        if len(rows) == batch_rows:
+            yield _extract_frame(rows, columns, start)
+            start += len(rows)
+            rows = []
+    if rows:
+        yield _extract_frame(rows, columns, start)
+
+
+def _extract_frame(rows: list[tuple], columns: list[str], start: int) -> pd.DataFrame:
+    from population.extract import extract_schema
+
+    frame = pd.DataFrame.from_records(rows, columns=columns, index=pd.RangeIndex(start, start + len(rows)))
+    for column, prop in extract_schema()["properties"].items():
+        if prop.get("format") in ("date", "date-time"):
+            frame[column] = frame[column].map(_iso, na_action="ignore")
+    return frame.astype("str")
+
+
+# -- Great Expectations results → findings and tallies -------------------------------------------------------------
+
+
+def _mask(value):
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return None if value is None or value is pd.NA else mask_personal_id(str(value))
+
+
+class RunTallies:
+    """What a run has counted: per rule and per dimension, and a merged validation result for Data Docs."""
+
+    def __init__(self, suite: DatasetSuite, source: str):
+        self.suite = suite
+        self.outcome = ValidationOutcome(suite.spec.name, suite.suite.name, source, datetime.now(UTC))
+        self._tally: dict[str, RuleTally] = {}
+        self._samples: dict[str, list] = {}
+        self._template: dict[str, ExpectationSuiteValidationResult] = {}
+        self.batches = 0
+
+    def read(self, result: ExpectationSuiteValidationResult, rows_of: Callable[[object], list]) -> list[tuple]:
+        """Count one batch's result; return the failing (rule result, row keys) of the row-level rules.
+        ``rows_of`` turns a result's unexpected_index_list into row keys."""
+        self._template.setdefault(result.suite_name, result)
+        failing = []
+        for item in result.results:
+            config = item.expectation_config
+            meta = config.meta
+            exception = item.exception_info or {}
+            if exception.get("raised_exception"):
+                if "table" not in config.type and self._table_failed():
+                    continue  # a missing column: the table rule already says so
+                raise ValidationFailed(f"{meta['rule']} could not be evaluated: {exception.get('exception_message')}")
+            tally = self._tally_of(item)
+            stats = item.result or {}
+            if not tally.row_level:
+                tally.evaluated += 1
+                if not item.success:
+                    tally.table_failure = json.dumps(stats.get("observed_value"), ensure_ascii=False, default=str)
+                continue
+            element = stats.get("element_count", 0)
+            tally.evaluated += element - stats.get("missing_count", 0)
+            tally.unexpected += stats.get("unexpected_count", 0)
+            samples = self._samples.setdefault(tally.rule, [])
+            samples += _mask(stats.get("partial_unexpected_list", [])[: SAMPLE_VALUES - len(samples)])
+            if stats.get("unexpected_count") and meta["severity"] != "block":
+                failing.append((config, rows_of(stats.get("unexpected_index_list") or [])))
+        return failing
+
+    def _tally_of(self, item) -> RuleTally:
+        config = item.expectation_config
+        meta = config.meta
+        tally = self._tally.get(meta["rule"])
+        if tally is None:
+            columns = list(columns_of(config.kwargs))
+            tally = self._tally[meta["rule"]] = RuleTally(
+                rule=meta["rule"],
+                expectation=config.type,
+                columns=columns,
+                dimension=meta["dimension"],
+                severity=meta["severity"],
+                description=config.description or "",
+                mostly=config.kwargs.get("mostly", 1.0) or 1.0,
+                row_level=bool(columns),
+            )
+            self.outcome.rules.append(tally)
+        return tally
+
+    def _table_failed(self) -> bool:
+        return any(t.table_failure for t in self._tally.values())
+
+    def table_blocks(self) -> list[str]:
+        return [
+            f"{t.rule} failed ({t.description}); observed {t.table_failure}"
+            for t in self._tally.values()
+            if t.severity == "block" and not t.row_level and t.table_failure
+        ]
+
+    def share_blocks(self) -> list[str]:
+        return [
+            f"{t.rule} failed on {t.unexpected:,} of {t.evaluated:,} rows ({t.share:.2%}), more than the "
+            f"{1 - t.mostly:.0%} allowed ({t.description})"
+            for t in self._tally.values()
+            if t.severity == "block" and t.row_level and not t.success
+        ]
+
+    def merged_results(self) -> list[ExpectationSuiteValidationResult]:
+        """One validation result per suite over the whole run (counts summed, samples masked), for Data Docs."""
+        merged = []
+        for template in self._template.values():
+            result = copy.deepcopy(template)
+            for item in result.results:
+                tally = self._tally[item.expectation_config.meta["rule"]]
+                item.success = tally.success
+                item.exception_info = {"raised_exception": False, "exception_message": None,
+                                       "exception_traceback": None}  # fmt: skip
+                if tally.row_level:
+                    item.result = {
+                        "element_count": tally.evaluated,
+                        "missing_count": 0,
+                        "missing_percent": 0.0,
+                        "unexpected_count": tally.unexpected,
+                        "unexpected_percent": 100 * tally.share,
+                        "unexpected_percent_nonmissing": 100 * tally.share,
+                        "partial_unexpected_list": self._samples.get(tally.rule, []),
+                    }
+            evaluated = len(result.results)
+            successful = sum(1 for item in result.results if item.success)
+            result.success = successful == evaluated
+            result.statistics = {
+                "evaluated_expectations": evaluated,
+                "successful_expectations": successful,
+                "unsuccessful_expectations": evaluated - successful,
+                "success_percent": 100 * successful / evaluated if evaluated else None,
+            }
+            merged.append(result)
+        return merged
+
+
+def findings_of(failing: list[tuple], records: pd.DataFrame) -> pd.DataFrame:
+    """Findings from failing rules: ``records`` holds the failing rows by row number (the rules' columns, and
+    the personal ID where the dataset has one)."""
+    parts = []
+    for config, rows in failing:
+        meta = config.meta
+        columns = list(columns_of(config.kwargs))
+        values = records.loc[rows, columns].astype(object).where(records.loc[rows, columns].notna(), "")
+        if len(columns) == 1:
+            value = values[columns[0]].astype(str)
+        else:
+            value = pd.Series([""] * len(rows), index=values.index, dtype=object)
+            for i, column in enumerate(columns):
+                value = value + ("; " if i else "") + column + "=" + values[column].astype(str)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "row_number": rows,
+                    "rule": meta["rule"],
+                    "expectation": config.type,
+                    "column": ", ".join(columns),
+                    "value": value.to_numpy(),
+                    "dimension": meta["dimension"],
+                    "severity": meta["severity"],
+                    "reason": config.description,
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=FINDING_COLUMNS)
+    findings = pd.concat(parts, ignore_index=True)
+    ids = records["personal_id"] if "personal_id" in records else pd.Series(pd.NA, index=records.index)
+    findings.insert(1, "personal_id", ids.loc[findings["row_number"]].to_numpy())
+    return findings.sort_values(["row_number", "rule"], kind="stable").reset_index(drop=True)
+
+
+def household_findings(config, members: pd.DataFrame) -> pd.DataFrame:
+    """Findings of a failing household rule, one per member (row_number, personal_id, household_code, heads)."""
+    meta = config.meta
+    return pd.DataFrame({
+        "row_number": members[ROW_NUMBER].astype(int),
+        "personal_id": members["personal_id"],
+        "rule": meta["rule"],
+        "expectation": config.type,
+        "column": "household_code, relation_to_head",
+        "value": "household_code=" + members["household_code"].astype(str) + f"; {HEADS}="
+        + members[HEADS].astype(int).astype(str),
+        "dimension": meta["dimension"],
+        "severity": meta["severity"],
+        "reason": config.description,
+    })  # fmt: skip
+
+
+class BatchedRun:
+    """What a run in batches does whatever runs the expectations: findings to sinks, tallies, the end."""
+
+    def __init__(self, suite: DatasetSuite, sinks, waivers, source: str, data_docs_dir, scratch_dir):
+        self.suite = suite
+        self.sinks = list(sinks)
+        self.waivers = waivers
+        self.data_docs_dir = data_docs_dir
+        self.scratch_dir = scratch_dir
+        self.tallies = RunTallies(suite, source)
+
+    @property
+    def outcome(self) -> ValidationOutcome:
+        return self.tallies.outcome
+
+    def _record(self, index: CrossRowIndex, findings: pd.DataFrame, records: pd.DataFrame, rows: int) -> list:
+        """Apply releases, count, hand the findings and the held records to the sinks; return the held rows."""
+        if self.waivers is not None and len(findings):
+            findings = self.waivers(findings)
+        held_rows = findings.loc[findings["severity"] == "quarantine", "row_number"].unique().tolist()
+        index.tally(findings, rows)
+        held = records.loc[held_rows, self.suite.columns] if held_rows else pd.DataFrame()
+        for sink in self.sinks:
+            sink.add(findings, held)
+        return held_rows
+
+    def _finish(self, index: CrossRowIndex, context, blocks: list[str]) -> None:
+        outcome = self.outcome
+        outcome.rows, outcome.quarantined, outcome.flagged, outcome.flagged_by_dimension = index.counts()
+        outcome.passed = outcome.rows - outcome.quarantined
+        outcome.blocked = blocks
+        outcome.finished_at = datetime.now(UTC)
+        if self.data_docs_dir is not None:
+            outcome.data_docs = build_data_docs(context, self.tallies, self.data_docs_dir)
+        for sink in self.sinks:
+            sink.finish(outcome)
+        if blocks:
+            raise DatasetBlocked(blocks, outcome)
+
+
+class StreamValidation(BatchedRun):
+    """Validates a stream of batches; ``passing`` yields what may go out, sinks receive the rest.
+
+    >>> run = StreamValidation(build_suite("citizen-extract"), sinks=[store], waivers=store.waivers)
+    >>> for batch in run.passing(read_csv_batches(path)):
+    ...     package.write(batch)           # the rows that passed, in input order
+    >>> run.outcome.scores                 # after the stream is exhausted
+
+    Consume the whole stream before signing a package: a share-of-rows block is only known at the end, and is
+    raised (``DatasetBlocked``) from the last ``next``.
+    """
+
+    def __init__(
+        self,
+        suite: DatasetSuite,
+        sinks: Sequence[FindingSink] = (),
+        waivers: Waivers | None = None,
+        source: str = "stream",
+        data_docs_dir: Path | None = None,
+        scratch_dir: Path | None = None,
+    ):
+        super().__init__(suite, sinks, waivers, source, data_docs_dir, scratch_dir)
+
+    def passing(self, batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        suite = self.suite
+        context = new_context(self.data_docs_dir)
+        asset = context.data_sources.add_pandas(unique_name("stream")).add_dataframe_asset(suite.spec.name)
+        batch_definition = asset.add_batch_definition_whole_dataframe("batch")
+        with CrossRowIndex(suite.person_key, suite.repeat_key, suite.households is not None, self.scratch_dir) as index:
+            for number, batch in enumerate(batches, start=1):
+                index.annotate(batch)
+                batch[ROW_NUMBER] = batch.index
+                batch[BATCH_NUMBER] = number
+                result = batch_definition.get_batch(batch_parameters={"dataframe": batch}).validate(
+                    suite.suite, result_format=RESULT_FORMAT
+                )
+                failing = self.tallies.read(result, list)
+                if blocks := self.tallies.table_blocks():
+                    self._finish(index, context, blocks)
+                held_rows = self._record(index, findings_of(failing, batch), batch, len(batch))
+                yield batch.drop(index=held_rows, columns=[*suite.derived_columns, *BOOKKEEPING])
+            self._households(index, context)
+            self._finish(index, context, self.tallies.share_blocks())
+
+    def _households(self, index: CrossRowIndex, context) -> None:
+        """Validate the household roll-up; its failures are warnings on each member's row."""
+        if self.suite.households is None:
+            return
+        asset = context.data_sources.add_pandas(unique_name("households")).add_dataframe_asset("households")
+        definition = asset.add_batch_definition_whole_dataframe("households")
+        for rollup in index.household_rollup():
+            rollup.index = rollup["household_code"]
+            result = definition.get_batch(batch_parameters={"dataframe": rollup}).validate(
+                self.suite.households, result_format=RESULT_FORMAT
+            )
+            for config, households in self.tallies.read(result, list):
+                members = index.household_members(households)
+                members[HEADS] = members["household_code"].map(rollup[HEADS])
+                findings = household_findings(config, members)
+                index.tally(findings, 0)
+                for sink in self.sinks:
+                    sink.add(findings, pd.DataFrame())
+
+
+def check_file(
+    dataset: str,
+    path: Path,
+    out_dir: Path,
+    engine=None,
+    as_of: date | None = None,
+    freshness_days: int | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> ValidationOutcome:
+    """``lienthong quality check``: validate a CSV or JSONL file of a dataset and write, under ``out_dir``,
+    summary.json, quarantine.csv, summary.html and the Data Docs site (data-docs/index.html). With an engine,
+    the run, its held records and their findings are recorded in the database (and earlier releases apply).
+    Raises ``DatasetBlocked`` after writing everything when a block-severity expectation fails."""
+    from validation.quarantine import QuarantineStore
+    from validation.reports import FindingsCsv, outcome_as_run, runs_of, write_summary, write_summary_page
+    from validation.suites import build_suite
+
+    suite = build_suite(dataset, as_of=as_of, freshness_days=freshness_days)
+    sinks: list[FindingSink] = [FindingsCsv(out_dir / "quarantine.csv")]
+    store = None
+    if engine is not None:
+        store = QuarantineStore(engine, dataset, suite.suite.name, str(path))
+        sinks.append(store)
+    run = StreamValidation(suite, sinks, store.waivers if store else None, source=str(path),
+                           data_docs_dir=out_dir / "data-docs")  # fmt: skip
+    try:
+        for _ in run.passing(read_batches(path, batch_rows)):
+            pass
+    finally:
+        outcome = run.outcome
+        if outcome.finished_at is not None:
+            write_summary(outcome, out_dir / "summary.json")
+            if engine is not None:
+                from population.db import session_factory
+
+                with session_factory(engine)() as session:
+                    runs = runs_of(session, dataset)
+            else:
+                runs = [outcome_as_run(outcome)]
+            write_summary_page(out_dir / "summary.html", dataset, runs, [r.as_dict() for r in outcome.rules])
+    return outcome
