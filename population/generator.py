@@ -470,6 +470,8 @@ class PopulationGenerator:
             card = card_of.get(person.id)
             if card is None or card["status"] != "active":
                 kinds.remove("dead_with_active_card")
+            if unicodedata.is_normalized("NFD", row["full_name"]):  # no diacritics: NFD would change nothing
+                kinds.remove("name_nfd")
             kind = self.rng.choice(kinds)
             field_name, detail = self._inject(kind, person, row, rows, card)
             defects.append({
@@ -488,11 +490,11 @@ class PopulationGenerator:
             row["full_name"] = unicodedata.normalize("NFD", row["full_name"])
             return "full_name", "stored in NFD"
         if kind == "name_legacy_d":
-            name = row["full_name"]
-            if "Đ" not in name:
-                name = "Đ" + name.split(" ", 1)[0][1:] + " " + name.split(" ", 1)[1] if name[0] == "D" else name
-                name = name if "Đ" in name else "Đỗ " + name.split(" ", 1)[1]
-            row["full_name"] = name.replace("Đ", LEGACY_D)
+            surname, rest = row["full_name"].split(" ", 1)
+            if "Đ" not in row["full_name"]:
+                surname = "Đỗ"  # the defect needs a Đ to mistype; Đỗ is a common surname
+            row["full_name"] = f"{surname} {rest}".replace("Đ", LEGACY_D)
+            row["name_fold"] = fold_name(row["full_name"])
             return "full_name", "U+00D0 typed for U+0110"
         if kind == "id_birth_year_mismatch":
             shift = rng.choice((-3, -2, -1, 1, 2, 3))
