@@ -26,12 +26,13 @@ $(INSTALLED): requirements.txt pyproject.toml
 LT := env -u LIENTHONG_DB_URL LIENTHONG_KEY_PASSWORD="$$(cat var/demo-key-password)" $(BIN)/lienthong
 
 demo: venv
-	@rm -rf var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm var/packages var/pki
+	@rm -rf var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm var/packages var/pki var/reports
 	@mkdir -p var && test -s var/demo-key-password || (head -c 24 /dev/urandom | base64 > var/demo-key-password)
 	$(LT) db upgrade
 	$(LT) population generate --citizens $(DEMO_CITIZENS) --seed 2026 --defect-rate 0.02
 	$(LT) population events --count 2000 --seed 2026
 	$(LT) population export --out var/extract/citizens.csv
+	$(LT) quality check citizen-extract --input var/extract/citizens.csv --out var/reports/citizen-extract
 	$(LT) pki init
 	$(LT) package build --agreement health-identity --recipient health --input var/extract/citizens.csv \
 		--encrypt --out var/packages > var/packages.last
@@ -61,6 +62,7 @@ bench: venv
 	$(BIN)/python bench/bench_population_load.py
 	$(BIN)/python bench/bench_package.py
 	$(BIN)/python bench/bench_sftp.py
+	$(BIN)/python bench/bench_validation.py
 
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py

@@ -52,6 +52,16 @@ def test_check_list_release_reject_report(tmp_path):
     assert report.exit_code == 0 and "1 run(s)" in report.output
 
 
+def test_relative_paths_as_a_new_user_types_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_csv(tmp_path / "in.csv", [_citizen("001090000001")])
+    checked = invoke("quality", "check", "citizen-extract", "--input", "in.csv", "--out", "reports/run",
+                     "--as-of", "2026-07-01", "--no-record", db="sqlite:///unused.db")  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    assert (tmp_path / "reports" / "run" / "summary.json").exists()
+    assert list((tmp_path / "reports" / "run").rglob("index.html")), "the Data Docs site is written"
+
+
 def test_a_blocked_dataset_exits_with_2_and_says_why(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("personal_id,name\n001090000001,An\n", encoding="utf-8")
