@@ -157,6 +157,10 @@ def _parse_signed_data(signature: bytes) -> _SignedData:
         certificates = tuple(
             _load_certificate(choice.chosen) for choice in signed_data["certificates"] if choice.name == "certificate"
         )
+        # What is checked must be what was sent: a certificate that the parsers normalised on the way (a BER
+        # BOOLEAN, a re-sorted SET OF) would re-encode to the bytes its issuer signed and pass.
+        if any(c.public_bytes(serialization.Encoding.DER) not in signature for c in certificates):
+            raise SignatureInvalid("a certificate carried in the signature is not in the DER that was signed")
         algorithm = signer_info["signature_algorithm"]
         algorithm_name = algorithm["algorithm"].native
         return _SignedData(
