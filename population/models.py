@@ -221,3 +221,17 @@ class LedgerEntry(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     previous_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class FeedCheckpoint(Base):
+    """Where one outbound feed stands in the change log: the last change delivered (acknowledged by the partner's
+    verified receipt), and the package sealed for the next window while it waits for its receipt."""
+
+    __tablename__ = "feed_checkpoint"
+
+    agreement: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_change_sequence: Mapped[int] = mapped_column(BigInteger)
+    last_package_id: Mapped[str | None] = mapped_column(String(36))
+    pending_up_to: Mapped[int | None] = mapped_column(BigInteger)  # the change the pending package covers up to
+    pending_package: Mapped[str | None] = mapped_column(String(500))  # path of the sealed, zipped package
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -204,19 +204,26 @@ def _iso(value: date | datetime) -> str:
 
 def extract_batches(engine, limit: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
     """The population extract streamed from the database, as the CSV export would write it (ISO dates)."""
-    from population.extract import extract_columns, iter_extract
+    from population.extract import iter_extract
+
+    return extract_frames(iter_extract(engine, limit), batch_rows)
+
+
+def extract_frames(rows: Iterable[Sequence], batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """Rows in the extract's column order, as batches of text indexed by row number from 1."""
+    from population.extract import extract_columns
 
     columns = extract_columns()
-    rows: list[tuple] = []
+    batch: list[tuple] = []
     start = 1
-    for row in iter_extract(engine, limit):
-        rows.append(row)
-        if len(rows) == batch_rows:
-            yield _extract_frame(rows, columns, start)
-            start += len(rows)
-            rows = []
-    if rows:
-        yield _extract_frame(rows, columns, start)
+    for row in rows:
+        batch.append(tuple(row))
+        if len(batch) == batch_rows:
+            yield _extract_frame(batch, columns, start)
+            start += len(batch)
+            batch = []
+    if batch:
+        yield _extract_frame(batch, columns, start)
 
 
 def _extract_frame(rows: list[tuple], columns: list[str], start: int) -> pd.DataFrame:
