@@ -9,7 +9,6 @@ change N, every change numbered N or less is already committed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -69,16 +68,6 @@ def changes_after(session: Session, sequence: int, limit: int = 10_000) -> list[
     return list(
         session.scalars(select(Change).where(Change.sequence > sequence).order_by(Change.sequence).limit(limit))
     )
-
-
-def iter_changes_after(session: Session, sequence: int, batch: int = 10_000) -> Iterator[Change]:
-    """Every committed change after ``sequence``, in order, read in batches."""
-    while True:
-        page = changes_after(session, sequence, batch)
-        if not page:
-            return
-        yield from page
-        sequence = page[-1].sequence
 
 
 def last_sequence(session: Session) -> int:

@@ -58,7 +58,7 @@ class BirthRegistration:
 def card_expiry(date_of_birth: date, issued_on: date) -> date | None:
     """Cards are renewed at 14, 25, 40 and 60; one issued within two years of a renewal age lasts to the next;
     one issued at 58 or older does not expire."""
-    age = _age_on(date_of_birth, issued_on)
+    age = age_on(date_of_birth, issued_on)
     for renewal_age in CARD_RENEWAL_AGES:
         if age < renewal_age - 2:
             return _birthday(date_of_birth, renewal_age)
@@ -72,7 +72,8 @@ def _birthday(date_of_birth: date, age: int) -> date:
         return date(date_of_birth.year + age, 3, 1)
 
 
-def _age_on(date_of_birth: date, on: date) -> int:
+def age_on(date_of_birth: date, on: date) -> int:
+    """Age in whole years on a date."""
     return on.year - date_of_birth.year - ((on.month, on.day) < (date_of_birth.month, date_of_birth.day))
 
 
@@ -249,7 +250,7 @@ class LifeEvents:
 
     @staticmethod
     def _check_parent(event: _Event, label, field: str, parent: Citizen, date_of_birth: date) -> None:
-        if parent.date_of_birth is not None and _age_on(parent.date_of_birth, date_of_birth) < 12:
+        if parent.date_of_birth is not None and age_on(parent.date_of_birth, date_of_birth) < 12:
             raise event.fail(label, field, "parent_too_young", "the parent would be younger than 12 at the birth")
 
     def _new_personal_id(self, event: _Event, birth: BirthRegistration) -> str:
@@ -381,7 +382,7 @@ class LifeEvents:
                 if person.marital_status == "married" or person.spouse_personal_id:
                     raise event.fail(person.personal_id, "marital_status", "already_married", "is married")
                 minimum = MARRIAGE_AGE.get(person.sex or "", 20)
-                if person.date_of_birth is None or _age_on(person.date_of_birth, event_date) < minimum:
+                if person.date_of_birth is None or age_on(person.date_of_birth, event_date) < minimum:
                     raise event.fail(person.personal_id, "date_of_birth", "under_marriage_age", f"under {minimum}")
             event.change(a, spouse_personal_id=b.personal_id, spouse_name=b.full_name, marital_status="married")
             event.change(b, spouse_personal_id=a.personal_id, spouse_name=a.full_name, marital_status="married")

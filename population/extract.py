@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -59,9 +59,7 @@ def extract_query(limit: int | None = None):
 def _text(value) -> str:
     if value is None:
         return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
+    if isinstance(value, date):  # datetime too
         return value.isoformat()
     return str(value)
 

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from functools import cache, cached_property
 from itertools import accumulate
 
 from sqlalchemy import Engine, func, select
@@ -101,13 +101,6 @@ class _Person:
     row: dict = field(default_factory=dict)
 
 
-def _band_of(age_years: int) -> int:
-    for band, (lo, hi, _, _) in enumerate(ref.AGE_SEX_STRUCTURE):
-        if lo <= age_years <= hi:
-            return band
-    return len(ref.AGE_SEX_STRUCTURE) - 1
-
-
 AgeWeights = tuple[tuple[int, float], ...]
 
 
@@ -130,7 +123,7 @@ def _calibrated_age_weights(as_of: date, rounds: int = 4, pilot_size: int = 20_0
     for _ in range(rounds):
         pilot = PopulationGenerator(0, as_of, age_weights=split())
         counts = Counter(
-            _band_of((as_of - row["date_of_birth"]).days * 100 // 36525)
+            ref.age_band((as_of - row["date_of_birth"]).days * 100 // 36525)
             for _, people, _, _ in pilot.households(pilot_size)
             for row in people
         )
@@ -164,9 +157,7 @@ class PopulationGenerator:
         self.household_size = _Draw(ref.HOUSEHOLD_SIZE)
         self.legacy_name = dict(ref.LEGACY_PROVINCES)
         self.birth_province = _Draw(list(ref.LEGACY_PROVINCE_POPULATION_SHARE.items()))
-        head_weights, child_weights = age_weights or _calibrated_age_weights(as_of)
-        self.adult_age = _Draw(head_weights)
-        self.young_age = _Draw(child_weights)
+        self._age_weights = age_weights
         self.bands = ref.AGE_SEX_STRUCTURE
         # where people live: a current province by population, then a ward of it
         units = catalogue_rows()
@@ -188,6 +179,16 @@ class PopulationGenerator:
         self.next_id = {"citizen": 1, "household": 1, "card": 1, "defect": 1}
         self._id_counters: dict[tuple[str, int, int], list[int]] = {}
         self.updated_at = datetime.combine(as_of, datetime.min.time(), UTC)
+
+    # The age bands of heads and children are calibrated on first use: drawing only names and wards (the day of
+    # life events does) costs no pilot populations.
+    @cached_property
+    def adult_age(self) -> _Draw:
+        return _Draw((self._age_weights or _calibrated_age_weights(self.as_of))[0])
+
+    @cached_property
+    def young_age(self) -> _Draw:
+        return _Draw((self._age_weights or _calibrated_age_weights(self.as_of))[1])
 
     # -- the pieces -----------------------------------------------------------------------------------
 

@@ -706,6 +706,15 @@ def _normalise_age_sex(
 AGE_SEX_STRUCTURE: Final[tuple[tuple[int, int, float, float], ...]] = _normalise_age_sex(_AGE_SEX_RAW)
 """(first age, last age, male share, female share); all shares together sum to 1."""
 
+
+def age_band(age: int) -> int:
+    """Index of the band of AGE_SEX_STRUCTURE an age in whole years falls in; the last band is open-ended."""
+    for band, (_, last, _, _) in enumerate(AGE_SEX_STRUCTURE):
+        if age <= last:
+            return band
+    return len(AGE_SEX_STRUCTURE) - 1
+
+
 SEX_RATIO_AT_BIRTH: Final[float] = 111.5
 """Boys per 100 girls at birth, 2019 census."""
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from population import reference_data as ref
-from population.events import BirthRegistration, LifeEventError, LifeEvents
+from population.events import BirthRegistration, LifeEventError, LifeEvents, age_on
 from population.generator import PopulationGenerator
 from population.models import Citizen, IdCard
 
@@ -87,7 +87,7 @@ class DaySimulation:
 
     def _age(self, citizen: Citizen) -> int:
         dob = citizen.date_of_birth
-        return -1 if dob is None else (self.day - dob).days * 100 // 36525
+        return -1 if dob is None else age_on(dob, self.day)
 
     # -- events ---------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from population import reference_data as ref
+from population.events import age_on
 from population.models import Change, ChangeLogHead, Citizen, Household, IdCard, InjectedDefect, RegistryLink
 
 
@@ -20,17 +21,14 @@ def population_stats(session: Session, as_of: date | None = None) -> dict:
     by_sex = dict(session.execute(select(Citizen.sex, func.count()).group_by(Citizen.sex)).all())
     surnames: Counter[str] = Counter()
     bands: Counter[int] = Counter()
-    band_edges = [(lo, hi) for lo, hi, _, _ in ref.AGE_SEX_STRUCTURE]
     for full_name, dob in session.execute(
         select(Citizen.full_name, Citizen.date_of_birth).execution_options(yield_per=20_000)
     ):
         surnames[full_name.split(" ", 1)[0]] += 1
         if dob is not None:
-            age = as_of.year - dob.year - ((as_of.month, as_of.day) < (dob.month, dob.day))
-            for i, (lo, hi) in enumerate(band_edges):
-                if lo <= age <= hi or (i == len(band_edges) - 1 and age > hi):
-                    bands[i] += 1
-                    break
+            age = age_on(dob, as_of)
+            if age >= 0:
+                bands[ref.age_band(age)] += 1
     ethnic_names = {code: name for code, name, _ in ref.ETHNIC_GROUPS}
     ethnicity = session.execute(
         select(Citizen.ethnicity_code, func.count()).group_by(Citizen.ethnicity_code).order_by(func.count().desc())
