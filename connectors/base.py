@@ -94,6 +94,16 @@ class PartnerHook(BaseHook):
     def get_conn(self) -> Any:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release the connection (hooks holding one override this)."""
+
+    def __enter__(self):
+        """``with hook:`` keeps one connection for several operations and closes it after."""
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def test_connection(self) -> tuple[bool, str]:
         raise NotImplementedError
 

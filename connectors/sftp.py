@@ -224,13 +224,6 @@ class SftpHook(PartnerHook):
             self._ssh.close()
         self._sftp = self._ssh = None
 
-    def __enter__(self) -> SftpHook:
-        """``with hook:`` keeps one connection for several operations and closes it after."""
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
     def _run(self, action: str, operation: Callable[[paramiko.SFTPClient], T]) -> T:
         """Run ``operation`` on a live connection under the retry policy; a broken connection is closed and
         opened again on the next attempt."""

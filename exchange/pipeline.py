@@ -1,11 +1,12 @@
 """The outbound pipeline of one agreement, as plain functions the DAGs call (DESIGN.md, "Data flow").
 
     window = extract(engine, agreement)                   # which changes: after the checkpoint, up to a mark
-    checked = validate(engine, agreement, window, work)   # minimised rows that passed; the rest quarantined
+    checked = validate(engine, agreement, window, work)   # rows that passed, minimised; the rest quarantined
     sealed = package(engine, agreement, checked, pki, out)
-    receipt = deliver(agreement, sealed)                  # through the partner's connector
+    receipt = deliver(agreement, sealed)                  # through the partner's connector (SFTP: None, then
+                                                          #   collect_receipt until the partner has answered)
     verified = verify(engine, sealed, receipt, pki)       # signed by the recipient, bound to the manifest; ledger
-    advance(engine, agreement, sealed, verified)          # the checkpoint moves only now
+    advance(engine, agreement, window, verified)          # the checkpoint moves only now
 
 Each step returns a small frozen dataclass of references and counts (XCom values for the DAG layer) and is safe to
 retry:
@@ -13,15 +14,18 @@ retry:
 - ``extract`` fixes the window: the changes after the feed's checkpoint up to the change-log head read at the
   start (incremental), or every citizen (full). While a sealed package waits for its receipt, the window is that
   package's, so a rerun resends it rather than sealing another.
-- ``validate`` minimises the extract rows to the agreement's fields (principle 4) and validates them with the
-  agreement's suite restricted to those fields (so minimising comes first: the suite expects exactly the fields
-  that go out). Failing rows go to the quarantine; a block-severity failure, or more quarantined rows than the
-  agreement allows, raises ``DatasetBlocked``. The passing rows are written, in the payload format, to a staging
-  file under ``work_dir``; a retry writes the same file again (and records another validation run).
+- ``validate`` validates the whole extract rows with the agreement's suite (a citizen whose record is wrong is
+  held back from every partner, whatever fields each receives), then minimises the passing rows to the
+  agreement's fields (principle 4). Failing rows go to the quarantine; a block-severity failure, or more
+  quarantined rows than the agreement allows, raises ``DatasetBlocked``. The passing rows are written, in the
+  payload format, to a staging file under ``work_dir``; a retry writes the same file again (and records another
+  validation run). A full snapshot may stage several files (one per shard, ``exchange.snapshot``).
 - ``package`` seals the staging file into the next package of the feed (signed, encrypted when the agreement
   says, with the validation outcome) and zips it. It is held as pending on the checkpoint, under the name it
   will get, before sealing; a retry finds it (zipped or not) and returns it rather than numbering another.
 - ``deliver`` sends the zip; partners deduplicate by package id, so a resend is answered with the stored receipt.
+  REST and SOAP partners answer with the receipt; an SFTP partner writes it later, which ``collect_receipt``
+  looks for (the DAG waits for it in a deferred task).
 - ``verify`` checks the receipt and records it in the ledger once; a rejected receipt raises ``ReceiptRejected``.
 - ``advance`` moves the checkpoint to the window's end; moving it twice is a no-op.
 
@@ -33,6 +37,7 @@ were all quarantined still produces a package with no records, so that the windo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -42,6 +47,7 @@ import pandas as pd
 from sqlalchemy import Engine, distinct, func, select
 
 from connectors.base import DeliveredReceipt
+from connectors.transport import partner_hook
 from exchange.agreements import Agreement, Direction
 from exchange.checkpoint import hold_pending, move_checkpoint, read_checkpoint
 from exchange.errors import VerificationError
@@ -64,8 +70,8 @@ from population.db import session_factory
 from population.extract import extract_query
 from population.models import Change, Citizen
 from validation.quarantine import QuarantineStore
-from validation.runner import BATCH_ROWS, DatasetBlocked, StreamValidation, extract_frames
-from validation.suites import build_suite
+from validation.runner import BATCH_ROWS, DatasetBlocked, StreamValidation, ValidationOutcome, extract_frames
+from validation.suites import DatasetSuite, build_suite
 
 log = logging.getLogger(__name__)
 OUTBOUND = "outbound"
@@ -91,11 +97,20 @@ class FeedWindow:
 
 
 @dataclass(frozen=True)
+class StagedFile:
+    """A payload file written before sealing: its name in the package, where it is, how many records."""
+
+    name: str
+    path: str
+    records: int
+
+
+@dataclass(frozen=True)
 class CheckedRows:
     """The minimised rows that passed validation, in the payload format, and the validation's figures."""
 
     window: FeedWindow
-    path: str
+    files: tuple[StagedFile, ...]
     rows: int
     passed: int
     quarantined: int
@@ -192,35 +207,50 @@ def payload_name(agreement: Agreement) -> str:
     return f"{outbound_of(agreement).dataset}{SUFFIXES[agreement.format]}"
 
 
-def validate(
-    engine: Engine, agreement: Agreement, window: FeedWindow, work_dir: Path, *, as_of: date | None = None
-) -> CheckedRows:
-    """Minimise and validate the window's rows; write those that pass to ``work_dir`` in the payload format."""
+def outbound_suite(agreement: Agreement, as_of: date | None = None) -> DatasetSuite:
+    """The agreement's suite over whole extract rows, with its freshness window."""
     direction = outbound_of(agreement)
     settings = direction.validation or {}
-    fields = list(direction.fields)
-    suite = build_suite(settings.get("suite", direction.dataset), as_of=as_of,
-                        freshness_days=settings.get("freshness_days"), columns=fields)  # fmt: skip
-    source = f"{agreement.name}: changes {window.after + 1}-{window.up_to} ({window.mode})"
-    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)
-    run = StreamValidation(suite, sinks=[store], waivers=store.waivers, source=source)
-    staging = Path(work_dir) / agreement.name / f"changes-{window.after}-{window.up_to}" / payload_name(agreement)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    batches = (minimise(batch, fields) for batch in window_batches(engine, window))
-    with staging.open("wb") as handle:
-        sink = HashingWriter(handle)
-        passed = WRITERS[staging.suffix](fields, (row for ok in run.passing(batches) for row in _records(ok)), sink)
-        sink.flush()
-    outcome = run.outcome
-    limit = settings.get("max_quarantined_share")
+    return build_suite(settings.get("suite", direction.dataset), as_of=as_of,
+                       freshness_days=settings.get("freshness_days"))  # fmt: skip
+
+
+def check_quarantine_limit(agreement: Agreement, outcome: ValidationOutcome) -> None:
+    """Raise ``DatasetBlocked`` when more rows were quarantined than the agreement allows."""
+    limit = (outbound_of(agreement).validation or {}).get("max_quarantined_share")
     if limit is not None and outcome.rows and outcome.quarantined / outcome.rows > limit:
         reason = f"{outcome.quarantined} of {outcome.rows} rows quarantined, more than the agreement's {limit:.0%}"
         outcome.blocked = [reason]
         raise DatasetBlocked([reason], outcome)
+
+
+def validate(
+    engine: Engine, agreement: Agreement, window: FeedWindow, work_dir: Path, *, as_of: date | None = None
+) -> CheckedRows:
+    """Validate the window's rows, minimise those that pass and write them to ``work_dir`` in the payload
+    format."""
+    direction = outbound_of(agreement)
+    fields = list(direction.fields)
+    suite = outbound_suite(agreement, as_of)
+    if window.mode == INCREMENTAL:  # the changed citizens are parts of households: no household roll-up
+        suite = replace(suite, households=None)
+    source = f"{agreement.name}: changes {window.after + 1}-{window.up_to} ({window.mode})"
+    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)
+    run = StreamValidation(suite, sinks=[store], waivers=store.waivers, source=source)
+    name = payload_name(agreement)
+    staging = Path(work_dir) / agreement.name / f"changes-{window.after}-{window.up_to}" / name
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    passing = (minimise(ok, fields) for ok in run.passing(window_batches(engine, window)))
+    with staging.open("wb") as handle:
+        sink = HashingWriter(handle)
+        passed = WRITERS[staging.suffix](fields, (row for ok in passing for row in _records(ok)), sink)
+        sink.flush()
+    outcome = run.outcome
+    check_quarantine_limit(agreement, outcome)
     log.info("%s: %d rows validated, %d passed, %d quarantined", agreement.name, outcome.rows, passed,
              outcome.quarantined)  # fmt: skip
-    return CheckedRows(window, str(staging), outcome.rows, passed, outcome.quarantined, suite.suite.name,
-                       outcome.run_id)  # fmt: skip
+    return CheckedRows(window, (StagedFile(name, str(staging), passed),), outcome.rows, passed, outcome.quarantined,
+                       suite.suite.name, outcome.run_id)  # fmt: skip
 
 
 # -- 4. package --------------------------------------------------------------------------------------------------
@@ -268,7 +298,8 @@ def package(
     signer = load_signer(pki, POPULATION, key_password())
     with PackageBuilder(out_dir, agreement=agreement.name, recipient=agreement.partner, schema=schema, signer=signer,
                         mode=window.mode, encrypt_for=encrypt_for, validation=validation) as builder:  # fmt: skip
-        builder.add_file(payload_name(agreement), Path(checked.path), checked.passed)
+        for staged in checked.files:
+            builder.add_file(staged.name, Path(staged.path), staged.records)
         built = builder.seal(engine)
     if built.path != expected:
         raise RuntimeError(f"{agreement.name}: another run sealed a package on this feed meanwhile")
@@ -282,24 +313,29 @@ def package(
 # -- 5-7. deliver, verify the receipt, move the checkpoint ----------------------------------------------------
 
 
-def deliver(agreement: Agreement, sealed: SealedPackage, receipt_dir: Path | None = None) -> str:
-    """Send the package through the agreement's transport; returns the folder holding the partner's receipt."""
-    if agreement.transport == "rest":
-        from connectors.rest import RestHook
+def receipt_folder(sealed: SealedPackage) -> Path:
+    """Where the partner's receipt for a package is kept, beside the package."""
+    return Path(sealed.path).with_name(f"{Path(sealed.path).stem}.receipt")
 
-        hook = RestHook(agreement.connection_id)
-        try:
-            receipt: DeliveredReceipt = hook.deliver_package(Path(sealed.path), sealed.package_id)
-        finally:
-            hook.close()
-    elif agreement.transport == "soap":
-        from connectors.soap import SoapHook
 
-        receipt = SoapHook(agreement.connection_id).deliver_package(Path(sealed.path), sealed.package_id)
-    else:
-        raise NotImplementedError(f"{agreement.transport}: the receipt arrives later; the DAG layer waits for it")
-    folder = receipt_dir or Path(sealed.path).with_name(f"{Path(sealed.path).stem}.receipt")
-    return str(receipt.write_to(folder))
+def deliver(agreement: Agreement, sealed: SealedPackage) -> str | None:
+    """Send the package through the agreement's transport. Returns the folder holding the partner's receipt when
+    the transport answers with it (REST, SOAP); None when the partner answers later (SFTP: ``collect_receipt``)."""
+    with partner_hook(agreement.transport, agreement.connection_id) as hook:
+        if agreement.transport == "sftp":
+            hook.deliver_package(Path(sealed.path))
+            return None
+        receipt: DeliveredReceipt = hook.deliver_package(Path(sealed.path), sealed.package_id)
+    return str(receipt.write_to(receipt_folder(sealed)))
+
+
+def collect_receipt(agreement: Agreement, sealed: SealedPackage) -> str | None:
+    """The partner's receipt for a package delivered by SFTP, once it is there (None until then)."""
+    if agreement.transport != "sftp":
+        raise ValueError(f"{agreement.name}: {agreement.transport} partners answer the delivery with the receipt")
+    with partner_hook(agreement.transport, agreement.connection_id) as hook:
+        receipt = hook.fetch_receipt(Path(sealed.path).name)
+    return None if receipt is None else str(receipt.write_to(receipt_folder(sealed)))
 
 
 def verify(engine: Engine, sealed: SealedPackage, receipt_dir: str, pki: PkiDirectory) -> VerifiedDelivery:
@@ -341,8 +377,10 @@ def run_outbound(
     *,
     mode: str | None = None,
     as_of: date | None = None,
+    receipt_timeout: float = 60.0,
 ) -> OutboundRun:
-    """Every step in order, for one agreement (what the DAG does task by task)."""
+    """Every step in order, for one agreement (what the DAG does task by task; it waits for an SFTP receipt in
+    a deferred task where this polls for up to ``receipt_timeout`` seconds)."""
     window = extract(engine, agreement, mode=mode)
     if window.pending is not None:
         sealed = _sealed(window, Path(window.pending))
@@ -352,6 +390,13 @@ def run_outbound(
         checked = validate(engine, agreement, window, Path(work_dir) / "staging", as_of=as_of)
         sealed = package(engine, agreement, checked, pki, Path(work_dir) / "packages")
     receipt_dir = deliver(agreement, sealed)
+    deadline = time.monotonic() + receipt_timeout
+    while receipt_dir is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{agreement.name}: no receipt for package {sealed.package_id} "
+                               f"after {receipt_timeout:.0f} s")  # fmt: skip
+        time.sleep(0.2)
+        receipt_dir = collect_receipt(agreement, sealed)
     delivery = verify(engine, sealed, receipt_dir, pki)
     advance(engine, agreement, window, delivery)
     return OutboundRun(window, sealed, delivery)

@@ -505,13 +505,18 @@ class StreamValidation(BatchedRun):
             result = definition.get_batch(batch_parameters={"dataframe": rollup}).validate(
                 self.suite.households, result_format=RESULT_FORMAT
             )
-            for config, households in self.tallies.read(result, list):
+            for config, households in self.tallies.read(result, _household_codes):
                 members = index.household_members(households)
                 members[HEADS] = members["household_code"].map(rollup[HEADS])
                 findings = household_findings(config, members)
                 index.tally(findings, 0)
                 for sink in self.sinks:
                     sink.add(findings, pd.DataFrame())
+
+
+def _household_codes(keys: list) -> list[str]:
+    """The failing households of a roll-up result: GE reports a named index as {index name: value, ...}."""
+    return [key["household_code"] if isinstance(key, dict) else key for key in keys]
 
 
 def check_file(
