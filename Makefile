@@ -43,9 +43,12 @@ demo: venv
 
 # System packages the tests need beyond Python: the OpenSSH server (the land partner is also tested against a
 # real sshd). PostgreSQL is expected to run already (see README).
+# The tests run a real OpenSSH sshd and check XML payloads with stock xmllint.
+SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server /usr/bin/xmllint:libxml2-utils
 system-packages:
-	@test -x /usr/sbin/sshd || { echo "installing openssh-server with apt-get"; apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; }
+	@missing="$$(for t in $(SYSTEM_TOOLS); do test -x $${t%%:*} || echo $${t#*:}; done)"; \
+	if [ -n "$$missing" ]; then echo "installing" $$missing "with apt-get"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 test: venv system-packages
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

@@ -4,7 +4,8 @@ A package is a directory (or a ``.zip`` of it for transports that carry one file
 
     manifest.json         what is in the package, which feed and place it has, the SHA-256 of every file
     manifest.json.p7s     detached CMS signature over the exact bytes of manifest.json, with the signer's chain
-    data/<name>           payload: CSV or JSON Lines, UTF-8; ``data/<name>.p7m`` when encrypted (CMS EnvelopedData)
+    data/<name>           payload: CSV, JSON Lines or XML batch (``exchange.xml_payload``), UTF-8;
+                          ``data/<name>.p7m`` when encrypted (CMS EnvelopedData)
 
 Building streams records into the payload in constant memory, hashing while writing; the same rows give the same
 payload bytes. Sealing numbers the package on its feed (sequence, previous manifest's hash), writes and signs
@@ -57,6 +58,7 @@ from exchange.signature import (
     sign_detached,
 )
 from exchange.signature import verify_detached as verify_signature
+from exchange.xml_payload import write_xml
 from population.db import session_factory
 
 FORMAT = "lienthong-package/1"
@@ -64,7 +66,8 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.p7s"
 DATA = "data"
 ENCRYPTED_SUFFIX = ".p7m"
-MEDIA_TYPES = {".csv": "text/csv; charset=utf-8; header=present", ".jsonl": "application/x-ndjson; charset=utf-8"}
+MEDIA_TYPES = {".csv": "text/csv; charset=utf-8; header=present", ".jsonl": "application/x-ndjson; charset=utf-8",
+               ".xml": "application/xml; charset=utf-8"}  # fmt: skip
 MODES = ("full", "incremental")
 PACKAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lienthong:package")
 BLOCK = 1 << 20
@@ -336,7 +339,9 @@ def write_jsonl(columns: Sequence[str], rows: Iterable[Sequence[Any]], sink: Has
     return count
 
 
-WRITERS = {".csv": write_csv, ".jsonl": write_jsonl}
+# Writers by suffix: (columns, rows, sink) → rows written. The XML writer infers its layout from the columns;
+# PackageBuilder names it from the package's schema.
+WRITERS = {".csv": write_csv, ".jsonl": write_jsonl, ".xml": write_xml}
 
 
 def records_as_rows(records: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[list[Any]]:
@@ -411,7 +416,12 @@ class PackageBuilder:
         shutil.rmtree(self.staging, ignore_errors=True)  # gone already once sealed
 
     def add_records(
-        self, name: str, records: Iterable[Mapping[str, Any]], *, columns: Sequence[str] | None = None
+        self,
+        name: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        batch: Mapping[str, Any] | None = None,
     ) -> PayloadFile:
         """A payload file from records (dicts), streamed. Columns default to the first record's fields."""
         records = iter(records)
@@ -419,7 +429,7 @@ class PackageBuilder:
         if columns is None:
             columns = list(first) if first is not None else []
         restored = chain([first], records) if first is not None else iter(())
-        return self.add_rows(name, columns, records_as_rows(restored, columns))
+        return self.add_rows(name, columns, records_as_rows(restored, columns), batch=batch)
 
     def add_batches(
         self, name: str, batches: Iterable[Iterable[Mapping[str, Any]]], *, columns: Sequence[str] | None = None
@@ -427,12 +437,26 @@ class PackageBuilder:
         """A payload file from record batches (lists of dicts), streamed batch by batch."""
         return self.add_records(name, chain.from_iterable(batches), columns=columns)
 
-    def add_rows(self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> PayloadFile:
+    def add_rows(
+        self,
+        name: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        batch: Mapping[str, Any] | None = None,
+    ) -> PayloadFile:
         """A payload file from rows (tuples) in ``columns`` order, e.g. ``population.extract.iter_extract``.
-        The name's suffix chooses the format: ``.csv`` or ``.jsonl``."""
-        writer = WRITERS[self._suffix(name)]
+        The name's suffix chooses the format: ``.csv``, ``.jsonl`` or ``.xml``, an XML batch laid out by the XSD
+        of the package's schema (``exchange.xml_payload``; ``batch``: the root's attributes, where it has some)."""
+        suffix = self._suffix(name)
+        if batch is not None and suffix != ".xml":
+            raise ValueError("batch attributes are for XML payloads")
         with self._plain_file(name) as sink:
-            count = writer(columns, rows, sink)
+            if suffix == ".xml":
+                count = write_xml(columns, rows, sink, dataset=self.schema.name, version=self.schema.version,
+                                  batch=batch)  # fmt: skip
+            else:
+                count = WRITERS[suffix](columns, rows, sink)
         return self._finish(name, count)
 
     def add_postgres_copy(self, name: str, engine: Engine, query: Select | str) -> PayloadFile:
@@ -471,7 +495,7 @@ class PackageBuilder:
     def _suffix(self, name: str) -> str:
         suffix = PurePosixPath(name).suffix
         if not _FILE_NAME.fullmatch(name) or suffix not in WRITERS:
-            raise ValueError(f"payload file name {name!r}: letters, digits, '.', '_', '-', ending .csv or .jsonl")
+            raise ValueError(f"payload file name {name!r}: letters, digits, '.', '_', '-', ending .csv, .jsonl or .xml")
         if any(PurePosixPath(f.path).name.removesuffix(ENCRYPTED_SUFFIX) == name for f in self.files):
             raise ValueError(f"the package already has a file {name}")
         return suffix

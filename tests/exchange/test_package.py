@@ -181,7 +181,7 @@ def test_the_builder_refuses_what_it_must_not_pack(exchange_engine, tmp_path, po
     with pytest.raises(ValueError, match="between the population database and one partner"):
         attempt(sender="tax", recipient="health")
     with pytest.raises(ValueError, match="payload file name"):
-        attempt(name="citizens.xml")
+        attempt(name="citizens.parquet")
     with pytest.raises(VerificationError, match="^expired"):
         build(exchange_engine, out, expired_signer(issuing_ca))
     with pytest.raises(VerificationError, match="^key_usage: .* lacks keyEncipherment"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from exchange.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted
+from exchange.xml_payload import parse_xml_batch
 from partners.http import BILLION_LAUGHS
-from partners.intake import parse_xml_batch
-from partners.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted
 
 XXE = b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>'
 EXTERNAL_DTD = b'<?xml version="1.0"?><!DOCTYPE r SYSTEM "http://127.0.0.1:9/evil.dtd"><r/>'
@@ -37,6 +37,7 @@ def test_a_land_batch_is_read_after_its_schema_is_checked():
     (owner,) = parse_xml_batch(LAND_BATCH)
     assert owner["certificate_serial"] == "CS 123456" and owner["commune_code"] == "00004"
     assert owner["personal_id"] == "001200012345" and owner["full_name"] == "Nguyễn Thị Thuỷ"
+    assert owner["created_at"] == "2026-07-01T00:00:00Z"  # the batch's createdAt: the date the owners speak for
 
 
 def test_a_land_batch_that_breaks_its_schema_is_refused():
