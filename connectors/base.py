@@ -1,7 +1,17 @@
-"""What the three hooks share: reading the Airflow connection, TLS contexts, receipts handed back."""
+"""What the three hooks share: reading the Airflow connection, TLS contexts, receipts handed back.
+
+Every hook offers the same exchange operations, so exchange code calls them whatever the transport:
+
+- ``deliver_package`` sends a package to the partner (outbound);
+- ``outbox_packages() -> list[str]`` names the packages the partner has published for the population database;
+- ``download_package(name, target_dir) -> Path`` fetches one of them into ``target_dir`` (complete or not at all);
+- ``send_receipt(name, DeliveredReceipt)`` answers one with the population database's signed receipt; the partner
+  keeps a receipt once, so sending it again is harmless.
+"""
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -12,12 +22,13 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseHook
 
-from connectors.errors import ConfigurationError
+from connectors.errors import ConfigurationError, MalformedResponse
 from connectors.retry import RetryPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 RECEIPT, RECEIPT_SIGNATURE = "receipt.json", "receipt.json.p7s"
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,119}\.zip")
 
 
 class Extras:
@@ -151,3 +162,11 @@ class DeliveredReceipt:
         (directory / RECEIPT).write_bytes(self.receipt)
         (directory / RECEIPT_SIGNATURE).write_bytes(self.signature)
         return directory
+
+
+def package_file_name(name: object) -> str:
+    """A published package's file name as a partner gives it (``<agreement>-<sender>-inbound-<sequence>.zip``):
+    a plain name, never a path; anything else is a ``MalformedResponse``."""
+    if not isinstance(name, str) or not _PACKAGE_NAME.fullmatch(name):
+        raise MalformedResponse(f"the partner names a package {str(name)[:80]!r}, which is not a package file name")
+    return name

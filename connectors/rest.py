@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import DeliveredReceipt, PartnerHook, tls_context
+from connectors.base import DeliveredReceipt, PartnerHook, package_file_name, tls_context
 from connectors.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -366,6 +366,34 @@ class RestHook(PartnerHook):
         self._exchange(action, build, receive)
         partial.replace(target)
         return target.stat().st_size
+
+    # -- inbound: the partner's outbox -------------------------------------------------------------------------
+
+    @property
+    def outbox_path(self) -> str:
+        return self.extras.text("outbox_path", "outbox").strip("/")
+
+    def outbox_packages(self) -> list[str]:
+        """The names of the packages the partner has published for us (``GET outbox``), sorted."""
+        page = self.get_json(self.outbox_path)
+        items = page.get("items") if isinstance(page, dict) else None
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise MalformedResponse(f"GET {self.outbox_path}: the answer has no list of items")
+        return sorted(package_file_name(item.get("name")) for item in items)
+
+    def download_package(self, name: str, target_dir: Path) -> Path:
+        """Download a published package into ``target_dir`` (through a ``.partial`` file, resumed after a break)."""
+        target = Path(target_dir) / package_file_name(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.download(f"{self.outbox_path}/{quote(name)}", target)
+        return target
+
+    def send_receipt(self, name: str, receipt: DeliveredReceipt) -> None:
+        """Answer a published package with our signed receipt (``POST outbox/<name>/receipt``); the idempotency
+        key comes from the receipt's bytes, and the partner keeps a receipt once."""
+        document = {"receipt": base64.b64encode(receipt.receipt).decode("ascii"),
+                    "signature": base64.b64encode(receipt.signature).decode("ascii")}  # fmt: skip
+        self.post_json(f"{self.outbox_path}/{quote(package_file_name(name))}/receipt", document)
 
     # -- Airflow ------------------------------------------------------------------------------------------------
 

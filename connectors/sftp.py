@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import paramiko
 
-from connectors.base import RECEIPT, RECEIPT_SIGNATURE, DeliveredReceipt, PartnerHook
+from connectors.base import RECEIPT, RECEIPT_SIGNATURE, DeliveredReceipt, PartnerHook, package_file_name
 from connectors.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -384,6 +384,46 @@ class SftpHook(PartnerHook):
         """The packages the partner has published for us (``outbox`` extra, default ``outbox``)."""
         return self.list(pattern, self.extras.text("outbox", "outbox"))
 
+    def outbox_packages(self) -> list[str]:
+        """The names of the packages the partner has published for us, sorted."""
+        return sorted(package_file_name(posixpath.basename(f.path)) for f in self.outbox())
+
+    def download_package(self, name: str, target_dir: Path) -> Path:
+        """Download a published package into ``target_dir`` (through a ``.partial`` file, resumed after a break)."""
+        target = Path(target_dir) / package_file_name(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.download(posixpath.join(self.extras.text("outbox", "outbox"), name), target)
+        return target
+
+    def send_receipt(self, name: str, receipt: DeliveredReceipt) -> None:
+        """Answer a published package with our signed receipt: the folder ``acknowledgements/<package name>/``
+        (``acknowledgements`` extra) with receipt.json and its signature, built under a hidden name and renamed
+        into place, each file's size confirmed. The partner takes the folder away once it has kept the receipt;
+        sending the same receipt while the folder is still there changes nothing, another one replaces it."""
+        stem = package_file_name(name).removesuffix(".zip")
+        folder = self.extras.text("acknowledgements", "acknowledgements")
+        final = self.remote_path(posixpath.join(folder, stem))
+        temporary = self.remote_path(posixpath.join(folder, f"{PARTIAL_PREFIX}{stem}{PARTIAL_SUFFIX}"))
+        files = ((RECEIPT_SIGNATURE, receipt.signature), (RECEIPT, receipt.receipt))
+
+        def send(sftp: paramiko.SFTPClient) -> None:
+            self._checked_parent(sftp, final)
+            if _folder_holds(sftp, final, files):
+                return
+            _remove_folder(sftp, temporary)  # what an interrupted attempt left
+            sftp.mkdir(temporary)
+            for file_name, data in files:
+                path = posixpath.join(temporary, file_name)
+                with sftp.open(path, "wb") as handle:
+                    handle.write(data)
+                if sftp.stat(path).st_size != len(data):
+                    raise TransferIncomplete(f"receipt for {stem}: {file_name} arrived incomplete")
+            _remove_folder(sftp, final)  # an earlier receipt the partner has not taken yet
+            sftp.posix_rename(temporary, final)
+
+        self._run(f"send receipt {stem}", send)
+        self.log.info("sent the receipt for %s", stem)
+
     # -- Airflow ------------------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
@@ -394,3 +434,26 @@ class SftpHook(PartnerHook):
         except Exception as error:  # noqa: BLE001 - the UI wants a message, not a traceback
             return False, f"{type(error).__name__}: {error}"
         return True, f"connected; {len(files)} file(s) in {self.folder}"
+
+
+def _folder_holds(sftp: paramiko.SFTPClient, folder: str, files: tuple[tuple[str, bytes], ...]) -> bool:
+    """Whether the remote folder holds exactly these files' contents already."""
+    for name, data in files:
+        try:
+            with sftp.open(posixpath.join(folder, name), "rb") as handle:
+                if handle.read(len(data) + 1) != data:
+                    return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def _remove_folder(sftp: paramiko.SFTPClient, folder: str) -> None:
+    """Remove a remote folder of plain files, if it is there."""
+    try:
+        names = sftp.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        sftp.remove(posixpath.join(folder, name))
+    sftp.rmdir(folder)

@@ -11,6 +11,7 @@ retried too — or refused the request (``soap:Client.*``), which fails at once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -31,7 +32,7 @@ from zeep.wsse import utils as wsse_utils
 from zeep.wsse.signature import BinarySignature
 from zeep.wsse.username import UsernameToken
 
-from connectors.base import SCHEMAS_DIR, DeliveredReceipt, PartnerHook, key_password, tls_context
+from connectors.base import SCHEMAS_DIR, DeliveredReceipt, PartnerHook, key_password, package_file_name, tls_context
 from connectors.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -39,6 +40,7 @@ from connectors.errors import (
     HttpStatusError,
     MalformedResponse,
     SoapFault,
+    TransferIncomplete,
     TransientError,
     UnsafeXml,
 )
@@ -242,6 +244,35 @@ class SoapHook(PartnerHook):
             return DeliveredReceipt(answer["receipt"], answer["signature"])
         except (KeyError, TypeError):
             raise MalformedResponse("SubmitPackage answered without a receipt and signature") from None
+
+    def outbox_packages(self) -> list[str]:
+        """The names of the packages the partner has published for us (``ListOutbox``), sorted."""
+        answer = self.call("ListOutbox")
+        # zeep hands a response whose only part is a repeated element back as that list
+        items = answer if isinstance(answer, list) else (answer or {}).get("packages") or []
+        if not all(isinstance(item, dict) for item in items):
+            raise MalformedResponse("ListOutbox answered with something else than packages")
+        return sorted(package_file_name(item.get("name")) for item in items)
+
+    def download_package(self, name: str, target_dir: Path) -> Path:
+        """Fetch a published package (``FetchPackage``, the zip in the answer) into ``target_dir``, its SHA-256
+        checked against the one the partner states, written under a ``.partial`` name then renamed."""
+        target = Path(target_dir) / package_file_name(name)
+        answer = self.call("FetchPackage", name=name)
+        data = answer.get("package") if isinstance(answer, dict) else None
+        if not isinstance(data, bytes) or answer.get("name") != name:
+            raise MalformedResponse(f"FetchPackage answered without the package {name}")
+        if hashlib.sha256(data).hexdigest() != answer.get("sha256"):
+            raise TransferIncomplete(f"FetchPackage {name}: the package does not have the SHA-256 the partner states")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(target)
+        return target
+
+    def send_receipt(self, name: str, receipt: DeliveredReceipt) -> None:
+        """Answer a published package with our signed receipt (``SubmitReceipt``); the partner keeps it once."""
+        self.call("SubmitReceipt", name=package_file_name(name), receipt=receipt.receipt, signature=receipt.signature)
 
     def paginate(self, operation: str = "ListRecords", page_size: int | None = None) -> Iterator[dict]:
         """Every record of a cursor-paginated list operation ({cursor, limit} → {records, nextCursor})."""

@@ -54,7 +54,8 @@ class LedgerState:
 
 def append(session: Session, record: LedgerRecord, *, once: bool = False) -> LedgerEntry | None:
     """Chain ``record`` after the last entry. With ``once``, nothing is appended (None is returned) when an
-    entry of the same kind for the same manifest is already there: retrying a step records it once."""
+    entry of the same kind and status for the same manifest is already there: retrying a step records it once
+    (a package rejected, then accepted when it came again intact, has both receipts recorded)."""
     if record.kind not in KINDS:
         raise ValueError(f"unknown ledger entry kind {record.kind!r}")
     last_position, previous_hash = _lock_head(session)
@@ -97,6 +98,7 @@ def _recorded(session: Session, record: LedgerRecord) -> bool:
                 LedgerEntry.kind == record.kind,
                 LedgerEntry.package_id == record.package_id,
                 LedgerEntry.manifest_sha256 == record.manifest_sha256,
+                LedgerEntry.status.is_not_distinct_from(record.status),
             )
             .limit(1)
         )

@@ -12,7 +12,7 @@ from typing import Any
 from exchange.agreements import dataset_schema_path, load_agreements
 from exchange.package import SchemaRef
 from partners.faults import FaultPlan
-from partners.intake import PackageIntake, PartnerKeys
+from partners.intake import Acknowledgement, PackageIntake, PartnerKeys, outbox_package
 from partners.store import PersonRow, RegistryStore
 
 # What each partner sends to the population database (validation/suites.py checks these datasets).
@@ -36,6 +36,10 @@ def inbound_row(person: PersonRow, columns: list[str]) -> dict[str, str | None]:
     item["status"] = "active" if person.status == "active" else "inactive"
     item.setdefault("updated_at", RECORDED_AT)
     return {column: None if item.get(column) is None else str(item[column]) for column in columns}
+
+
+class NoSuchPackage(LookupError):
+    """A name that is not a package in the partner's outbox."""
 
 
 class Partner:
@@ -66,6 +70,21 @@ class Partner:
         columns = list(json.loads(dataset_schema_path(dataset, 1).read_text(encoding="utf-8"))["properties"])
         rows = (inbound_row(person, columns) for person in self.store.all_people())
         return self.intake.publish_outbox(self.outbox, agreement_of(self.name), SchemaRef(dataset, "1"), rows)
+
+    def published(self) -> list[Path]:
+        """The packages in the outbox, by name (acknowledged ones too: the population database skips those)."""
+        if not self.outbox.is_dir():
+            return []
+        return sorted(p for p in self.outbox.glob("*.zip") if not p.name.startswith("."))
+
+    def take_receipt(self, name: str, receipt: bytes, signature: bytes) -> Acknowledgement:
+        """The population database's receipt for the published package ``name`` (see ``PackageIntake``).
+        Raises ``NoSuchPackage`` for a name not in the outbox, ``ReceiptRefused`` for a receipt that does not
+        verify."""
+        package = outbox_package(self.outbox, name)
+        if package is None:
+            raise NoSuchPackage(f"no package {name!r} in the outbox")
+        return self.intake.take_receipt(package, receipt, signature)
 
     def start(self) -> None:
         raise NotImplementedError

@@ -1,9 +1,10 @@
 """Fault injection: a plan of misbehaviours a test (or a person, through the admin endpoint) sets on a partner.
 
 A plan is a list of faults. Each names the operations it hits, a glob over the partner's operation names
-(REST: ``token``, ``packages``, ``records``, ``outbox``, ``outbox_file``, ``health``; SOAP: ``Ping``,
-``SubmitPackage``, ``ListRecords``, ``wsdl``; SFTP: ``upload``, ``download``), and how many requests (SFTP:
-files) it spoils; each request takes the first fault that still applies. Kinds:
+(REST: ``token``, ``packages``, ``records``, ``outbox``, ``outbox_file``, ``outbox_receipt``, ``health``; SOAP:
+``Ping``, ``SubmitPackage``, ``ListRecords``, ``ListOutbox``, ``FetchPackage``, ``SubmitReceipt``, ``wsdl``; SFTP:
+``upload``, ``download``), and how many requests (SFTP: files) it spoils; each request takes the first fault that
+still applies. Kinds:
 
 ``latency``      wait ``seconds`` before answering normally
 ``status``       answer ``status`` (503, 500, 429 …) with ``Retry-After: retry_after`` when given

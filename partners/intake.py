@@ -6,21 +6,24 @@ Receiving (``PackageIntake.receive``):
 2. the package is verified with ``exchange.package.verify_package``: signature, certificate chain, revocation,
    the sender, the files, and the sequence against the packages accepted before; encrypted files are
    decrypted with the partner's key;
-3. the records are read (CSV, JSON Lines, or XML batch files checked against their XSD), the feed is moved on
-   (``accept_package``) and the package, its records and the signed receipt are stored together;
+3. the records are read (``exchange.payload``: CSV, JSON Lines, or XML batch files checked against their XSD),
+   the feed is moved on (``accept_package``) and the package, its records and the signed receipt are stored
+   together;
 4. the answer is a receipt v1 signed by the partner: ``accepted``, or ``rejected`` with the failed check.
 
 Publishing (``publish_outbox``): the partner's own records as an exchange package to the population database,
-signed by the partner, encrypted for the population database, zipped into the outbox folder.
+signed by the partner, encrypted for the population database, zipped into the outbox folder. The population
+database answers each with its signed receipt (``take_receipt``): verified against the published package (signed
+by the population database, bound to the package's manifest), kept once in the partner's store and recorded in
+its ledger once. An acknowledged package stays in the outbox, listed as before: the population database skips
+what its inbound feed has accepted already (``exchange.inbound.fetch``), so the outbox is also the partner's
+record of what it published.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
-import io
-import json
 import logging
 import shutil
 import tempfile
@@ -41,6 +44,7 @@ from exchange.package import (
     verify_package,
     zip_package,
 )
+from exchange.payload import parse_payload
 from exchange.pki import (
     ENCRYPTION,
     POPULATION,
@@ -52,14 +56,13 @@ from exchange.pki import (
     load_recipient,
     load_signer,
 )
-from exchange.receipt import make_receipt, record_receipt
+from exchange.receipt import RECEIPT, SIGNATURE, make_receipt, record_receipt, verify_receipt
+from exchange.safe_xml import InvalidDocument, UnsafeDocument
 from exchange.signature import TrustAnchors, sign_detached
-from partners.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted, validate
 from partners.store import RegistryStore
 
 log = logging.getLogger("lienthong.partners")
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
-XML_SCHEMAS = {"urn:lienthong:land:owners:v1": SCHEMAS_DIR / "xsd" / "land-owners.v1.xsd"}
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,30 @@ class IntakeResult:
             "receipt": base64.b64encode(self.receipt).decode("ascii"),
             "signature": base64.b64encode(self.signature).decode("ascii"),
         }
+
+
+class ReceiptRefused(ValueError):
+    """A receipt for a published package that does not verify (signature, signer, binding): not kept."""
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What the partner made of the population database's receipt for one of its published packages."""
+
+    status: str  # the receipt's: accepted | rejected
+    duplicate: bool  # this very receipt was kept before
+    package_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "duplicate": self.duplicate, "package_id": self.package_id}
+
+
+def outbox_package(outbox: Path, name: str) -> Path | None:
+    """A published package by its file name (a plain ``.zip`` name, never a path or a hidden file), or None."""
+    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".zip"):
+        return None
+    path = outbox / name
+    return path if path.is_file() else None
 
 
 class PackageIntake:
@@ -169,8 +196,41 @@ class PackageIntake:
 
     # -- publishing ---------------------------------------------------------------------------------------------
 
-    def publish_outbox(self, outbox: Path, agreement: str, schema: SchemaRef, records: Iterable[dict]) -> Path:
-        """The partner's records as the next package of its inbound feed, zipped into ``outbox``."""
+    def take_receipt(self, package_path: Path, receipt: bytes, signature: bytes) -> Acknowledgement:
+        """The population database's signed receipt for a package this partner published: verified, kept once
+        in the store, recorded in the partner's ledger once. Raises ``ReceiptRefused`` when it does not verify."""
+        manifest, manifest_sha256 = read_manifest(package_path)
+        folder = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="receipt-"))
+        try:
+            (folder / RECEIPT).write_bytes(receipt)
+            (folder / SIGNATURE).write_bytes(signature)
+            verified = verify_receipt(folder, self.keys.trust, manifest, manifest_sha256)
+        except VerificationError as error:
+            log.warning("%s: refused the receipt for package %s: %s", self.keys.name, manifest.package_id, error)
+            raise ReceiptRefused(str(error)) from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        with self.store.intake_lock:
+            kept = self.store.store_acknowledgement(package_path.name, manifest_sha256, verified.receipt, receipt,
+                                                    signature)  # fmt: skip
+            record_receipt(self.store.engine, "receipt_received", manifest, verified.receipt,
+                           verified.signature.signer)  # fmt: skip
+        log.info("%s: package %s %s by the population database%s", self.keys.name, manifest.package_id,
+                 verified.receipt.status, "" if kept else " (receipt received again)")  # fmt: skip
+        return Acknowledgement(verified.receipt.status, not kept, manifest.package_id)
+
+    def publish_outbox(
+        self,
+        outbox: Path,
+        agreement: str,
+        schema: SchemaRef,
+        records: Iterable[dict],
+        *,
+        suffix: str = ".csv",
+        batch: dict[str, Any] | None = None,
+    ) -> Path:
+        """The partner's records as the next package of its inbound feed, zipped into ``outbox``: a CSV file, or
+        with ``suffix=".xml"`` an XML batch per the schema's XSD (``batch``: its root attributes)."""
         outbox.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="outbox-"))
         try:
@@ -178,7 +238,7 @@ class PackageIntake:
                 staging, agreement=agreement, recipient=POPULATION, schema=schema, signer=self.keys.signer,
                 sender=self.keys.name, encrypt_for=load_certificate(self.keys.population_encryption),
             ) as builder:  # fmt: skip
-                builder.add_records(f"{schema.name}.csv", records)
+                builder.add_records(f"{schema.name}{suffix}", records, batch=batch)
                 built = builder.seal(self.store.engine)
             archive = zip_package(built.path)
             target = outbox / archive.name
@@ -194,7 +254,7 @@ class PackageIntake:
 
 
 def read_records(package_path: Path, manifest: Manifest, decrypted: Path) -> list[dict[str, Any]]:
-    """Every record of every payload file, read with the parser its suffix calls for."""
+    """Every record of every payload file, read with the parser its suffix calls for (``exchange.payload``)."""
     records: list[dict[str, Any]] = []
     for entry in manifest.files:
         name = PurePosixPath(entry.path).name.removesuffix(ENCRYPTED_SUFFIX)
@@ -208,44 +268,6 @@ def _member(package_path: Path, path: str) -> bytes:
         return (package_path / path).read_bytes()
     with zipfile.ZipFile(package_path) as archive:
         return archive.read(path)
-
-
-def parse_payload(name: str, data: bytes) -> list[dict[str, Any]]:
-    suffix = PurePosixPath(name).suffix
-    if suffix == ".csv":
-        return [dict(row) for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))]
-    if suffix == ".jsonl":
-        return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-    if suffix == ".xml":
-        return parse_xml_batch(data)
-    raise ValueError(f"{name}: no reader for {suffix or 'files without a suffix'}")
-
-
-def parse_xml_batch(data: bytes) -> list[dict[str, Any]]:
-    """An XML batch file whose namespace has an XSD in ``schemas/xsd`` (land owners): hardened parse, schema
-    check, then one flat record per child of the root (nested elements flattened by their local names)."""
-    root = parse_untrusted(data)
-    namespace = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
-    xsd = XML_SCHEMAS.get(namespace)
-    if xsd is None:
-        raise InvalidDocument(f"no schema for XML batches in namespace {namespace!r}")
-    validate(root, xsd)
-    return [_flatten(child) for child in root]
-
-
-def _flatten(element) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for child in element:
-        key = _snake(child.tag.split("}")[-1])
-        if len(child):
-            record.update(_flatten(child))
-        else:
-            record[key] = child.text
-    return record
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def sha256_file(path: Path) -> str:

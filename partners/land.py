@@ -6,10 +6,15 @@ The folder a client sees::
     inbox/                      packages are delivered here (as .zip, uploaded under a hidden name, then renamed)
     receipts/<package name>/    receipt.json and receipt.json.p7s, for each package taken from the inbox
     outbox/                     packages the land registry publishes for the population database
+    acknowledgements/<package name>/   the population database's receipt.json and receipt.json.p7s for a
+                                # package of the outbox (the folder built under a hidden name, then renamed)
 
 The watcher takes only final names from the inbox (never hidden ``.name.partial`` uploads), hands each package
 to the intake, publishes the receipt folder atomically (built aside, then renamed), and moves the package to
-``processed/`` (or ``refused/`` when it is not a package at all) outside the client's view.
+``processed/`` (or ``refused/`` when it is not a package at all) outside the client's view. It takes each
+acknowledgement folder likewise: the receipt is verified against the published package and kept once
+(``PackageIntake.take_receipt``), and the folder moves to ``acknowledged/`` (or ``refused-receipts/`` when it
+does not verify) outside the client's view; a receipt sent again is taken again, and kept once.
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ from typing import Any
 
 import asyncssh
 
-from partners.base import Partner
+from exchange.package import SchemaRef
+from exchange.receipt import RECEIPT, SIGNATURE
+from partners.base import RECORDED_AT, Partner, agreement_of
 from partners.faults import Fault, FaultPlan
-from partners.intake import IntakeRefused, PackageIntake, PartnerKeys
+from partners.intake import IntakeRefused, PackageIntake, PartnerKeys, ReceiptRefused, outbox_package
+from partners.store import PersonRow
 
 log = logging.getLogger("lienthong.partners")
-FOLDERS = ("inbox", "receipts", "outbox")
+OFFICE = "Văn phòng Đăng ký đất đai (sandbox)"
+FOLDERS = ("inbox", "receipts", "outbox", "acknowledgements")
 
 
 class InboxWatcher:
@@ -60,14 +69,21 @@ class InboxWatcher:
             self.process_once()
 
     def process_once(self) -> int:
-        """Process every package in the inbox now; returns how many."""
+        """Process every package in the inbox and every acknowledgement now; returns how many."""
         packages = sorted(p for p in (self.root / "inbox").glob("*.zip") if not p.name.startswith("."))
         for package in packages:
             try:
                 self._process(package)
             except Exception:  # noqa: BLE001 - one bad file must not stop the watcher
                 log.exception("land: could not process %s", package.name)
-        return len(packages)
+        acknowledgements = sorted(p for p in (self.root / "acknowledgements").iterdir()
+                                  if p.is_dir() and not p.name.startswith("."))  # fmt: skip
+        for folder in acknowledgements:
+            try:
+                self._take_receipt(folder)
+            except Exception:  # noqa: BLE001 - one bad folder must not stop the watcher
+                log.exception("land: could not take the receipt in %s", folder.name)
+        return len(packages) + len(acknowledgements)
 
     def _process(self, package: Path) -> None:
         name = package.name.removesuffix(".zip")
@@ -85,6 +101,24 @@ class InboxWatcher:
             shutil.rmtree(target)
         staging.rename(target)
         self._move(package, "processed")
+
+    def _take_receipt(self, folder: Path) -> None:
+        package = outbox_package(self.root / "outbox", f"{folder.name}.zip")
+        outcome = "refused-receipts"
+        if package is None:
+            log.warning("land: a receipt for %s, which is not in the outbox", folder.name)
+        else:
+            try:
+                receipt, signature = (folder / RECEIPT).read_bytes(), (folder / SIGNATURE).read_bytes()
+                self.intake.take_receipt(package, receipt, signature)
+                outcome = "acknowledged"
+            except (OSError, ReceiptRefused) as error:
+                log.warning("land: the receipt for %s is refused: %s", folder.name, error)
+        target = self.work / outcome / folder.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
 
     def _move(self, package: Path, folder: str) -> None:
         target = self.work / folder
@@ -191,6 +225,17 @@ class LandPartner(Partner):
     def outbox(self) -> Path:
         return self.root / "outbox"
 
+    def publish_links(self) -> Path | None:
+        """The registry's owners as an XML batch per ``schemas/xsd/land-owners.v1.xsd`` (what land offices
+        publish), as the next inbound package, unless the outbox already holds one."""
+        if any(self.outbox.glob("*.zip")):
+            return None
+        people = self.store.all_people()
+        batch = {"office": OFFICE, "createdAt": RECORDED_AT, "count": len(people)}
+        rows = (owner_row(person) for person in people)
+        return self.intake.publish_outbox(self.outbox, agreement_of(self.name), SchemaRef("land-owners", "1"), rows,
+                                          suffix=".xml", batch=batch)  # fmt: skip
+
     @property
     def host_key_line(self) -> str:
         return self.host_key.export_public_key("openssh").decode("ascii").strip()
@@ -247,7 +292,25 @@ class LandPartner(Partner):
             "inbox": "inbox",
             "receipts": "receipts",
             "outbox": "outbox",
+            "acknowledgements": "acknowledgements",
         }
+
+
+def owner_row(person: PersonRow) -> dict[str, Any]:
+    """A registry record as an owner of the land batch XSD: the certificate, its parcel, the holder, the
+    registry's own status (active, transferred or cancelled)."""
+    details = person.details
+    return {
+        "certificate_serial": details["certificate_serial"],
+        "commune_code": details["commune_code"],
+        "map_sheet": details["map_sheet"],
+        "parcel_number": details["parcel_number"],
+        "area_square_metres": details.get("area_square_metres"),
+        "personal_id": person.personal_id,
+        "full_name": person.full_name,
+        "date_of_birth": person.date_of_birth,
+        "status": person.status,
+    }
 
 
 def _host_key(path: Path) -> asyncssh.SSHKey:

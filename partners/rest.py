@@ -3,7 +3,10 @@ and business registration (mutual TLS, items per ``schemas/jsonschema/business-e
 
 Both accept packages at ``POST /v1/packages`` (Idempotency-Key required: a repeated key with the same body
 gets the first answer again, with another body 409), serve their registry page by page at
-``GET /v1/<collection>?cursor=&limit=`` and their published packages at ``GET /v1/outbox[/<name>]``.
+``GET /v1/<collection>?cursor=&limit=`` and their published packages at ``GET /v1/outbox[/<name>]``, and take
+the population database's signed receipt for a published package at ``POST /v1/outbox/<name>/receipt``
+({"receipt": base64, "signature": base64}, as they answer deliveries): 200 with {status, duplicate,
+package_id} once verified and kept, 404 for a name not in the outbox, 422 for a receipt that does not verify.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import secrets
 import time
 from pathlib import Path
@@ -24,9 +28,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from partners.base import Partner, decode_cursor, encode_cursor
+from partners.base import NoSuchPackage, Partner, decode_cursor, encode_cursor
 from partners.http import FaultInjection, ServerThread, TlsSettings, problem, read_body_to_file
-from partners.intake import IntakeRefused, PartnerKeys, sha256_file
+from partners.intake import IntakeRefused, PartnerKeys, ReceiptRefused, outbox_package, sha256_file
 
 MAX_PACKAGE_BYTES = 1024**3
 MAX_PAGE = 5000
@@ -106,6 +110,7 @@ class RestPartner(Partner):
             Route(f"/v1/{self.collection}", self.list_items, methods=["GET"]),
             Route("/v1/outbox", self.list_outbox, methods=["GET"]),
             Route("/v1/outbox/{name}", self.get_outbox_file, methods=["GET"]),
+            Route("/v1/outbox/{name}/receipt", self.receive_receipt, methods=["POST"]),
         ]
         if self.oauth_clients:
             routes.append(Route("/oauth/token", self.token, methods=["POST"]))
@@ -113,6 +118,8 @@ class RestPartner(Partner):
 
     def _operation(self, scope: Scope) -> str:
         path = scope["path"].strip("/")
+        if path.startswith("v1/outbox/") and path.endswith("/receipt"):
+            return "outbox_receipt"
         for prefix, operation in _OPERATIONS.items():
             if path.startswith(prefix):
                 return operation
@@ -198,18 +205,33 @@ class RestPartner(Partner):
     async def list_outbox(self, request: Request) -> Response:
         if refused := self._authorised(request):
             return refused
-        files = sorted(self.outbox.glob("*.zip")) if self.outbox.is_dir() else []
-        items = [{"name": f.name, "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
+        items = [{"name": f.name, "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in self.published()]
         return JSONResponse({"items": items})
 
     async def get_outbox_file(self, request: Request) -> Response:
         if refused := self._authorised(request):
             return refused
-        name = request.path_params["name"]
-        path = self.outbox / name
-        if "/" in name or name.startswith(".") or not name.endswith(".zip") or not path.is_file():
+        path = outbox_package(self.outbox, request.path_params["name"])
+        if path is None:
             return problem(404, "no such package in the outbox")
         return FileResponse(path, media_type="application/zip")
+
+    async def receive_receipt(self, request: Request) -> Response:
+        if refused := self._authorised(request):
+            return refused
+        try:
+            document = json.loads(await request.body())
+            receipt = base64.b64decode(document["receipt"], validate=True)
+            signature = base64.b64decode(document["signature"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return problem(400, 'the body must be {"receipt": base64, "signature": base64}')
+        try:
+            taken = await run_in_threadpool(self.take_receipt, request.path_params["name"], receipt, signature)
+        except NoSuchPackage as error:
+            return problem(404, str(error))
+        except ReceiptRefused as error:
+            return problem(422, str(error))
+        return JSONResponse(taken.as_json())
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

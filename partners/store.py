@@ -7,11 +7,14 @@ One file per partner (``<state>/<partner>/registry.db``) holding:
 - the registry: ``partner_person`` (the partner's identifier linked to a personal ID, with the partner's copy
   of name and date of birth), ``partner_disagreement`` (the ground truth of the disagreements seeded on purpose),
   ``partner_package`` (each package received once, with the signed receipt it was answered with, by package id)
-  and ``partner_record`` (the records those packages carried).
+  and ``partner_record`` (the records those packages carried);
+- ``partner_acknowledgement``: the population database's signed receipts for the packages this partner
+  published (its outbox), each verified and kept once (the same receipt sent again is not kept twice).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterable, Sequence
@@ -80,6 +83,19 @@ record = Table(
     Column("personal_id", String(12), index=True),
     Column("content", Text, nullable=False),  # JSON
 )
+acknowledgement = Table(
+    "partner_acknowledgement",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("package_id", String(36), nullable=False, index=True),
+    Column("package_name", String(120), nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("receipt_sha256", String(64), nullable=False, unique=True),
+    Column("status", String(10), nullable=False),  # accepted | rejected
+    Column("receipt", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("recorded_at", String(32), nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,15 @@ class Disagreement:
 class StoredPackage:
     package_id: str
     manifest_sha256: str
+    receipt: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class StoredAcknowledgement:
+    package_id: str
+    package_name: str
+    status: str
     receipt: bytes
     signature: bytes
 
@@ -213,6 +238,42 @@ class RegistryStore:
             query = query.where(record.c.package_id == package_id)
         with self.engine.connect() as connection:
             return connection.scalar(query)
+
+    # -- acknowledgements of published packages ---------------------------------------------------------------
+
+    def store_acknowledgement(
+        self, package_name: str, manifest_sha256: str, receipt: Any, data: bytes, signature: bytes
+    ) -> bool:
+        """Keep a verified receipt for a published package; False when this very receipt was kept already."""
+        receipt_sha256 = hashlib.sha256(data).hexdigest()
+        with self.engine.begin() as connection:
+            known = connection.scalar(
+                select(acknowledgement.c.id).where(acknowledgement.c.receipt_sha256 == receipt_sha256)
+            )
+            if known is not None:
+                return False
+            connection.execute(
+                insert(acknowledgement).values(
+                    package_id=receipt.package_id,
+                    package_name=package_name,
+                    manifest_sha256=manifest_sha256,
+                    receipt_sha256=receipt_sha256,
+                    status=receipt.status,
+                    receipt=data,
+                    signature=signature,
+                    recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                )
+            )
+        return True
+
+    def acknowledgements(self, package_id: str | None = None) -> list[StoredAcknowledgement]:
+        """The receipts kept for published packages, oldest first."""
+        query = select(acknowledgement).order_by(acknowledgement.c.id)
+        if package_id is not None:
+            query = query.where(acknowledgement.c.package_id == package_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [StoredAcknowledgement(r.package_id, r.package_name, r.status, r.receipt, r.signature) for r in rows]
 
 
 def _person(row) -> PersonRow:

@@ -5,6 +5,9 @@ WS-Security header: a UsernameToken (PasswordDigest over nonce and created time,
 ``wsu:Timestamp`` that has not expired, a nonce not seen before. When the body is XML-signed — required when the
 partner is set up so — the signature must cover the body and timestamp, verify with the certificate in the
 BinarySecurityToken, and that certificate must chain to the sandbox root with the signing key usage.
+
+Inbound, the partner serves its published packages: ``ListOutbox``, ``FetchPackage`` (the zip, base64) and
+``SubmitReceipt`` (the population database's signed receipt for one, verified and kept once).
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from partners.base import Partner, decode_cursor, encode_cursor
+from exchange.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted, validate
+from partners.base import NoSuchPackage, Partner, decode_cursor, encode_cursor
 from partners.http import FaultInjection, ServerThread, TlsSettings, read_body_to_file
-from partners.intake import SCHEMAS_DIR, IntakeRefused, PartnerKeys
-from partners.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted, validate
+from partners.intake import SCHEMAS_DIR, IntakeRefused, PartnerKeys, ReceiptRefused, outbox_package, sha256_file
 from partners.xml_signature import SignatureRefused, verify_body_signature
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -159,6 +162,12 @@ class TaxPartner(Partner):
             return self._submit(request)
         if operation == "ListRecordsRequest":
             return self._list(request)
+        if operation == "ListOutboxRequest":
+            return self._list_outbox()
+        if operation == "FetchPackageRequest":
+            return self._fetch_package(request)
+        if operation == "SubmitReceiptRequest":
+            return self._take_receipt(request)
         raise SoapRefusal("soap:Client.Invalid", f"no operation {operation}")
 
     # -- WS-Security --------------------------------------------------------------------------------------------
@@ -261,6 +270,36 @@ class TaxPartner(Partner):
         if (cursor := encode_cursor(last)) is not None:
             response.append(E.nextCursor(cursor))
         return response
+
+    def _list_outbox(self) -> etree._Element:
+        response = E.ListOutboxResponse()
+        for path in self.published():
+            response.append(E.packages(E.name(path.name), E.bytes(str(path.stat().st_size)),
+                                       E.sha256(sha256_file(path))))  # fmt: skip
+        return response
+
+    def _fetch_package(self, request: etree._Element) -> etree._Element:
+        name = request.findtext("tns:name", namespaces={"tns": TNS}) or ""
+        path = outbox_package(self.outbox, name)
+        if path is None:
+            raise SoapRefusal("soap:Client.NotFound", "no such package in the outbox")
+        data = path.read_bytes()
+        return E.FetchPackageResponse(E.name(name), E.sha256(hashlib.sha256(data).hexdigest()),
+                                      E.package(base64.b64encode(data).decode("ascii")))  # fmt: skip
+
+    def _take_receipt(self, request: etree._Element) -> etree._Element:
+        namespaces = {"tns": TNS}
+        name = request.findtext("tns:name", namespaces=namespaces) or ""
+        receipt = base64.b64decode(request.findtext("tns:receipt", namespaces=namespaces) or "")
+        signature = base64.b64decode(request.findtext("tns:signature", namespaces=namespaces) or "")
+        try:
+            taken = self.take_receipt(name, receipt, signature)
+        except NoSuchPackage as error:
+            raise SoapRefusal("soap:Client.NotFound", str(error)) from None
+        except ReceiptRefused as error:
+            raise SoapRefusal("soap:Client.ReceiptRefused", str(error)) from None
+        return E.SubmitReceiptResponse(E.status(taken.status), E.duplicate("true" if taken.duplicate else "false"),
+                                       E.packageId(taken.package_id))  # fmt: skip
 
 
 def _check_timestamp(timestamp: etree._Element | None) -> None:

@@ -58,7 +58,7 @@ def partner_sample(
     """``rows`` partner rows about distinct citizens (adults first); ``disagreement_rate`` of them changed."""
     spec = PARTNER_DATASETS[partner]
     rng = random.Random(seed)
-    updated_at = f"{(as_of or date(2026, 7, 1)).isoformat()}T00:00:00+00:00"
+    recorded_at = f"{(as_of or date(2026, 7, 1)).isoformat()}T00:00:00+00:00"
     with engine.connect() as connection:
         living = connection.execute(
             select(Citizen).where(Citizen.date_of_death.is_(None)).order_by(Citizen.id).limit(rows * 3)
@@ -70,13 +70,15 @@ def partner_sample(
         records.append({
             "personal_id": citizen.personal_id, "full_name": citizen.full_name,
             "date_of_birth": citizen.date_of_birth.isoformat(), "sex": citizen.sex,
-            **_identifier(partner, rng, citizen), "status": "active", "updated_at": updated_at,
+            **_identifier(partner, rng, citizen), "status": "active", spec.record_date: recorded_at,
         })  # fmt: skip
     truth: dict[int, str] = {}
     changed = rng.sample(range(len(records)), int(len(records) * disagreement_rate))
     for position, index in enumerate(changed):
         kind = DISAGREEMENTS[position % len(DISAGREEMENTS)]
         record = records[index]
+        if kind == "sex_differs" and "sex" not in spec.columns:
+            continue  # land offices hold no sex
         if kind == "unknown_id":
             record["personal_id"] = "099" + record["personal_id"][3:]  # no province 099: never issued
         elif kind == "missing_id":

@@ -5,7 +5,8 @@ and date of birth (a unique match only). Each row gets one or more classes:
 
 - ``matched``: linked, and name, date of birth and sex agree (and nothing below applies);
 - ``unknown_id``: the partner's personal ID is not in the population database;
-- ``name_differs``, ``date_of_birth_differs``, ``sex_differs``: linked, but the partner holds another value;
+- ``name_differs``, ``date_of_birth_differs``, ``sex_differs``: linked, but the partner holds another value (a
+  date of birth or sex the partner does not hold — land offices hold no sex — differs from nothing);
 - ``dead_but_active``: the citizen is dead in the population database, the partner's record is still active;
 - ``duplicate_link``: for identifiers with one holder who holds only one (social insurance number, tax code):
   the identifier is linked to another citizen (earlier in this dataset, or already recorded), or the citizen
@@ -13,9 +14,10 @@ and date of birth (a unique match only). Each row gets one or more classes:
 - ``unmatched``: no citizen found (or several with that name and date of birth).
 
 Linked rows become registry links (``population.models.RegistryLink``): active when matched and active at the
-partner, inactive when the partner says so, disputed when a class other than matched applies. Every row that
-is not plainly matched is written to ``reconciliation_mismatch`` with the partner's and the population's values,
-and the run keeps counts per class; ``mismatch_report`` gives rates per class, and the CSV for stewards.
+partner, inactive when the partner's status is anything but ``active`` (``inactive``; land: ``transferred`` or
+``cancelled``), disputed when a class other than matched applies. Every row that is not plainly matched is
+written to ``reconciliation_mismatch`` with the partner's and the population's values, and the run keeps counts
+per class; ``mismatch_report`` gives rates per class, and the CSV for stewards.
 
 Memory stays bounded: rows stream in batches, the database is asked per batch, and "seen before" lives in the
 disk-backed ``CrossRowIndex``.
@@ -159,7 +161,7 @@ class Reconciler:
         rows["identifier"] = batch[self.spec.identifier]
         rows["fold"] = batch["full_name"].fillna("").map(fold_name)
         rows["dob"] = batch["date_of_birth"].map(_iso_date_or_none)
-        rows["sex"] = batch["sex"]
+        rows["sex"] = batch.get("sex")  # land offices hold no sex
         rows["active"] = batch["status"] == "active"
         with self.sessions() as session:
             population = _lookup(session, rows)
@@ -179,7 +181,7 @@ class Reconciler:
             population["population_name"],
         )
         flag(
-            linked & (rows["dob"] != population["population_dob"]),
+            linked & batch["date_of_birth"].notna() & (rows["dob"] != population["population_dob"]),
             "date_of_birth_differs",
             batch["date_of_birth"],
             population["population_dob"],

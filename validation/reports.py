@@ -2,7 +2,7 @@
 of the run, and a summary page per dataset with the four dimension scores and their trend across runs.
 
 Every cell written for a spreadsheet is neutralised against formula injection, and every string put in HTML is
-escaped: the values come from partners' files.
+escaped: the values come from the partners' files.
 """
 
 from __future__ import annotations

@@ -89,13 +89,16 @@ RESIDENCES = ("permanent", "temporary", "current")
 STRICT_SHAPES = {"personal_id": "quarantine", "sex": "quarantine"}
 
 
-def _partner(name: str, partner: str, identifier: str, repeats: bool = True) -> DatasetSpec:
+def _partner(
+    name: str, partner: str, identifier: str, repeats: bool = True, record_date: str = "updated_at"
+) -> DatasetSpec:
     """A partner's inbound dataset: people linked to the partner's identifier. An identifier seen on two rows
     is listed for stewards (reconciliation classifies it as a duplicate link)."""
     return DatasetSpec(
         name,
         f"{name}.v1.json",
         freshness_days=365,
+        record_date=record_date,
         partner=partner,
         identifier=identifier,
         repeat_key=identifier if repeats else None,
@@ -120,7 +123,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         _partner("health-insured", "health", "social_insurance_number"),
         _partner("tax-registrants", "tax", "tax_code"),
-        _partner("land-owners", "land", "certificate_serial"),
+        _partner("land-owners", "land", "certificate_serial", record_date="created_at"),  # the batch's createdAt
         _partner("business-roles", "business", "enterprise_code", repeats=False),  # many founders per enterprise
     )
 }

@@ -113,6 +113,17 @@ def partners(sandbox, monkeypatch) -> Sandbox:
         partner.start()
 
 
+@pytest.fixture
+def outboxes_restored(sandbox):
+    """Packages a test publishes into the session's partner outboxes are removed after it (other tests count
+    what the sandbox itself published)."""
+    before = {name: set(partner.published()) for name, partner in sandbox.partners.items()}
+    yield
+    for name, partner in sandbox.partners.items():
+        for path in set(partner.published()) - before[name]:
+            path.unlink()
+
+
 def define_connection(monkeypatch, conn_id: str, document: Mapping[str, Any]) -> str:
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(document))
     return conn_id
@@ -248,3 +259,61 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> 
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- a whole exchange world: population, partners seeded from it, the environment the feeds read ------------------
+
+
+@dataclass
+class ExchangeWorld:
+    """A generated population with defects and a day of life events (SQLite under ``var``), the four partners
+    seeded from it and running on loopback (a sandbox of its own, so that feeds under the real agreement names
+    start at package 1), and ``env``: what the exchange feeds and the DAGs read (database, folders, PKI, key
+    password, the partners' Airflow connections)."""
+
+    var: Path
+    engine: Any
+    sandbox: Sandbox
+    env: dict[str, str]
+
+    def records_held(self, partner: str, agreement: str) -> list[dict]:
+        """The records the partner stored from the agreement's packages, one per record received."""
+        from sqlalchemy import select
+
+        from partners.store import package, record
+
+        with self.sandbox.partners[partner].store.engine.connect() as connection:
+            query = (select(record.c.content).join(package, package.c.package_id == record.c.package_id)
+                     .where(package.c.agreement == agreement))  # fmt: skip
+            return [json.loads(content) for (content,) in connection.execute(query)]
+
+    def new_day(self, day: int, events: int = 30) -> None:
+        from datetime import timedelta
+
+        from population.db import session_factory
+        from population.simulation import DaySimulation
+
+        DaySimulation(session_factory(self.engine), 100 + day, date(2026, 7, 2) + timedelta(days=day)).run(events)
+
+
+def exchange_world(
+    var: Path, pki: PkiDirectory, seed: int, citizens: int = 400, defects: float = 0.03, kind: type = ExchangeWorld
+):
+    from population.db import session_factory
+    from population.generator import generate
+    from population.simulation import DaySimulation
+
+    var.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{var / 'lienthong.db'}"
+    engine = create_population_engine(url)
+    upgrade(engine)
+    generate(engine, citizens, seed, defects)
+    DaySimulation(session_factory(engine), seed, date(2026, 7, 2)).run(citizens // 3)
+    sandbox = Sandbox(var / "partners", pki, PASSWORD)
+    sandbox.seed(list(citizens_from(engine)), seed)
+    sandbox.start()
+    env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(document)
+           for conn_id, document in sandbox.connections().items()}  # fmt: skip
+    env |= {"LIENTHONG_DB_URL": url, "LIENTHONG_VAR_DIR": str(var), "LIENTHONG_PKI_DIR": str(pki.path),
+            "LIENTHONG_KEY_PASSWORD": PASSWORD.decode()}  # fmt: skip
+    return kind(var, engine, sandbox, env)

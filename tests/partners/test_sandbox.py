@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from connectors.rest import RestHook
-from exchange.agreements import dataset_schema_path
+from exchange.agreements import dataset_schema_path, load_agreements
 from exchange.package import verify_package
 from partners.intake import read_records
 from tests.partners.fixtures import PASSWORD, wait_for
@@ -74,7 +74,7 @@ def test_registries_hold_their_seeded_disagreements(partners):
         assert {d.kind for d in partner.store.disagreements()} & {"missing", "name_differs", "dob_differs"}, name
 
 
-@pytest.mark.parametrize("partner", ["health", "tax", "land", "business"])
+@pytest.mark.parametrize("partner", ["health", "tax", "land", "business"])  # land: an XML batch per its XSD
 def test_outbox_packages_carry_the_inbound_dataset_validation_expects(partners, partner, trust, population_key,
                                                                       tmp_path):  # fmt: skip
     registry = partners.partners[partner]
@@ -86,6 +86,8 @@ def test_outbox_packages_carry_the_inbound_dataset_validation_expects(partners, 
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     records = read_records(package, manifest, tmp_path / "plain")
     assert len(records) == manifest.record_count == len(registry.store.all_people())
+    fields = load_agreements()[manifest.agreement].directions["inbound"].fields
+    assert all(set(fields) <= set(record) for record in records)  # every field the agreement takes in
     for record in records:
         validator.validate({key: value for key, value in record.items() if value != ""})
 

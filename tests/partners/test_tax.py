@@ -7,9 +7,9 @@ import requests
 from lxml import etree
 
 from connectors.soap import SoapHook
+from exchange.safe_xml import parse_untrusted
 from partners.http import BILLION_LAUGHS
 from partners.intake import PartnerKeys
-from partners.safe_xml import parse_untrusted
 from partners.tax import TaxPartner
 from tests.partners.fixtures import PASSWORD, connection_like, define_connection
 
