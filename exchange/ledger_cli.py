@@ -1,14 +1,18 @@
-"""``lienthong ledger``: verify and show the tamper-evident exchange ledger."""
+"""``lienthong ledger``: verify, show and audit the tamper-evident exchange ledger."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from exchange.cli import DbOption, _engine, _require_schema
-from exchange.pki_cli import run_checks
+from exchange.pki import DEFAULT_PKI_DIR, PkiDirectory
+from exchange.pki_cli import PkiOption, reject, run_checks
 from population.db import session_factory
+
+DEFAULT_PACKAGES_DIR = Path("var") / "packages"
 
 ledger_app = typer.Typer(help="The tamper-evident ledger of packages and receipts.", no_args_is_help=True)
 
@@ -45,3 +49,57 @@ def ledger_show(
                 f"{e.position:>8} {e.recorded_at:%Y-%m-%d %H:%M:%S} {e.kind:<16} {e.agreement} #{e.sequence} "
                 f"{e.sender}→{e.recipient} {e.record_count:,} records{status} manifest {e.manifest_sha256[:16]}"
             )
+
+
+@ledger_app.command("audit")
+def ledger_audit(
+    sample: Annotated[int, typer.Option(min=0, help="How many entries to re-verify from their files.")] = 20,
+    packages: Annotated[
+        list[Path] | None,
+        typer.Option("--packages", help="A folder of packages and their receipts (repeatable). Default: var/packages."),
+    ] = None,
+    pki: PkiOption = DEFAULT_PKI_DIR,
+    within_days: Annotated[int, typer.Option(min=0, help="Warn of certificates expiring within this many days.")] = 30,
+    seed: Annotated[
+        str | None, typer.Option(help="Seed of the sample: the same seed, the same entries. Default: today (UTC).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """The daily audit: the hash chain, a sample of entries re-verified from the signed files kept, and the
+    certificates about to expire. One line each; exit 1 when the chain is broken or a sampled entry fails;
+    expiring certificates are warnings."""
+    from exchange.audit import audit_chain, audit_signatures, expiring_certificates
+    from exchange.errors import LedgerBroken
+
+    directory = PkiDirectory(pki)
+    if not directory.root_ca.is_file() or not directory.crl.is_file():
+        reject(f"no root-ca.pem and crl.pem in {pki} (--pki)")
+    engine = _engine(db)
+    _require_schema(engine)
+    failed = []
+
+    try:
+        chain = audit_chain(engine)
+        typer.echo(f"chain: intact, {chain.entries:,} entries, head {chain.head_hash}")
+    except LedgerBroken as error:
+        failed.append("the chain is broken")
+        typer.secho(f"chain: BROKEN: {error}", fg="red", bold=True)
+
+    signatures = audit_signatures(engine, packages or [DEFAULT_PACKAGES_DIR], directory, sample=sample, seed=seed)
+    typer.echo(f"signatures: {signatures.verified:,} of {signatures.checked:,} sampled entries verified "
+               f"(seed {signatures.seed})")  # fmt: skip
+    for problem in signatures.problems:
+        typer.secho(f"  FAILED {problem}", fg="red")
+    if signatures.problems:
+        failed.append(f"{signatures.checked - signatures.verified:,} of {signatures.checked:,} sampled entries failed")
+
+    expiring = expiring_certificates(directory, within_days=within_days)
+    if not expiring:
+        typer.echo(f"certificates: none expires within {within_days} days")
+    for certificate in expiring:
+        typer.secho(f"warning: {certificate}", fg="yellow")
+
+    if failed:
+        typer.secho(f"audit failed: {'; '.join(failed)}", fg="red", bold=True)
+        raise typer.Exit(code=1)
+    typer.echo("audit passed" + (f" with {len(expiring)} warning(s)" if expiring else ""))

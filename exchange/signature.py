@@ -350,7 +350,7 @@ def check_revocation(path: Sequence[x509.Certificate], trust: TrustAnchors, at: 
                 raise CrlUnusable(f"no CRL from '{issuer.subject.rfc4514_string()}' to check {describe(certificate)}")
             continue
         entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
-        if entry is not None:
+        if entry is not None and entry.revocation_date_utc <= at:  # a signature made before the revocation holds
             raise CertificateRevoked(
                 f"certificate {describe(certificate)} was revoked on {_stamp(entry.revocation_date_utc)}"
             )
