@@ -259,6 +259,54 @@ def _parse_date(value: str, option: str) -> date:
         raise
 
 
+# -- the demo ------------------------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo(
+    var: Annotated[Path, typer.Option(help="The demo's folder: population, PKI, partners, Airflow.")] = Path("var"),
+    db: DbOption = None,
+) -> None:
+    """Start the four partners on loopback and run every exchange DAG through Airflow (make demo sets up the
+    population and the PKI first); print what crossed, per partner."""
+    from exchange.demo import run_demo
+
+    if not run_demo(var, _demo_setup(var, db)):
+        _fail("some DAG runs did not succeed (see above)")
+
+
+def _demo_setup(var: Path, db: str | None) -> bytes:
+    """Check that the population and the PKI are there; the key password."""
+    import os
+
+    from exchange.pki import KeyPasswordMissing, PkiDirectory, key_password
+
+    engine = _engine(db)
+    _require_schema(engine)
+    engine.dispose()
+    if db:
+        os.environ[ENV_VAR] = db
+    if not PkiDirectory(var / "pki").root_ca.exists():
+        _fail(f"no PKI in {var / 'pki'}: run 'lienthong pki init' first")
+    try:
+        return key_password()
+    except KeyPasswordMissing as error:
+        _fail(str(error))
+        raise
+
+
+@app.command("airflow")
+def airflow_standalone(
+    var: Annotated[Path, typer.Option(help="The demo's folder: population, PKI, partners, Airflow.")] = Path("var"),
+    db: DbOption = None,
+) -> None:
+    """Start the four partners on loopback and Airflow standalone with the exchange DAGs, their connections,
+    pools and plugin, for the web UI (after make demo); Ctrl-C stops both."""
+    from exchange.demo import serve_airflow
+
+    raise typer.Exit(code=serve_airflow(var, _demo_setup(var, db)))
+
+
 # -- exchange packages, receipts, ledger, PKI (sub-apps import the options above, so they come last) ----------
 from exchange.ledger_cli import ledger_app  # noqa: E402
 from exchange.package_cli import package_app  # noqa: E402

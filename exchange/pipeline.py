@@ -76,7 +76,7 @@ from validation.suites import DatasetSuite, build_suite
 log = logging.getLogger(__name__)
 OUTBOUND = "outbound"
 FULL, INCREMENTAL = "full", "incremental"
-SUFFIXES = {"csv": ".csv", "jsonl": ".jsonl"}
+SUFFIXES = {"csv": ".csv", "jsonl": ".jsonl", "xml": ".xml"}
 
 
 class ReceiptRejected(VerificationError):
@@ -263,6 +263,13 @@ def _sealed(window: FeedWindow, path: Path) -> SealedPackage:
                          manifest.record_count, quarantined)  # fmt: skip
 
 
+def pending_package(window: FeedWindow) -> SealedPackage:
+    """The package sealed for a window and waiting for its receipt (``window.pending``)."""
+    if window.pending is None:
+        raise ValueError(f"{window.agreement}: no package is pending")
+    return _sealed(window, Path(window.pending))
+
+
 def _next_package(engine: Engine, agreement: Agreement, out_dir: Path) -> Path:
     """Where the feed's next package will be sealed (its name carries the sequence)."""
     feed = Feed(POPULATION, agreement.name, direction_of(POPULATION))
@@ -334,7 +341,7 @@ def collect_receipt(agreement: Agreement, sealed: SealedPackage) -> str | None:
     if agreement.transport != "sftp":
         raise ValueError(f"{agreement.name}: {agreement.transport} partners answer the delivery with the receipt")
     with partner_hook(agreement.transport, agreement.connection_id) as hook:
-        receipt = hook.fetch_receipt(Path(sealed.path).name)
+        receipt = hook.fetch_receipt(Path(sealed.path).stem)  # receipts/<package name>/
     return None if receipt is None else str(receipt.write_to(receipt_folder(sealed)))
 
 
@@ -383,7 +390,7 @@ def run_outbound(
     a deferred task where this polls for up to ``receipt_timeout`` seconds)."""
     window = extract(engine, agreement, mode=mode)
     if window.pending is not None:
-        sealed = _sealed(window, Path(window.pending))
+        sealed = pending_package(window)
     elif window.mode == INCREMENTAL and not window.citizens:
         return OutboundRun(window, None, None)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from sqlalchemy import create_engine, text
 
 from population.db import create_population_engine, normalise_url
 from population.migrate import upgrade
+
+# Airflow, when a test imports it, reads its configuration from a home of the test run's own, never ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="lienthong-test-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 PG_SERVER_URL = normalise_url(os.environ.get("LIENTHONG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
 POPULATION_TABLES = ("change_log", "injected_defect", "registry_link", "id_card", "citizen", "household")

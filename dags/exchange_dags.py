@@ -1,0 +1,304 @@
+"""The exchange DAGs, generated from the sharing agreements (``schemas/agreements/*.yaml``).
+
+Adding a partner on an existing transport takes an agreement file and an Airflow connection: each agreement with
+an outbound direction gets ``<agreement>.outbound`` (incremental, when the change log advances and on the
+agreement's schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per province);
+each agreement with an inbound direction gets ``<agreement>.inbound``. ``population.change-log`` announces that
+the change log advanced (the Asset the outbound DAGs wait on) and ``ledger.audit`` checks the ledger daily.
+
+Thin on purpose: every task is one call into ``exchange.feeds`` (or ``exchange.snapshot``, ``exchange.inbound``,
+``exchange.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from connectors.sensors import SftpReceiptSensor
+from exchange import feeds
+
+log = logging.getLogger(__name__)
+SIGNATURE_SAMPLE, CERTIFICATE_WARNING_DAYS = 20, 30
+CHANGE_LOG = Asset(name="population_change_log", uri="lienthong://population/change-log")
+TIMEZONE = "Asia/Ho_Chi_Minh"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+RETRIES = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=15),
+}
+
+
+def final_on_bad_data(step, *args):
+    """Run a step; a failure no retry can fix (blocked dataset, failed verification) fails the task at once."""
+    try:
+        return step(*args)
+    except Exception as error:
+        if feeds.is_final(error):
+            raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+        raise
+
+
+def deliver_and_verify(agreement, sealed, pool: str):
+    """Deliver, then verify the receipt: at once for REST and SOAP; for SFTP after a deferred wait."""
+    name = agreement.name
+    if agreement.transport == "sftp":
+
+        @task(pool=pool)
+        def deliver(sealed: dict) -> str:
+            feeds.send(name, sealed)
+            return feeds.package_name(sealed)
+
+        wait = SftpReceiptSensor(task_id="wait_for_receipt", sftp_conn_id=agreement.connection_id,
+                                 package_name=deliver(sealed), pool=pool, deferrable=True)  # fmt: skip
+
+        @task
+        def keep_receipt(sealed: dict, receipt: dict) -> str:
+            return feeds.keep_receipt(sealed, receipt)
+
+        receipt_dir = keep_receipt(sealed, wait.output)
+    else:
+
+        @task(pool=pool)
+        def deliver(sealed: dict) -> str:
+            return feeds.send(name, sealed)
+
+        receipt_dir = deliver(sealed)
+
+    @task
+    def verify_receipt(sealed: dict, receipt_dir: str) -> dict:
+        return final_on_bad_data(feeds.check_receipt, sealed, receipt_dir)
+
+    return verify_receipt(sealed, receipt_dir)
+
+
+def outbound_dag(agreement) -> DAG:
+    name, pool = agreement.name, feeds.partner_pool(agreement.partner)
+    direction = agreement.directions["outbound"]
+    schedule = CHANGE_LOG
+    if agreement.schedule:
+        schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(agreement.schedule, timezone=TIMEZONE),
+                                       assets=CHANGE_LOG)  # fmt: skip
+    with DAG(
+        dag_id=f"{name}.outbound",
+        description=f"Changes to {agreement.partner}: {agreement.purpose}",
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=RETRIES,
+        tags=["outbound", agreement.partner, agreement.transport],
+        doc_md=f"Incremental feed of **{name}** ({direction.dataset} v{direction.schema_version}, "
+        f"{agreement.format}) to **{agreement.partner}** over {agreement.transport}: extract the changes after the "
+        "checkpoint → validate → minimise → package → deliver → verify the receipt → ledger → checkpoint.",
+    ) as dag:
+
+        @task
+        def extract() -> dict:
+            window = feeds.open_window(name)
+            if feeds.nothing_to_send(window):
+                raise AirflowSkipException(f"no change after {window['after']}: nothing to send")
+            return window
+
+        @task
+        def validate(window: dict) -> dict:
+            return final_on_bad_data(feeds.validate_window, name, window)
+
+        @task
+        def package(window: dict, checked: dict) -> dict:
+            return feeds.seal(name, window, checked)
+
+        @task
+        def advance(window: dict, delivery: dict) -> bool:
+            return feeds.close_window(name, window, delivery)
+
+        window = extract()
+        sealed = package(window, validate(window))
+        advance(window, deliver_and_verify(agreement, sealed, pool))
+    return dag
+
+
+def snapshot_dag(agreement) -> DAG:
+    name, pool = agreement.name, feeds.partner_pool(agreement.partner)
+    with DAG(
+        dag_id=f"{name}.snapshot",
+        description=f"Full snapshot to {agreement.partner}, on demand",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=RETRIES,
+        tags=["snapshot", agreement.partner, agreement.transport],
+        doc_md=f"Every citizen to **{agreement.partner}** under **{name}**, one mapped task per province: each "
+        "validates its citizens, quarantines the failing and stages the rest minimised; one package of every "
+        "province's file is sealed, delivered and acknowledged, and the feed's checkpoint moves to the change "
+        "log's head as it was when the snapshot began.",
+    ) as dag:
+
+        @task
+        def extract() -> dict:
+            return feeds.open_window(name, "full")
+
+        @task
+        def shards(window: dict) -> list[dict]:
+            return feeds.snapshot_shards(name, window)
+
+        @task(map_index_template="{{ province }}")
+        def validate_province(window: dict, shard: dict) -> dict:
+            get_current_context()["province"] = f"{shard['code']} {shard['name']}"
+            return final_on_bad_data(feeds.validate_shard, name, window, shard)
+
+        @task(trigger_rule="none_failed")  # no province to validate: the sealed snapshot is resent
+        def package(window: dict, results: list[dict]) -> dict:
+            return final_on_bad_data(feeds.seal_snapshot, name, window, list(results or []))
+
+        @task
+        def advance(window: dict, delivery: dict) -> bool:
+            return feeds.close_window(name, window, delivery)
+
+        window = extract()
+        results = validate_province.partial(window=window).expand(shard=shards(window))
+        sealed = package(window, results)
+        advance(window, deliver_and_verify(agreement, sealed, pool))
+    return dag
+
+
+def change_log_dag() -> DAG:
+    with DAG(
+        dag_id="population.change-log",
+        description="Announce that the population change log advanced (the outbound DAGs' Asset)",
+        schedule=CronTriggerTimetable("*/5 * * * *", timezone=TIMEZONE),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["population"],
+    ) as dag:
+
+        @task(inlets=[CHANGE_LOG], outlets=[CHANGE_LOG])
+        def announce(*, inlet_events, outlet_events) -> int:
+            announced = inlet_events[CHANGE_LOG]
+            last = announced[-1].extra.get("head", 0) if len(announced) else 0
+            head = feeds.change_log_head()
+            if head <= last:
+                raise AirflowSkipException(f"the change log is at {head}, announced already")
+            outlet_events[CHANGE_LOG].extra = {"head": head}
+            return head
+
+        announce()
+    return dag
+
+
+def inbound_pending(agreement) -> Asset:
+    """Packages the partner published are still waiting on the agreement's inbound feed."""
+    return Asset(name=f"{agreement.name}_inbound_waiting", uri=f"lienthong://{agreement.name}/inbound-waiting")
+
+
+def inbound_dag(agreement) -> DAG:
+    name, pool = agreement.name, feeds.partner_pool(agreement.partner)
+    direction = agreement.directions["inbound"]
+    waiting = inbound_pending(agreement)
+    schedule = waiting
+    if agreement.schedule:
+        schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(agreement.schedule, timezone=TIMEZONE),
+                                       assets=waiting)  # fmt: skip
+    with DAG(
+        dag_id=f"{name}.inbound",
+        description=f"{agreement.partner}'s {direction.dataset} into the population database",
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=RETRIES,
+        tags=["inbound", agreement.partner, agreement.transport],
+        doc_md=f"The packages **{agreement.partner}** publishes on **{name}** ({direction.dataset} "
+        f"v{direction.schema_version}), one per run in sequence: fetch → verify → validate → reconcile → registry "
+        "links and mismatch report → receipt back. When more are waiting, the run announces it and the next run "
+        "follows at once.",
+    ) as dag:
+
+        @task(pool=pool)
+        def fetch() -> dict:
+            fetched = feeds.fetch_inbound(name)
+            if fetched["next"] is None:
+                raise AirflowSkipException(f"no new package in {agreement.partner}'s outbox")
+            return fetched
+
+        @task
+        def verify(fetched: dict) -> dict:
+            verified = feeds.verify_inbound(name, fetched["next"])
+            if verified["status"] == "rejected":  # the partner has our signed rejected receipt saying why
+                raise AirflowFailException(f"package {verified['name']} rejected: {verified['problem']}")
+            return verified
+
+        @task
+        def validate(verified: dict) -> dict:
+            return final_on_bad_data(feeds.validate_inbound, name, verified)
+
+        @task
+        def reconcile(checked: dict) -> dict:
+            return feeds.reconcile_inbound(name, checked)
+
+        @task(pool=pool)
+        def acknowledge(verified: dict, reconciled: dict) -> dict:
+            return feeds.acknowledge_inbound(name, verified)
+
+        @task(outlets=[waiting])
+        def more_waiting(fetched: dict, acknowledged: dict) -> int:
+            if not fetched["waiting"]:
+                raise AirflowSkipException("no other package waiting")
+            return fetched["waiting"]
+
+        fetched = fetch()
+        verified = verify(fetched)
+        more_waiting(fetched, acknowledge(verified, reconcile(validate(verified))))
+    return dag
+
+
+def ledger_audit_dag() -> DAG:
+    with DAG(
+        dag_id="ledger.audit",
+        description="Daily: the ledger's chain, a sample of its signatures, certificates about to expire",
+        schedule=CronTriggerTimetable("30 3 * * *", timezone=TIMEZONE),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=RETRIES,
+        tags=["ledger", "audit"],
+    ) as dag:
+
+        @task(retries=0)
+        def verify_chain() -> dict:
+            return final_on_bad_data(feeds.audit_chain)
+
+        @task(retries=0)
+        def verify_signatures(chain: dict) -> dict:
+            audit = feeds.audit_signatures(SIGNATURE_SAMPLE)  # the day's sample: a rerun checks the same entries
+            if audit["problems"]:
+                raise AirflowFailException(f"{len(audit['problems'])} of {audit['checked']} sampled entries fail: "
+                                           + "; ".join(audit["problems"]))  # fmt: skip
+            return audit
+
+        @task
+        def certificates_expiring() -> list[str]:
+            expiring = feeds.expiring_certificates(CERTIFICATE_WARNING_DAYS)
+            for line in expiring:
+                log.warning("certificate: %s", line)
+            return expiring
+
+        verify_signatures(verify_chain())
+        certificates_expiring()
+    return dag
+
+
+for _agreement in feeds.outbound_agreements():
+    globals()[f"outbound_{_agreement.name}"] = outbound_dag(_agreement)
+    globals()[f"snapshot_{_agreement.name}"] = snapshot_dag(_agreement)
+for _agreement in feeds.inbound_agreements():
+    globals()[f"inbound_{_agreement.name}"] = inbound_dag(_agreement)
+population_change_log = change_log_dag()
+ledger_audit = ledger_audit_dag()

@@ -1,0 +1,197 @@
+"""``lienthong demo``: the four partners on loopback, every exchange DAG run through Airflow, a table per partner.
+
+It expects the embedded default set up (``make demo`` does it: a population with defects and a day of life
+events in ``var/lienthong.db``, the sandbox PKI in ``var/pki``). It then
+
+1. seeds the partner registries from the population and starts them on loopback (``partners.sandbox``), their
+   Airflow connections put in the environment of the DAG runs;
+2. runs the DAGs with ``dag.test()`` in a process of their own (``exchange.dag_runs``; Airflow's home in
+   ``var/airflow``, its log in ``var/airflow/demo.log``): the change log announced, each agreement's outbound
+   feed, each full snapshot, each inbound feed, then the ledger audit;
+3. prints, per partner, what crossed: records and packages sent, receipts back, rows quarantined, packages
+   received, registry links and mismatches found, with where the packages and reports are.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+
+from exchange.agreements import load_agreements
+from exchange.dag_runs import read_results, run_dags
+
+CONSOLE = Console()
+
+
+def dag_order() -> list[str]:
+    """Every DAG, in the order a day would run them: announce, send, snapshot, receive, audit."""
+    agreements = load_agreements().values()
+    outbound = [a.name for a in agreements if "outbound" in a.directions]
+    inbound = [a.name for a in agreements if "inbound" in a.directions]
+    return ["population.change-log", *(f"{name}.outbound" for name in outbound),
+            *(f"{name}.snapshot" for name in outbound), *(f"{name}.inbound" for name in inbound),
+            "ledger.audit"]  # fmt: skip
+
+
+def run_all(dag_ids: list[str], var: Path, env: dict[str, str]) -> list[dict]:
+    """Run the DAGs in their own process, showing which one runs; their results."""
+    log, results = var / "airflow" / "demo.log", var / "airflow" / "demo-results.jsonl"
+    results.unlink(missing_ok=True)
+    process = run_dags(dag_ids, var, log=log, results=results, env=env)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} DAG runs"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=CONSOLE) as progress:
+        bar = progress.add_task("starting Airflow", total=len(dag_ids))
+        while True:
+            done = read_results(results)
+            running = dag_ids[len(done)] if len(done) < len(dag_ids) else "done"
+            progress.update(bar, completed=len(done), description=f"Airflow: {running}")
+            if process.poll() is not None:
+                break
+            time.sleep(0.5)
+    done = read_results(results)
+    for run in done:
+        mark = "[green]success[/]" if run["state"] == "success" else f"[red]{run['state']}[/]"
+        CONSOLE.print(f"  {run['dag_id']:<34} {mark} in {run['seconds']:.0f} s")
+    if len(done) < len(dag_ids):
+        CONSOLE.print(f"[red]the DAG runs stopped early; see {log}[/]")
+    return done
+
+
+@dataclass
+class PartnerFigures:
+    partner: str
+    sent: int = 0
+    packages_sent: int = 0
+    receipts: int = 0
+    quarantined_out: int = 0
+    received: int = 0
+    packages_received: int = 0
+    quarantined_in: int = 0
+    links: int = 0
+    mismatches: int = 0
+
+
+def partner_figures(engine: Engine) -> list[PartnerFigures]:
+    """What crossed per partner, from the ledger, the validation runs and the reconciliation runs."""
+    from population.db import session_factory
+    from population.models import LedgerEntry
+    from validation.models import ReconciliationRun, ValidationRun
+
+    quarantined = select(func.coalesce(func.sum(ValidationRun.quarantined), 0))
+    figures: dict[str, PartnerFigures] = {}
+    with session_factory(engine)() as session:
+        for agreement in load_agreements().values():
+            row = figures.setdefault(agreement.partner, PartnerFigures(agreement.partner))
+            entries = (select(LedgerEntry.kind, func.count(), func.sum(LedgerEntry.record_count))
+                       .where(LedgerEntry.agreement == agreement.name).group_by(LedgerEntry.kind))  # fmt: skip
+            for kind, count, records in session.execute(entries):
+                if kind == "package_sent":
+                    row.packages_sent, row.sent = count, records or 0
+                elif kind == "receipt_received":
+                    row.receipts = count
+                elif kind == "package_received":
+                    row.packages_received, row.received = count, records or 0
+            outbound_runs = ValidationRun.source.like(f"{agreement.name}:%")  # the pipeline's sources
+            row.quarantined_out = session.scalar(quarantined.where(outbound_runs))
+            inbound = agreement.directions.get("inbound")
+            if inbound is None:
+                continue
+            row.quarantined_in = session.scalar(quarantined.where(ValidationRun.dataset == inbound.dataset))
+            runs = select(ReconciliationRun.links_written, ReconciliationRun.classes)
+            for links, classes in session.execute(runs.where(ReconciliationRun.partner == agreement.partner)):
+                row.links += links or 0
+                row.mismatches += sum(n for kind, n in (classes or {}).items() if kind != "matched")
+    return list(figures.values())
+
+
+def print_figures(figures: list[PartnerFigures], var: Path) -> None:
+    table = Table(title="What crossed, per partner", title_justify="left")
+    headers = ("partner", "records sent", "quarantined (out)", "packages sent", "receipts back", "records received",
+               "quarantined (in)", "packages received", "registry links", "mismatches")  # fmt: skip
+    for header in headers:
+        table.add_column(header, justify="left" if header == "partner" else "right")
+    for f in figures:
+        table.add_row(f.partner, f"{f.sent:,}", f"{f.quarantined_out:,}", f"{f.packages_sent:,}", f"{f.receipts:,}",
+                      f"{f.received:,}", f"{f.quarantined_in:,}", f"{f.packages_received:,}", f"{f.links:,}",
+                      f"{f.mismatches:,}")  # fmt: skip
+    CONSOLE.print(table)
+    CONSOLE.print(f"packages: {var / 'packages'}/<agreement>/  (each with its .receipt/ folder)")
+    CONSOLE.print(f"inbound packages: {var / 'inbound'}/<agreement>/")
+    CONSOLE.print(f"reports: {var / 'reports'}/<agreement>/  (validation, quarantine.csv, mismatches.csv)")
+    CONSOLE.print(f"trust root: {var / 'pki' / 'root-ca.pem'}; Airflow log: {var / 'airflow' / 'demo.log'}")
+
+
+@contextmanager
+def partners_running(var: Path, key_password: bytes) -> Iterator[dict[str, str]]:
+    """The four partners seeded from the population (once) and running on loopback; yields the environment the
+    exchange DAGs' tasks need: the partners' Airflow connections, the database, the PKI and its key password."""
+    from exchange.pki import PkiDirectory
+    from partners.sandbox import Sandbox
+    from partners.seed import citizens_from
+    from population.db import create_population_engine, database_url
+
+    url = database_url(None)
+    pki = PkiDirectory(var / "pki")
+    with CONSOLE.status("seeding the partner registries from the population and starting them on loopback"):
+        sandbox = Sandbox(var / "partners", pki, key_password)
+        if not all(p.store.is_seeded() for p in sandbox.partners.values()):
+            engine = create_population_engine(url)
+            sandbox.seed(list(citizens_from(engine)), 2026)
+            engine.dispose()
+        sandbox.start()
+    try:
+        for name, info in sandbox.endpoints()["partners"].items():
+            where = info.get("url") or f"sftp://{info['user']}@{info['host']}:{info['port']}"
+            CONSOLE.print(f"  partner {name:<9} {info['transport']:<5} {where}")
+        env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(document)
+               for conn_id, document in sandbox.connections().items()}  # fmt: skip
+        yield env | {"LIENTHONG_DB_URL": url, "LIENTHONG_PKI_DIR": str(pki.path),
+                     "LIENTHONG_KEY_PASSWORD": key_password.decode()}  # fmt: skip
+    finally:
+        sandbox.stop()
+
+
+def run_demo(var: Path, key_password: bytes) -> bool:
+    """Start the partners, run every DAG, print the figures; True when every DAG run succeeded."""
+    from population.db import create_population_engine, database_url
+
+    var = var.resolve()
+    with partners_running(var, key_password) as env:
+        runs = run_all(dag_order(), var, env)
+    engine = create_population_engine(database_url(None))
+    print_figures(partner_figures(engine), var)
+    engine.dispose()
+    return len(runs) == len(dag_order()) and all(run["state"] == "success" for run in runs)
+
+
+def serve_airflow(var: Path, key_password: bytes) -> int:
+    """``make airflow``: the partners on loopback and Airflow standalone (web UI, scheduler, triggerer) with the
+    exchange DAGs, their connections, pools and the plugin, until Ctrl-C."""
+    import os
+    import subprocess
+    import sys
+
+    from exchange.dag_runs import airflow_environment
+
+    var = var.resolve()
+    with partners_running(var, key_password) as env:
+        environment = {**os.environ, **env, **airflow_environment(var)}
+        subprocess.run([sys.executable, "-m", "exchange.dag_runs"], env=environment, check=True)
+        home = Path(environment["AIRFLOW_HOME"])
+        CONSOLE.print(f"Airflow at http://127.0.0.1:8080 (user admin, password in {home}/"
+                      "simple_auth_manager_passwords.json.generated); Ctrl-C stops")  # fmt: skip
+        airflow = Path(sys.executable).with_name("airflow")
+        try:
+            return subprocess.run([str(airflow), "standalone"], env=environment).returncode
+        except KeyboardInterrupt:
+            return 0

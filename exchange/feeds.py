@@ -1,0 +1,349 @@
+"""What the exchange DAGs' tasks call: the pipeline steps by agreement name, with XCom-sized values in and out.
+
+A DAG task is one line: ``feeds.validate_window("health-identity", window)``. Each function here loads the
+agreement, opens the workspace (database, PKI, folders) from the environment, calls the plain step in
+``exchange.pipeline`` and hands back a dict of references and counts (never records), so that Airflow can pass it
+to the next task as an XCom.
+
+The workspace comes from the environment, as the ``lienthong`` command line reads it:
+
+- ``LIENTHONG_DB_URL``: the population database (default ``var/lienthong.db``);
+- ``LIENTHONG_VAR_DIR``: where packages, staging files and reports go (default ``var``);
+- ``LIENTHONG_PKI_DIR``: the PKI (default ``<var>/pki``); the key password from the Airflow connection
+  ``lienthong_keys`` or ``LIENTHONG_KEY_PASSWORD`` (``exchange.pki.key_password``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from exchange.agreements import Agreement, load_agreements
+
+VAR_ENV, PKI_ENV = "LIENTHONG_VAR_DIR", "LIENTHONG_PKI_DIR"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where an exchange run reads and writes."""
+
+    var: Path
+    pki_dir: Path
+
+    @classmethod
+    def from_environment(cls) -> Workspace:
+        var = Path(os.environ.get(VAR_ENV, "var"))
+        return cls(var, Path(os.environ.get(PKI_ENV, var / "pki")))
+
+    @property
+    def packages(self) -> Path:
+        return self.var / "packages"
+
+    @property
+    def staging(self) -> Path:
+        return self.var / "staging"
+
+    @property
+    def reports(self) -> Path:
+        return self.var / "reports"
+
+    @property
+    def inbound(self) -> Path:
+        return self.var / "inbound"
+
+    def pki(self):
+        from exchange.pki import PkiDirectory
+
+        return PkiDirectory(self.pki_dir)
+
+
+@contextmanager
+def population() -> Iterator[Engine]:
+    """The population database, for one task."""
+    from population.db import create_population_engine, database_url
+
+    engine = create_population_engine(database_url(None))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def agreement(name: str) -> Agreement:
+    try:
+        return load_agreements()[name]
+    except KeyError:
+        raise ValueError(f"no agreement named {name!r} in schemas/agreements") from None
+
+
+def outbound_agreements() -> list[Agreement]:
+    return [a for a in load_agreements().values() if "outbound" in a.directions]
+
+
+def inbound_agreements() -> list[Agreement]:
+    return [a for a in load_agreements().values() if "inbound" in a.directions]
+
+
+# -- XCom values ------------------------------------------------------------------------------------------------
+
+
+def _window(value: dict[str, Any]):
+    from exchange.pipeline import FeedWindow
+
+    return FeedWindow(**value)
+
+
+def _checked(value: dict[str, Any]):
+    from exchange.pipeline import CheckedRows, StagedFile
+
+    files = tuple(StagedFile(**f) for f in value["files"])
+    return CheckedRows(**(value | {"window": _window(value["window"]), "files": files}))
+
+
+def _sealed(value: dict[str, Any]):
+    from exchange.pipeline import SealedPackage
+
+    return SealedPackage(**(value | {"window": _window(value["window"])}))
+
+
+def _delivery(value: dict[str, Any] | None):
+    from exchange.pipeline import VerifiedDelivery
+
+    return None if value is None else VerifiedDelivery(**value)
+
+
+# -- the outbound feed, step by step ------------------------------------------------------------------------------
+
+
+def change_log_head() -> int:
+    """The last change number of the population's change log."""
+    from population.changelog import last_sequence
+    from population.db import session_factory
+
+    with population() as engine, session_factory(engine)() as session:
+        return last_sequence(session)
+
+
+def open_window(name: str, mode: str | None = None) -> dict[str, Any]:
+    """Step 1: the window this run delivers (a pending package's window first)."""
+    from exchange.pipeline import extract
+
+    with population() as engine:
+        return asdict(extract(engine, agreement(name), mode=mode))
+
+
+def nothing_to_send(window: dict[str, Any]) -> bool:
+    """An incremental window without changes and without a pending package: the run has nothing to do."""
+    return window["mode"] == "incremental" and not window["citizens"] and window["pending"] is None
+
+
+def validate_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
+    """Steps 2-3: validate, quarantine, minimise and stage; nothing to do when the window's package is sealed
+    already (a rerun resends it)."""
+    from exchange.pipeline import validate
+
+    if window["pending"] is not None:
+        return {"sealed_already": window["pending"]}
+    with population() as engine:
+        return asdict(validate(engine, agreement(name), _window(window), Workspace.from_environment().staging))
+
+
+def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+    """Step 4: the sealed, zipped package of the window (the pending one, when there is one)."""
+    from exchange.pipeline import package, pending_package
+
+    if window["pending"] is not None:
+        return asdict(pending_package(_window(window)))
+    workspace = Workspace.from_environment()
+    with population() as engine:
+        return asdict(package(engine, agreement(name), _checked(checked), workspace.pki(), workspace.packages))
+
+
+def send(name: str, sealed: dict[str, Any]) -> str | None:
+    """Step 5: deliver the package; the receipt folder, or None when the partner answers later (SFTP)."""
+    from exchange.pipeline import deliver
+
+    return deliver(agreement(name), _sealed(sealed))
+
+
+def keep_receipt(sealed: dict[str, Any], receipt: dict[str, str]) -> str:
+    """Write a receipt fetched by a sensor (base64 ``receipt`` and ``signature``) beside its package."""
+    from connectors.base import DeliveredReceipt
+    from exchange.pipeline import receipt_folder
+
+    delivered = DeliveredReceipt(base64.b64decode(receipt["receipt"]), base64.b64decode(receipt["signature"]))
+    return str(delivered.write_to(receipt_folder(_sealed(sealed))))
+
+
+def check_receipt(sealed: dict[str, Any], receipt_dir: str) -> dict[str, Any]:
+    """Step 6: the receipt is signed by the recipient and bound to the package; recorded in the ledger once."""
+    from exchange.pipeline import verify
+
+    with population() as engine:
+        return asdict(verify(engine, _sealed(sealed), receipt_dir, Workspace.from_environment().pki()))
+
+
+def close_window(name: str, window: dict[str, Any], delivery: dict[str, Any] | None) -> bool:
+    """Step 7: move the checkpoint to the window's end; False when it was there already."""
+    from exchange.pipeline import advance
+
+    with population() as engine:
+        return advance(engine, agreement(name), _window(window), _delivery(delivery))
+
+
+def is_final(error: BaseException) -> bool:
+    """A failure a retry cannot fix, to fail the task at once: validation blocked the dataset, or a package or
+    receipt did not verify (the partner rejected the package, a signature or a binding is wrong)."""
+    from exchange.errors import VerificationError
+    from validation.runner import DatasetBlocked
+
+    return isinstance(error, (DatasetBlocked, VerificationError))
+
+
+def partner_pool(partner: str) -> str:
+    """The Airflow pool that limits concurrent tasks against one partner."""
+    return f"partner-{partner}"
+
+
+def package_name(sealed: dict[str, Any]) -> str:
+    """The name of a sealed package (its zip without .zip): what an SFTP partner names its receipt folder."""
+    return Path(sealed["path"]).stem
+
+
+# -- the full snapshot, one mapped task per province ------------------------------------------------------------
+
+
+def snapshot_shards(name: str, window: dict[str, Any]) -> list[dict[str, Any]]:
+    """The snapshot's shards (a province each); none when the window's package is sealed already."""
+    from exchange.snapshot import snapshot_shards
+
+    if window["pending"] is not None:
+        return []
+    with population() as engine:
+        return [asdict(shard) for shard in snapshot_shards(engine, agreement(name), _window(window))]
+
+
+def _shard_result(value: dict[str, Any]):
+    from exchange.pipeline import StagedFile
+    from exchange.snapshot import Shard, ShardResult
+
+    return ShardResult(**(value | {"window": _window(value["window"]), "shard": Shard(**value["shard"]),
+                                   "file": StagedFile(**value["file"])}))  # fmt: skip
+
+
+def validate_shard(name: str, window: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
+    """Validate one province's citizens, quarantine the failing, stage the passing rows minimised."""
+    from exchange.snapshot import Shard, validate_shard
+
+    staging = Workspace.from_environment().staging
+    with population() as engine:
+        return asdict(validate_shard(engine, agreement(name), _window(window), Shard(**shard), staging))
+
+
+def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One package of every shard's file (the pending one, when the snapshot is sealed already)."""
+    from exchange.pipeline import pending_package
+    from exchange.snapshot import seal_snapshot
+
+    if window["pending"] is not None:
+        return asdict(pending_package(_window(window)))
+    workspace = Workspace.from_environment()
+    with population() as engine:
+        sealed = seal_snapshot(engine, agreement(name), _window(window), [_shard_result(r) for r in results],
+                               workspace.pki(), workspace.packages)  # fmt: skip
+    return asdict(sealed)
+
+
+# -- the inbound feed, step by step ----------------------------------------------------------------------------
+
+
+def fetch_inbound(name: str) -> dict[str, Any]:
+    """Download the partner's new packages on the agreement's inbound feed; the first in sequence is ``next``
+    (one package per run: the next depends on this one being accepted), ``waiting`` counts the others."""
+    from exchange.inbound import fetch
+
+    with population() as engine:
+        fetched = fetch(engine, agreement(name), Workspace.from_environment().inbound)
+    packages = [asdict(p) for p in fetched.packages]
+    return {"listed": fetched.listed, "next": packages[0] if packages else None, "waiting": len(packages[1:])}
+
+
+def verify_inbound(name: str, fetched: dict[str, Any]) -> dict[str, Any]:
+    """Verify the package; a package that fails gets a signed rejected receipt (``status`` rejected)."""
+    from exchange.inbound import FetchedPackage, verify
+
+    with population() as engine:
+        verified = verify(engine, agreement(name), FetchedPackage(**fetched), Workspace.from_environment().pki())
+    return asdict(verified)
+
+
+def _verified(value: dict[str, Any]):
+    from exchange.inbound import VerifiedInbound
+
+    return VerifiedInbound(**(value | {"payload": tuple(value["payload"])}))
+
+
+def validate_inbound(name: str, verified: dict[str, Any]) -> dict[str, Any]:
+    from exchange.inbound import validate
+
+    with population() as engine:
+        checked = validate(
+            engine, agreement(name), _verified(verified), reports_dir=Workspace.from_environment().reports
+        )
+    return asdict(checked)
+
+
+def reconcile_inbound(name: str, checked: dict[str, Any]) -> dict[str, Any]:
+    """Registry links written, mismatches reported (``mismatches`` CSV and ``report`` JSON paths, counts)."""
+    from exchange.inbound import CheckedInbound, reconcile
+
+    with population() as engine:
+        reconciled = reconcile(engine, agreement(name), CheckedInbound(**checked), Workspace.from_environment().reports)
+    return asdict(reconciled)
+
+
+def acknowledge_inbound(name: str, verified: dict[str, Any]) -> dict[str, Any]:
+    """The accepted receipt sent back, recorded in the ledger; the inbound feed moves."""
+    from exchange.inbound import acknowledge
+
+    with population() as engine:
+        acknowledged = acknowledge(engine, agreement(name), _verified(verified), Workspace.from_environment().pki())
+    return asdict(acknowledged)
+
+
+# -- the ledger audit ------------------------------------------------------------------------------------------
+
+
+def audit_chain() -> dict[str, Any]:
+    """The chain verifies from the first entry to the head (``LedgerBroken`` names the first bad entry)."""
+    from exchange.audit import audit_chain
+
+    with population() as engine:
+        return asdict(audit_chain(engine))
+
+
+def audit_signatures(sample: int, seed: str | None = None) -> dict[str, Any]:
+    """Re-verify a sample of the ledger's packages and receipts from the files kept under the workspace (the
+    sample is the day's unless a seed is given)."""
+    from exchange.audit import audit_signatures
+
+    workspace = Workspace.from_environment()
+    with population() as engine:
+        audit = audit_signatures(engine, [workspace.packages, workspace.inbound], workspace.pki(), sample=sample,
+                                 seed=seed)  # fmt: skip
+    return {"seed": audit.seed, "checked": audit.checked, "verified": audit.verified,
+            "problems": [str(problem) for problem in audit.problems]}  # fmt: skip
+
+
+def expiring_certificates(within_days: int) -> list[str]:
+    """The PKI's certificates (and CRL) expiring within the window, one line each."""
+    from exchange.audit import expiring_certificates
+
+    return [str(c) for c in expiring_certificates(Workspace.from_environment().pki(), within_days=within_days)]

@@ -1,0 +1,37 @@
+"""A world for the exchange DAGs (``tests.partners.fixtures.exchange_world``), module-scoped: the DAGs use the
+real agreement names, so each test module gets partners and a population of its own."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from exchange.dag_runs import read_results, run_dags
+from tests.partners.fixtures import *  # noqa: F403 - sandbox_pki, key_password_env
+from tests.partners.fixtures import ExchangeWorld, exchange_world
+
+
+class DagWorld(ExchangeWorld):
+    def run(self, *dag_ids: str, conf: dict | None = None) -> dict[str, dict]:
+        """Run the DAGs through Airflow (``dag.test()``, in a process of their own); their results by DAG id."""
+        results = self.var / f"results-{uuid.uuid4().hex[:8]}.jsonl"
+        process = run_dags(list(dag_ids), self.var, log=self.var / "airflow" / "runs.log", results=results,
+                           env=self.env, conf=conf)  # fmt: skip
+        process.wait(timeout=900)
+        runs = {line["dag_id"]: line for line in read_results(results)}
+        missing = set(dag_ids) - set(runs)
+        assert not missing, f"no result for {missing}:\n{self.log_tail()}"
+        return runs
+
+    def log_tail(self, lines: int = 80) -> str:
+        text = (self.var / "airflow" / "runs.log").read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def dag_world(tmp_path_factory, sandbox_pki) -> DagWorld:
+    world = exchange_world(tmp_path_factory.mktemp("dag-world") / "var", sandbox_pki, 31, kind=DagWorld)
+    yield world
+    world.sandbox.stop()
+    world.engine.dispose()

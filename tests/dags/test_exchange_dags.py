@@ -1,0 +1,106 @@
+"""The exchange DAGs: generated from the agreements, and run for real through Airflow (``dag.test()``) against the
+four partners on loopback."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from exchange import ledger
+from exchange.agreements import load_agreements
+from exchange.checkpoint import read_checkpoint
+from population.changelog import last_sequence
+from population.db import session_factory
+from population.models import Change, Citizen
+from validation.models import QuarantinedRecord, ValidationRun
+
+AGREEMENTS = load_agreements()
+OUTBOUND = sorted(name for name, a in AGREEMENTS.items() if "outbound" in a.directions)
+
+
+@pytest.fixture(scope="module")
+def dag_bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from exchange.dag_runs import PROJECT_ROOT
+
+    bag = DagBag(str(PROJECT_ROOT / "dags"))
+    assert not bag.import_errors
+    return bag
+
+
+def test_every_agreement_gets_its_dags_with_a_pool_per_partner_and_retries(dag_bag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    for name in OUTBOUND:
+        agreement = AGREEMENTS[name]
+        dag = dag_bag.dags[f"{name}.outbound"]
+        assert isinstance(dag.timetable, AssetOrTimeSchedule) or "AssetOrTime" in type(dag.timetable).__name__
+        assert dag.max_active_runs == 1 and not dag.catchup
+        partner_tasks = [t for t in dag.tasks if t.task_id in ("deliver", "wait_for_receipt")]
+        assert partner_tasks and all(t.pool == f"partner-{agreement.partner}" for t in partner_tasks)
+        assert all(t.retries == 3 and t.retry_exponential_backoff for t in dag.tasks)
+        order = [t.task_id for t in dag.topological_sort()]
+        assert order[:3] == ["extract", "validate", "package"] and order[-2:] == ["verify_receipt", "advance"]
+        if agreement.transport == "sftp":  # the partner answers later: a deferred wait, no worker slot held
+            assert dag.get_task("wait_for_receipt").deferrable
+    assert "population.change-log" in dag_bag.dags
+
+
+def changed_personal_ids(engine, after: int, up_to: int) -> set[str]:
+    with session_factory(engine)() as session:
+        changed = select(Change.citizen_id).where(Change.sequence > after, Change.sequence <= up_to)
+        return set(session.scalars(select(Citizen.personal_id).where(Citizen.id.in_(changed))))
+
+
+def quarantined_ids(engine, agreement: str) -> set[str]:
+    with session_factory(engine)() as session:
+        runs = select(ValidationRun.id).where(ValidationRun.source.like(f"{agreement}:%"))
+        query = select(QuarantinedRecord.personal_id).where(QuarantinedRecord.run_id.in_(runs))
+        return set(session.scalars(query))
+
+
+@pytest.mark.slow
+def test_the_outbound_dags_deliver_each_change_once_over_each_transport(dag_world):
+    world = dag_world
+    with session_factory(world.engine)() as session:
+        head = last_sequence(session)
+    changed = changed_personal_ids(world.engine, 0, head)
+
+    runs = world.run("population.change-log", *(f"{name}.outbound" for name in OUTBOUND))
+    assert all(run["state"] == "success" for run in runs.values()), world.log_tail()
+    assert runs["population.change-log"]["tasks"] == {"announce": "success"}
+    for name in OUTBOUND:
+        agreement = AGREEMENTS[name]
+        assert set(runs[f"{name}.outbound"]["tasks"].values()) == {"success"}
+        held = world.records_held(agreement.partner, name)
+        sent = {r["personal_id"] for r in held}
+        assert len(held) == len(sent), f"{name}: a citizen delivered twice"
+        assert sent == changed - quarantined_ids(world.engine, name) and sent
+        assert all(set(r) == set(agreement.directions["outbound"].fields) for r in held)
+        assert read_checkpoint(world.engine, name).last_change_sequence == head
+    with session_factory(world.engine)() as session:
+        kinds = Counter(e.kind for e in ledger.entries(session))
+        assert ledger.verify(session).entries == sum(kinds.values())
+    assert kinds == {"package_sent": len(OUTBOUND), "receipt_received": len(OUTBOUND)}
+
+    # nothing changed since: the change log is not announced again, and the feeds have nothing to send
+    again = world.run("population.change-log", "health-identity.outbound")
+    assert again["population.change-log"]["tasks"] == {"announce": "skipped"}
+    assert again["health-identity.outbound"]["state"] == "success"
+    assert again["health-identity.outbound"]["tasks"]["extract"] == "skipped"
+
+    # another day: only the new changes go out, as package 2 of each feed
+    world.new_day(2)
+    with session_factory(world.engine)() as session:
+        new_head = last_sequence(session)
+    newly_changed = changed_personal_ids(world.engine, head, new_head)
+    before = len(world.records_held("land", "land-owners"))
+    runs = world.run("population.change-log", "land-owners.outbound")
+    assert runs["population.change-log"]["tasks"] == {"announce": "success"}
+    assert runs["land-owners.outbound"]["state"] == "success", world.log_tail()
+    after = world.records_held("land", "land-owners")
+    assert len(after) - before == len(newly_changed - quarantined_ids(world.engine, "land-owners"))
+    assert read_checkpoint(world.engine, "land-owners").last_change_sequence == new_head
