@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench bench-packages requirements clean venv system-packages
+.PHONY: demo airflow test lint format bench bench-packages requirements clean venv system-packages
 
 venv: $(INSTALLED)
 
@@ -25,21 +25,23 @@ $(INSTALLED): requirements.txt pyproject.toml
 # The demo's key password is made per clone and kept under var/ (git-ignored): a sandbox, never a real secret.
 LT := env -u LIENTHONG_DB_URL LIENTHONG_KEY_PASSWORD="$$(cat var/demo-key-password)" $(BIN)/lienthong
 
+# make demo: the embedded default (a SQLite population with defects and a day of life events, the sandbox PKI),
+# then the four partners on loopback and every exchange DAG run through Airflow, with a table per partner.
 demo: venv
-	@rm -rf var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm var/packages var/pki var/reports
+	@rm -rf var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm var/packages var/pki var/reports \
+		var/partners var/airflow var/staging var/inbound
 	@mkdir -p var && test -s var/demo-key-password || (head -c 24 /dev/urandom | base64 > var/demo-key-password)
 	$(LT) db upgrade
 	$(LT) population generate --citizens $(DEMO_CITIZENS) --seed 2026 --defect-rate 0.02
 	$(LT) population events --count 2000 --seed 2026
-	$(LT) population export --out var/extract/citizens.csv
-	$(LT) quality check citizen-extract --input var/extract/citizens.csv --out var/reports/citizen-extract
 	$(LT) pki init
-	$(LT) package build --agreement health-identity --recipient health --input var/extract/citizens.csv \
-		--encrypt --out var/packages > var/packages.last
-	$(LT) package verify "$$(cat var/packages.last)" --trust var/pki/root-ca.pem \
-		--key var/pki/health/encryption.key.pem --cert var/pki/health/encryption.pem
+	$(LT) demo
 	$(LT) ledger verify
-	$(LT) population stats
+
+# make airflow: after make demo, the partners and Airflow standalone (web UI on 127.0.0.1:8080) with the DAGs.
+airflow: venv
+	@test -s var/pki/root-ca.pem || { echo "no sandbox yet: run make demo first"; exit 1; }
+	$(LT) airflow
 
 # System packages the tests need beyond Python: the OpenSSH server (the land partner is also tested against a
 # real sshd). PostgreSQL is expected to run already (see README).
@@ -66,6 +68,7 @@ bench: venv
 	$(BIN)/python bench/bench_package.py
 	$(BIN)/python bench/bench_sftp.py
 	$(BIN)/python bench/bench_validation.py
+	$(BIN)/python bench/bench_snapshot.py --citizens 1000000
 
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py

@@ -114,16 +114,26 @@ def partner_figures(engine: Engine) -> list[PartnerFigures]:
     return list(figures.values())
 
 
+FIGURES = (
+    ("records sent", "sent"),
+    ("  quarantined, held back", "quarantined_out"),
+    ("packages sent", "packages_sent"),
+    ("signed receipts back", "receipts"),
+    ("records received", "received"),
+    ("  quarantined", "quarantined_in"),
+    ("packages received", "packages_received"),
+    ("registry links written", "links"),
+    ("mismatches found", "mismatches"),
+)
+
+
 def print_figures(figures: list[PartnerFigures], var: Path) -> None:
     table = Table(title="What crossed, per partner", title_justify="left")
-    headers = ("partner", "records sent", "quarantined (out)", "packages sent", "receipts back", "records received",
-               "quarantined (in)", "packages received", "registry links", "mismatches")  # fmt: skip
-    for header in headers:
-        table.add_column(header, justify="left" if header == "partner" else "right")
-    for f in figures:
-        table.add_row(f.partner, f"{f.sent:,}", f"{f.quarantined_out:,}", f"{f.packages_sent:,}", f"{f.receipts:,}",
-                      f"{f.received:,}", f"{f.quarantined_in:,}", f"{f.packages_received:,}", f"{f.links:,}",
-                      f"{f.mismatches:,}")  # fmt: skip
+    table.add_column("")
+    for partner in figures:
+        table.add_column(partner.partner, justify="right")
+    for label, field in FIGURES:
+        table.add_row(label, *(f"{getattr(partner, field):,}" for partner in figures))
     CONSOLE.print(table)
     CONSOLE.print(f"packages: {var / 'packages'}/<agreement>/  (each with its .receipt/ folder)")
     CONSOLE.print(f"inbound packages: {var / 'inbound'}/<agreement>/")

@@ -14,8 +14,10 @@ rerun after a crash at any point:
 - ``fetch`` lists the partner's outbox through the agreement's transport (every hook has ``outbox_packages``,
   ``download_package`` and ``send_receipt``) and downloads the packages of this agreement's inbound feed whose
   sequence (in the package's name, ``<agreement>-<partner>-inbound-<sequence>.zip``) is after the last one the
-  feed accepted, in order, into ``work_dir/<agreement>/<package>/``. Partners keep acknowledged packages in their
-  outbox; the population side skips them by the feed's sequence. A rerun downloads a pending package again.
+  feed accepted, in order, into ``work_dir/<agreement>/`` (``<package>.zip``, beside it ``<package>.receipt/``
+  for our receipt and ``<package>.work/`` for the steps' files, as outbound packages are kept). Partners keep
+  acknowledged packages in their outbox; the population side skips them by the feed's sequence. A rerun
+  downloads a pending package again.
 - ``verify`` checks the package with ``exchange.package.verify_package`` (signature, chain, validity, key usage,
   revocation, signer = sender, files and hashes, the sequence on the inbound feed), that it belongs to the
   agreement (agreement, sender, recipient, dataset and version) and decrypts it with the population database's
@@ -80,6 +82,7 @@ from exchange.package import (
     verify_package,
 )
 from exchange.payload import SUFFIXES, parse_payload
+from exchange.pipeline import check_quarantine_limit
 from exchange.pki import ENCRYPTION, POPULATION, PkiDirectory, key_password, key_path, load_recipient, load_signer
 from exchange.receipt import RECEIPT, SIGNATURE, Receipt, make_receipt, record_receipt, write_receipt
 from exchange.sequence import INBOUND, RECEIVED, Feed, state
@@ -89,7 +92,7 @@ from validation.quarantine import QuarantineStore
 from validation.reconciliation import reconcile as reconcile_rows
 from validation.reconciliation import write_mismatch_csv
 from validation.reports import FindingsCsv
-from validation.runner import BATCH_ROWS, DatasetBlocked, StreamValidation, ValidationOutcome, read_batches
+from validation.runner import BATCH_ROWS, StreamValidation, read_batches
 from validation.suites import build_suite
 
 log = logging.getLogger(__name__)
@@ -215,8 +218,18 @@ def inbound_feed(agreement: Agreement) -> Feed:
     return Feed(agreement.partner, agreement.name, INBOUND)
 
 
-def _package_folder(work_dir: Path, agreement: Agreement, name: str) -> Path:
-    return Path(work_dir) / agreement.name / name.removesuffix(".zip")
+def _package_folder(work_dir: Path, agreement: Agreement) -> Path:
+    """Where the agreement's inbound packages are kept, as outbound ones are: ``<name>.zip`` with the receipt we
+    sent in ``<name>.receipt/`` beside it, and what the steps work with in ``<name>.work/``."""
+    return Path(work_dir) / agreement.name
+
+
+def _work_folder(package: Path) -> Path:
+    return package.with_suffix(".work")
+
+
+def _receipt_folder(package: Path) -> Path:
+    return package.with_suffix(".receipt")
 
 
 def _report_folder(reports_dir: Path, agreement: Agreement, name: str) -> Path:
@@ -252,7 +265,7 @@ def fetch(engine: Engine, agreement: Agreement, work_dir: Path) -> FetchedPackag
         for sequence, name in listed:
             if sequence <= last:
                 continue
-            path = hook.download_package(name, _package_folder(work_dir, agreement, name))
+            path = hook.download_package(name, _package_folder(work_dir, agreement))
             fetched.append(FetchedPackage(agreement.name, name, str(path), sequence))
     log.info("%s: %d inbound package(s) listed, %d new", agreement.name, len(listed), len(fetched))
     return FetchedPackages(agreement.name, len(listed), len(listed) - len(fetched), tuple(fetched))
@@ -307,7 +320,7 @@ def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: P
         raise PackageUnreadable(f"{fetched.name} is not an exchange package: {error}") from None
     certificate = pki.certificate(POPULATION, ENCRYPTION)
     recipient = load_recipient(certificate, key_path(certificate), key_password())
-    decrypted = path.parent / "payload"
+    decrypted = _work_folder(path) / "payload"
     result = VerifiedInbound(agreement.name, fetched.name, str(path), VERIFIED, manifest.package_id,
                              manifest.sequence, manifest_sha256, manifest.record_count, ())  # fmt: skip
     try:
@@ -339,7 +352,7 @@ def _reject(engine: Engine, agreement: Agreement, fetched: FetchedPackage, manif
     SHA-256 (the same bytes get the same receipt again), and record it once."""
     path = Path(fetched.path)
     signer = load_signer(pki, POPULATION, key_password())
-    folder = path.parent / f"rejected-{hash_file(path)[0][:16]}"
+    folder = _work_folder(path) / f"rejected-{hash_file(path)[0][:16]}"
     if not (folder / RECEIPT).is_file():
         _write_receipt_once(
             make_receipt(manifest, manifest_sha256, status="rejected", errors=[problem]), folder, signer
@@ -402,14 +415,6 @@ def xml_batches(path: Path, fields: list[str], batch_rows: int = BATCH_ROWS) -> 
         yield frame.where(frame.notna(), None)
 
 
-def _check_quarantine_limit(direction: Direction, outcome: ValidationOutcome) -> None:
-    limit = (direction.validation or {}).get("max_quarantined_share")
-    if limit is not None and outcome.rows and outcome.quarantined / outcome.rows > limit:
-        reason = f"{outcome.quarantined} of {outcome.rows} rows quarantined, more than the agreement's {limit:.0%}"
-        outcome.blocked = [reason]
-        raise DatasetBlocked([reason], outcome)
-
-
 def _marked(marker: Path, manifest_sha256: str) -> dict | None:
     """A step's marker file, when it is for this very package."""
     if not marker.is_file():
@@ -436,7 +441,8 @@ def validate(
     quarantine (and ``quarantine.csv`` under ``reports_dir``), the passing ones staged with their row numbers."""
     if verified.status != VERIFIED:
         raise ValueError(f"package {verified.package_id} is {verified.status}, not verified")
-    folder = Path(verified.path).parent
+    folder = _work_folder(Path(verified.path))
+    folder.mkdir(parents=True, exist_ok=True)
     marker = folder / VALIDATION_MARK
     if (done := _marked(marker, verified.manifest_sha256)) is not None:
         return CheckedInbound(**{k: v for k, v in done.items() if k in CheckedInbound.__dataclass_fields__})
@@ -463,7 +469,7 @@ def validate(
             writer.writerows([number, *values] for number, values in zip(
                 passing.index, plain.itertuples(index=False, name=None), strict=True))  # fmt: skip
     outcome = run.outcome
-    _check_quarantine_limit(direction, outcome)
+    check_quarantine_limit(direction, outcome)
     partial.replace(staged)
     checked = CheckedInbound(agreement.name, verified.name, verified.package_id, verified.manifest_sha256,
                              str(staged), outcome.rows, outcome.passed, outcome.quarantined, suite.suite.name,
@@ -517,7 +523,7 @@ def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound,
     path = Path(verified.path)
     manifest, manifest_sha256 = read_manifest(path)
     signer = load_signer(pki, POPULATION, key_password())
-    folder = path.parent / "receipt"
+    folder = _receipt_folder(path)
     if not _receipt_for(folder, manifest_sha256):
         _write_receipt_once(make_receipt(manifest, manifest_sha256, status="accepted"), folder, signer)
     receipt = _send_receipt(agreement, verified.name, folder)

@@ -14,12 +14,13 @@ retry:
 - ``extract`` fixes the window: the changes after the feed's checkpoint up to the change-log head read at the
   start (incremental), or every citizen (full). While a sealed package waits for its receipt, the window is that
   package's, so a rerun resends it rather than sealing another.
-- ``validate`` validates the whole extract rows with the agreement's suite (a citizen whose record is wrong is
-  held back from every partner, whatever fields each receives), then minimises the passing rows to the
-  agreement's fields (principle 4). Failing rows go to the quarantine; a block-severity failure, or more
-  quarantined rows than the agreement allows, raises ``DatasetBlocked``. The passing rows are written, in the
-  payload format, to a staging file under ``work_dir``; a retry writes the same file again (and records another
-  validation run). A full snapshot may stage several files (one per shard, ``exchange.snapshot``).
+- ``validate`` validates the extract rows with the agreement's suite, over the fields the partner gets and the
+  columns that identify a person (a defect in a field the partner never sees does not hold back, say, a death
+  the land registry must know of; one person under two IDs is held back from every partner), then minimises
+  the passing rows to the agreement's fields (principle 4). Failing rows go to the quarantine; a block-severity
+  failure, or more quarantined rows than the agreement allows, raises ``DatasetBlocked``. The passing rows are
+  written, in the payload format, to a staging file under ``work_dir``; a retry writes the same file again (and
+  records another validation run). A full snapshot may stage several files (one per shard, ``exchange.snapshot``).
 - ``package`` seals the staging file into the next package of the feed (signed, encrypted when the agreement
   says, with the validation outcome) and zips it. It is held as pending on the checkpoint, under the name it
   will get, before sealing; a retry finds it (zipped or not) and returns it rather than numbering another.
@@ -71,7 +72,7 @@ from population.extract import extract_query
 from population.models import Change, Citizen
 from validation.quarantine import QuarantineStore
 from validation.runner import BATCH_ROWS, DatasetBlocked, StreamValidation, ValidationOutcome, extract_frames
-from validation.suites import DatasetSuite, build_suite
+from validation.suites import DatasetSuite, build_suite, dataset_spec
 
 log = logging.getLogger(__name__)
 OUTBOUND = "outbound"
@@ -208,16 +209,20 @@ def payload_name(agreement: Agreement) -> str:
 
 
 def outbound_suite(agreement: Agreement, as_of: date | None = None) -> DatasetSuite:
-    """The agreement's suite over whole extract rows, with its freshness window."""
+    """The agreement's suite with its freshness window, over the fields the agreement sends and the columns
+    that tell one person from another (so that a person under two IDs is caught whatever the partner gets)."""
     direction = outbound_of(agreement)
     settings = direction.validation or {}
-    return build_suite(settings.get("suite", direction.dataset), as_of=as_of,
-                       freshness_days=settings.get("freshness_days"))  # fmt: skip
+    dataset = settings.get("suite", direction.dataset)
+    spec = dataset_spec(dataset)
+    identity = [*spec.person_key, *([spec.repeat_key] if spec.repeat_key else [])]
+    columns = [c for c in spec.columns if c in direction.fields or c in identity]
+    return build_suite(dataset, as_of=as_of, freshness_days=settings.get("freshness_days"), columns=columns)
 
 
-def check_quarantine_limit(agreement: Agreement, outcome: ValidationOutcome) -> None:
-    """Raise ``DatasetBlocked`` when more rows were quarantined than the agreement allows."""
-    limit = (outbound_of(agreement).validation or {}).get("max_quarantined_share")
+def check_quarantine_limit(direction: Direction, outcome: ValidationOutcome) -> None:
+    """Raise ``DatasetBlocked`` when more rows were quarantined than the agreement allows in that direction."""
+    limit = (direction.validation or {}).get("max_quarantined_share")
     if limit is not None and outcome.rows and outcome.quarantined / outcome.rows > limit:
         reason = f"{outcome.quarantined} of {outcome.rows} rows quarantined, more than the agreement's {limit:.0%}"
         outcome.blocked = [reason]
@@ -240,13 +245,14 @@ def validate(
     name = payload_name(agreement)
     staging = Path(work_dir) / agreement.name / f"changes-{window.after}-{window.up_to}" / name
     staging.parent.mkdir(parents=True, exist_ok=True)
-    passing = (minimise(ok, fields) for ok in run.passing(window_batches(engine, window)))
+    batches = (batch[suite.columns] for batch in window_batches(engine, window))
+    passing = (minimise(ok, fields) for ok in run.passing(batches))
     with staging.open("wb") as handle:
         sink = HashingWriter(handle)
         passed = WRITERS[staging.suffix](fields, (row for ok in passing for row in _records(ok)), sink)
         sink.flush()
     outcome = run.outcome
-    check_quarantine_limit(agreement, outcome)
+    check_quarantine_limit(direction, outcome)
     log.info("%s: %d rows validated, %d passed, %d quarantined", agreement.name, outcome.rows, passed,
              outcome.quarantined)  # fmt: skip
     return CheckedRows(window, (StagedFile(name, str(staging), passed),), outcome.rows, passed, outcome.quarantined,
