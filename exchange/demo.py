@@ -18,16 +18,15 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine, func, select
 
 from exchange.agreements import load_agreements
 from exchange.dag_runs import read_results, run_dags
+from exchange.overview import PartnerFigures, partner_figures
 
 CONSOLE = Console()
 
@@ -65,53 +64,6 @@ def run_all(dag_ids: list[str], var: Path, env: dict[str, str]) -> list[dict]:
     if len(done) < len(dag_ids):
         CONSOLE.print(f"[red]the DAG runs stopped early; see {log}[/]")
     return done
-
-
-@dataclass
-class PartnerFigures:
-    partner: str
-    sent: int = 0
-    packages_sent: int = 0
-    receipts: int = 0
-    quarantined_out: int = 0
-    received: int = 0
-    packages_received: int = 0
-    quarantined_in: int = 0
-    links: int = 0
-    mismatches: int = 0
-
-
-def partner_figures(engine: Engine) -> list[PartnerFigures]:
-    """What crossed per partner, from the ledger, the validation runs and the reconciliation runs."""
-    from population.db import session_factory
-    from population.models import LedgerEntry
-    from validation.models import ReconciliationRun, ValidationRun
-
-    quarantined = select(func.coalesce(func.sum(ValidationRun.quarantined), 0))
-    figures: dict[str, PartnerFigures] = {}
-    with session_factory(engine)() as session:
-        for agreement in load_agreements().values():
-            row = figures.setdefault(agreement.partner, PartnerFigures(agreement.partner))
-            entries = (select(LedgerEntry.kind, func.count(), func.sum(LedgerEntry.record_count))
-                       .where(LedgerEntry.agreement == agreement.name).group_by(LedgerEntry.kind))  # fmt: skip
-            for kind, count, records in session.execute(entries):
-                if kind == "package_sent":
-                    row.packages_sent, row.sent = count, records or 0
-                elif kind == "receipt_received":
-                    row.receipts = count
-                elif kind == "package_received":
-                    row.packages_received, row.received = count, records or 0
-            outbound_runs = ValidationRun.source.like(f"{agreement.name}:%")  # the pipeline's sources
-            row.quarantined_out = session.scalar(quarantined.where(outbound_runs))
-            inbound = agreement.directions.get("inbound")
-            if inbound is None:
-                continue
-            row.quarantined_in = session.scalar(quarantined.where(ValidationRun.dataset == inbound.dataset))
-            runs = select(ReconciliationRun.links_written, ReconciliationRun.classes)
-            for links, classes in session.execute(runs.where(ReconciliationRun.partner == agreement.partner)):
-                row.links += links or 0
-                row.mismatches += sum(n for kind, n in (classes or {}).items() if kind != "matched")
-    return list(figures.values())
 
 
 FIGURES = (

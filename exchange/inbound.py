@@ -291,6 +291,9 @@ def check_agreement(agreement: Agreement, manifest: Manifest) -> None:
     for what, (found, wanted) in expected.items():
         if found != wanted:
             raise AgreementMismatch(f"the package's {what} is {found!r}, the agreement's inbound feed has {wanted!r}")
+    plain = [f.path for f in manifest.files if not f.encrypted]
+    if direction.encryption and plain:
+        raise AgreementMismatch(f"the agreement asks for encrypted payloads; {', '.join(plain)} is not encrypted")
 
 
 def _plain_payload(path: Path, manifest: Manifest, decrypted: Path) -> tuple[str, ...]:

@@ -228,15 +228,18 @@ class PackageIntake:
         *,
         suffix: str = ".csv",
         batch: dict[str, Any] | None = None,
+        encrypt: bool = True,
     ) -> Path:
         """The partner's records as the next package of its inbound feed, zipped into ``outbox``: a CSV file, or
-        with ``suffix=".xml"`` an XML batch per the schema's XSD (``batch``: its root attributes)."""
+        with ``suffix=".xml"`` an XML batch per the schema's XSD (``batch``: its root attributes); encrypted for
+        the population database unless ``encrypt`` is False (a partner that forgot to)."""
         outbox.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="outbox-"))
         try:
             with PackageBuilder(
                 staging, agreement=agreement, recipient=POPULATION, schema=schema, signer=self.keys.signer,
-                sender=self.keys.name, encrypt_for=load_certificate(self.keys.population_encryption),
+                sender=self.keys.name,
+                encrypt_for=load_certificate(self.keys.population_encryption) if encrypt else None,
             ) as builder:  # fmt: skip
                 builder.add_records(f"{schema.name}{suffix}", records, batch=batch)
                 built = builder.seal(self.store.engine)

@@ -292,3 +292,21 @@ def test_more_quarantined_records_than_the_agreement_allows_block_the_package(pa
         run_inbound(population, agreement, sandbox_pki, tmp_path / "work", tmp_path / "reports")
     assert last_received(population, agreement) == 0 and ledger_kinds(population) == []
     assert links_of(population, "health") == 0
+
+
+def test_a_package_in_the_clear_where_the_agreement_asks_for_encryption_is_rejected(
+    partners, sandbox_pki, population, tmp_path
+):
+    partner = partners.partners["health"]
+    agreement = replace(AGREEMENTS["health"], name=f"health-test-{uuid.uuid4().hex[:8]}")
+    assert agreement.directions["inbound"].encryption
+    columns = list(agreement.directions["inbound"].fields)
+    rows = [inbound_row(person, columns) for person in partner.store.all_people()[:5]]
+    partner.intake.publish_outbox(partner.outbox, agreement.name, SchemaRef(INBOUND_DATASETS["health"], "1"), rows,
+                                  encrypt=False)  # fmt: skip
+
+    (done,) = run_inbound(population, agreement, sandbox_pki, tmp_path / "work", tmp_path / "reports").packages
+
+    assert done.verified.status == REJECTED and "is not encrypted" in done.verified.problem
+    assert acknowledgements(partner, done.verified.package_id, 1)[-1].status == "rejected"
+    assert links_of(population, "health") == 0 and last_received(population, agreement) == 0
