@@ -34,8 +34,9 @@ RETRIES = {
 }
 
 
-def final_on_bad_data(step, *args):
-    """Run a step; a failure no retry can fix (blocked dataset, failed verification) fails the task at once."""
+def run_step(step, *args):
+    """Run a step; a failure no retry can fix (a blocked dataset, a failed verification, a partner's refusal for
+    good) fails the task at once instead of being retried (``feeds.is_final``)."""
     try:
         return step(*args)
     except Exception as error:
@@ -51,11 +52,13 @@ def deliver_and_verify(agreement, sealed, pool: str):
 
         @task(pool=pool)
         def deliver(sealed: dict) -> str:
-            feeds.send(name, sealed)
+            run_step(feeds.send, name, sealed)
             return feeds.package_name(sealed)
 
+        deadline = agreement.directions["outbound"].delivery_deadline_hours or 24  # the receipt is due by then
         wait = SftpReceiptSensor(task_id="wait_for_receipt", sftp_conn_id=agreement.connection_id,
-                                 package_name=deliver(sealed), pool=pool, deferrable=True)  # fmt: skip
+                                 package_name=deliver(sealed), pool=pool, deferrable=True,
+                                 timeout=timedelta(hours=deadline), poke_interval=2.0)  # fmt: skip
 
         @task
         def keep_receipt(sealed: dict, receipt: dict) -> str:
@@ -66,13 +69,13 @@ def deliver_and_verify(agreement, sealed, pool: str):
 
         @task(pool=pool)
         def deliver(sealed: dict) -> str:
-            return feeds.send(name, sealed)
+            return run_step(feeds.send, name, sealed)
 
         receipt_dir = deliver(sealed)
 
     @task
     def verify_receipt(sealed: dict, receipt_dir: str) -> dict:
-        return final_on_bad_data(feeds.check_receipt, sealed, receipt_dir)
+        return run_step(feeds.check_receipt, sealed, receipt_dir)
 
     return verify_receipt(sealed, receipt_dir)
 
@@ -107,7 +110,7 @@ def outbound_dag(agreement) -> DAG:
 
         @task
         def validate(window: dict) -> dict:
-            return final_on_bad_data(feeds.validate_window, name, window)
+            return run_step(feeds.validate_window, name, window)
 
         @task
         def package(window: dict, checked: dict) -> dict:
@@ -151,11 +154,11 @@ def snapshot_dag(agreement) -> DAG:
         @task(map_index_template="{{ province }}")
         def validate_province(window: dict, shard: dict) -> dict:
             get_current_context()["province"] = f"{shard['code']} {shard['name']}"
-            return final_on_bad_data(feeds.validate_shard, name, window, shard)
+            return run_step(feeds.validate_shard, name, window, shard)
 
         @task(trigger_rule="none_failed")  # no province to validate: the sealed snapshot is resent
         def package(window: dict, results: list[dict]) -> dict:
-            return final_on_bad_data(feeds.seal_snapshot, name, window, list(results or []))
+            return run_step(feeds.seal_snapshot, name, window, list(results or []))
 
         @task
         def advance(window: dict, delivery: dict) -> bool:
@@ -223,21 +226,21 @@ def inbound_dag(agreement) -> DAG:
 
         @task(pool=pool)
         def fetch() -> dict:
-            fetched = feeds.fetch_inbound(name)
+            fetched = run_step(feeds.fetch_inbound, name)
             if fetched["next"] is None:
                 raise AirflowSkipException(f"no new package in {agreement.partner}'s outbox")
             return fetched
 
         @task
         def verify(fetched: dict) -> dict:
-            verified = feeds.verify_inbound(name, fetched["next"])
+            verified = run_step(feeds.verify_inbound, name, fetched["next"])
             if verified["status"] == "rejected":  # the partner has our signed rejected receipt saying why
                 raise AirflowFailException(f"package {verified['name']} rejected: {verified['problem']}")
             return verified
 
         @task
         def validate(verified: dict) -> dict:
-            return final_on_bad_data(feeds.validate_inbound, name, verified)
+            return run_step(feeds.validate_inbound, name, verified)
 
         @task
         def reconcile(checked: dict) -> dict:
@@ -245,7 +248,7 @@ def inbound_dag(agreement) -> DAG:
 
         @task(pool=pool)
         def acknowledge(verified: dict, reconciled: dict) -> dict:
-            return feeds.acknowledge_inbound(name, verified)
+            return run_step(feeds.acknowledge_inbound, name, verified)
 
         @task(outlets=[waiting])
         def more_waiting(fetched: dict, acknowledged: dict) -> int:
@@ -273,7 +276,7 @@ def ledger_audit_dag() -> DAG:
 
         @task(retries=0)
         def verify_chain() -> dict:
-            return final_on_bad_data(feeds.audit_chain)
+            return run_step(feeds.audit_chain)
 
         @task(retries=0)
         def verify_signatures(chain: dict) -> dict:

@@ -199,11 +199,15 @@ def close_window(name: str, window: dict[str, Any], delivery: dict[str, Any] | N
 
 
 def is_final(error: BaseException) -> bool:
-    """A failure a retry cannot fix, to fail the task at once: validation blocked the dataset, or a package or
-    receipt did not verify (the partner rejected the package, a signature or a binding is wrong)."""
+    """A failure a retry cannot fix, to fail the task at once: validation blocked the dataset, a package or
+    receipt did not verify (the partner rejected the package, a signature or a binding is wrong), or the partner
+    refused the request for good (a connector error that is not retryable: a client fault, a refused key)."""
+    from connectors.errors import ConnectorError
     from exchange.errors import VerificationError
     from validation.runner import DatasetBlocked
 
+    if isinstance(error, ConnectorError):
+        return not error.retryable
     return isinstance(error, (DatasetBlocked, VerificationError))
 
 

@@ -141,7 +141,7 @@ class TaxPartner(Partner):
 
     def _dispatch(self, data: bytes) -> etree._Element:
         try:
-            root = parse_untrusted(data)
+            root = parse_untrusted(data, long_text=True)  # SubmitPackage carries the package in base64
         except UnsafeDocument as error:
             raise SoapRefusal("soap:Client.Invalid", f"refused: {error}") from None
         except InvalidDocument as error:

@@ -45,7 +45,8 @@ def test_every_agreement_gets_its_dags_with_a_pool_per_partner_and_retries(dag_b
         order = [t.task_id for t in dag.topological_sort()]
         assert order[:3] == ["extract", "validate", "package"] and order[-2:] == ["verify_receipt", "advance"]
         if agreement.transport == "sftp":  # the partner answers later: a deferred wait, no worker slot held
-            assert dag.get_task("wait_for_receipt").deferrable
+            wait = dag.get_task("wait_for_receipt")
+            assert wait.deferrable and wait.timeout == agreement.directions["outbound"].delivery_deadline_hours * 3600
     assert "population.change-log" in dag_bag.dags
 
 

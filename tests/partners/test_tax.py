@@ -103,3 +103,14 @@ def test_the_served_wsdl_is_self_contained_and_names_this_server(partners):
     wsdl = parse_untrusted(answer.content)
     assert not wsdl.findall(".//{http://www.w3.org/2001/XMLSchema}import")
     assert wsdl.find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address").get("location") == tax.endpoint()["url"]
+
+
+def test_a_package_larger_than_libxml2s_text_limit_is_received(partners, make_package):
+    """SubmitPackage carries the package in base64 in one text node: over 10 MB, libxml2 refuses it unless told."""
+    import secrets
+
+    random = [{"personal_id": f"{i:012d}", "note": secrets.token_hex(512)} for i in range(16000)]  # 8 MB zipped
+    package = make_package("tax", random, encrypt=False)
+    assert package.path.stat().st_size * 4 / 3 > 10 * 1024 * 1024
+    receipt = SoapHook("lienthong_tax").deliver_package(package.path, package.manifest.package_id)
+    assert b'"status":"accepted"' in receipt.receipt.replace(b" ", b"")
