@@ -48,7 +48,9 @@ are not byte-identical to each other. Each path, rerun, rewrites a byte-identica
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -80,7 +82,7 @@ from exchange.pipeline import (
     verify,
 )
 from exchange.pki import PkiDirectory
-from population.db import is_sqlite, session_factory
+from population.db import create_population_engine, is_sqlite, session_factory
 from population.extract import extract_columns, extract_query, extract_schema
 from population.models import AdministrativeUnit, Change, Citizen
 from validation.pushdown import DatabaseValidation
@@ -260,8 +262,14 @@ def _shard_frames(engine: Engine, query, batch_rows: int):
     with engine.connect() as connection:
         if not is_sqlite(engine):
             connection.exec_driver_sql("SET TIME ZONE 'UTC'")
+            # A server-side cursor is planned for its first rows (cursor_tuple_fraction 0.1): a walk of the
+            # whole citizen table in id order, probing the ward catalogue per row. Every row is read, so plan
+            # for all of them (hash joins, one sort), and skip JIT compilation, which costs more than it saves.
+            connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
+            connection.exec_driver_sql("SET LOCAL jit = off")
         result = connection.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
         for rows in result.partitions(batch_rows):
+            rows = [tuple(row) for row in rows]
             frame = pd.DataFrame.from_records(rows, columns=columns, index=pd.RangeIndex(start, start + len(rows)))
             for column in dated:
                 frame[column] = frame[column].map(_iso, na_action="ignore")
@@ -327,6 +335,39 @@ def validate_shard(
              outcome.quarantined, COPY if fast else PYTHON, seconds)  # fmt: skip
     return ShardResult(window, shard, StagedFile(name, str(staging), passed), outcome.rows, passed,
                        outcome.quarantined, outcome.run_id, COPY if fast else PYTHON, round(seconds, 3))  # fmt: skip
+
+
+def validate_shards(
+    engine: Engine,
+    agreement: Agreement,
+    window: FeedWindow,
+    shards: list[Shard],
+    work_dir: Path,
+    as_of: date | None = None,
+    *,
+    fast: bool | None = None,
+    workers: int = 1,
+) -> list[ShardResult]:
+    """``validate_shard`` for every shard, in shard order; with ``workers`` > 1, in that many worker processes
+    (each with its own engine), as the DAG's mapped tasks run under a parallel executor. The results are the same
+    either way: each shard is validated on its own."""
+    if workers <= 1 or len(shards) <= 1:
+        return [validate_shard(engine, agreement, window, shard, work_dir, as_of, fast=fast) for shard in shards]
+    url = engine.url.render_as_string(hide_password=False)
+    largest_first = sorted(shards, key=lambda shard: -shard.citizens)  # the long shards do not come last
+    spawn = multiprocessing.get_context("spawn")  # no fork: the caller may have threads (a partner, a pool)
+    with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=spawn) as pool:
+        futures = {s.code: pool.submit(_validate_in_worker, url, agreement, window, s, work_dir, as_of, fast)
+                   for s in largest_first}  # fmt: skip
+        return [futures[shard.code].result() for shard in shards]
+
+
+_worker_engines: dict[str, Engine] = {}
+
+
+def _validate_in_worker(url, agreement, window, shard, work_dir, as_of, fast) -> ShardResult:
+    engine = _worker_engines.get(url) or _worker_engines.setdefault(url, create_population_engine(url))
+    return validate_shard(engine, agreement, window, shard, work_dir, as_of, fast=fast)
 
 
 def _validate_streamed(engine, suite, query, fields, store, source, target: Path, batch_rows: int):
@@ -486,18 +527,19 @@ def run_snapshot(
     *,
     as_of: date | None = None,
     fast: bool | None = None,
+    workers: int = 1,
     receipt_timeout: float = 60.0,
 ) -> OutboundRun:
-    """A full snapshot end to end, shard after shard in this process (what the DAG does with mapped tasks): the
-    window, every shard validated and staged, one package sealed, delivered, the receipt verified, the
+    """A full snapshot end to end (what the DAG does with mapped tasks): the window, every shard validated and
+    staged (shard after shard, or in ``workers`` processes), one package sealed, delivered, the receipt verified, the
     checkpoint moved. While a sealed snapshot waits for its receipt, a rerun resends it."""
     window = extract(engine, agreement, mode=FULL)
     if window.pending is not None:
         sealed = _pending(window)
     else:
         staging = Path(work_dir) / "staging"
-        results = [validate_shard(engine, agreement, window, shard, staging, as_of, fast=fast)
-                   for shard in snapshot_shards(engine, agreement, window)]  # fmt: skip
+        shards = snapshot_shards(engine, agreement, window)
+        results = validate_shards(engine, agreement, window, shards, staging, as_of, fast=fast, workers=workers)
         sealed = seal_snapshot(engine, agreement, window, results, pki, Path(work_dir) / "packages")
     receipt_dir = deliver(agreement, sealed)
     deadline = time.monotonic() + receipt_timeout

@@ -22,7 +22,14 @@ from exchange.package import MANIFEST, SIGNATURE, read_manifest, verify_package
 from exchange.pipeline import extract
 from exchange.pki import ENCRYPTION, key_path, load_recipient
 from exchange.signature import TrustAnchors
-from exchange.snapshot import NO_PROVINCE, run_snapshot, seal_snapshot, snapshot_shards, validate_shard
+from exchange.snapshot import (
+    NO_PROVINCE,
+    run_snapshot,
+    seal_snapshot,
+    snapshot_shards,
+    validate_shard,
+    validate_shards,
+)
 from population.db import session_factory
 from population.generator import generate
 from population.models import Citizen as PopulationCitizen  # the fixtures' star import brings another Citizen
@@ -135,6 +142,19 @@ def test_a_rerun_of_a_shard_rewrites_an_identical_file(population, land, tmp_pat
     assert again.file == first.file and Path(again.file.path).read_bytes() == content
     assert again.validation_run != first.validation_run  # each run is recorded
     assert quarantine_of(engine, again.validation_run) == quarantine_of(engine, first.validation_run)
+
+
+def test_shards_validated_in_worker_processes_give_the_same_files_and_quarantine(population, land, tmp_path):
+    engine = population
+    window = extract(engine, land, mode="full")
+    shards = snapshot_shards(engine, land, window)
+    alone = validate_shards(engine, land, window, shards, tmp_path / "alone", AS_OF, fast=False)
+    parallel = validate_shards(engine, land, window, shards, tmp_path / "parallel", AS_OF, fast=False, workers=2)
+    assert [r.shard for r in parallel] == shards  # in shard order, whichever finished first
+    for one, other in zip(alone, parallel, strict=True):
+        assert (one.rows, one.passed, one.quarantined) == (other.rows, other.passed, other.quarantined)
+        assert Path(one.file.path).read_bytes() == Path(other.file.path).read_bytes(), one.shard.code
+        assert quarantine_of(engine, one.validation_run) == quarantine_of(engine, other.validation_run)
 
 
 @pytest.mark.postgres
