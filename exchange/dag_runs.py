@@ -32,6 +32,8 @@ def airflow_environment(var: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__API__HOST": "127.0.0.1",  # the web UI and API on loopback only
+        "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
         "LIENTHONG_VAR_DIR": str(Path(var).resolve()),
     }
 

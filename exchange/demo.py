@@ -147,12 +147,14 @@ def serve_airflow(var: Path, key_password: bytes) -> int:
 
     var = var.resolve()
     with partners_running(var, key_password) as env:
-        environment = {**os.environ, **env, **airflow_environment(var)}
+        airflow = Path(sys.executable).with_name("airflow")
+        # standalone starts its components as "airflow …": the virtual environment's comes first on the PATH
+        path = os.pathsep.join([str(airflow.parent), os.environ.get("PATH", "")])
+        environment = {**os.environ, **env, **airflow_environment(var), "PATH": path}
         subprocess.run([sys.executable, "-m", "exchange.dag_runs"], env=environment, check=True)
         home = Path(environment["AIRFLOW_HOME"])
         CONSOLE.print(f"Airflow at http://127.0.0.1:8080 (user admin, password in {home}/"
                       "simple_auth_manager_passwords.json.generated); Ctrl-C stops")  # fmt: skip
-        airflow = Path(sys.executable).with_name("airflow")
         try:
             return subprocess.run([str(airflow), "standalone"], env=environment).returncode
         except KeyboardInterrupt:
