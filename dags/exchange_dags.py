@@ -45,6 +45,13 @@ def run_step(step, *args):
         raise
 
 
+def on_asset_or_cron(agreement, asset: Asset):
+    """Run when the asset has news, and on the agreement's cron (in Viet Nam's time) when it has one."""
+    if not agreement.schedule:
+        return asset
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(agreement.schedule, timezone=TIMEZONE), assets=asset)
+
+
 def deliver_and_verify(agreement, sealed, pool: str):
     """Deliver, then verify the receipt: at once for REST and SOAP; for SFTP after a deferred wait."""
     name = agreement.name
@@ -83,10 +90,7 @@ def deliver_and_verify(agreement, sealed, pool: str):
 def outbound_dag(agreement) -> DAG:
     name, pool = agreement.name, feeds.partner_pool(agreement.partner)
     direction = agreement.directions["outbound"]
-    schedule = CHANGE_LOG
-    if agreement.schedule:
-        schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(agreement.schedule, timezone=TIMEZONE),
-                                       assets=CHANGE_LOG)  # fmt: skip
+    schedule = on_asset_or_cron(agreement, CHANGE_LOG)
     with DAG(
         dag_id=f"{name}.outbound",
         description=f"Changes to {agreement.partner}: {agreement.purpose}",
@@ -205,10 +209,7 @@ def inbound_dag(agreement) -> DAG:
     name, pool = agreement.name, feeds.partner_pool(agreement.partner)
     direction = agreement.directions["inbound"]
     waiting = inbound_pending(agreement)
-    schedule = waiting
-    if agreement.schedule:
-        schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(agreement.schedule, timezone=TIMEZONE),
-                                       assets=waiting)  # fmt: skip
+    schedule = on_asset_or_cron(agreement, waiting)
     with DAG(
         dag_id=f"{name}.inbound",
         description=f"{agreement.partner}'s {direction.dataset} into the population database",
