@@ -34,6 +34,12 @@ RETRIES = {
 }
 
 
+def exchange_dag(**settings) -> DAG:
+    """A DAG with what every exchange DAG shares: no catch-up, one run at a time (feeds are sequential), the
+    retries with backoff."""
+    return DAG(start_date=START, catchup=False, max_active_runs=1, default_args=RETRIES, **settings)
+
+
 def run_step(step, *args):
     """Run a step; a failure no retry can fix (a blocked dataset, a failed verification, a partner's refusal for
     good) fails the task at once instead of being retried (``feeds.is_final``)."""
@@ -91,14 +97,10 @@ def outbound_dag(agreement) -> DAG:
     name, pool = agreement.name, feeds.partner_pool(agreement.partner)
     direction = agreement.directions["outbound"]
     schedule = on_asset_or_cron(agreement, CHANGE_LOG)
-    with DAG(
+    with exchange_dag(
         dag_id=f"{name}.outbound",
         description=f"Changes to {agreement.partner}: {agreement.purpose}",
         schedule=schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=RETRIES,
         tags=["outbound", agreement.partner, agreement.transport],
         doc_md=f"Incremental feed of **{name}** ({direction.dataset} v{direction.schema_version}, "
         f"{agreement.format}) to **{agreement.partner}** over {agreement.transport}: extract the changes after the "
@@ -132,14 +134,10 @@ def outbound_dag(agreement) -> DAG:
 
 def snapshot_dag(agreement) -> DAG:
     name, pool = agreement.name, feeds.partner_pool(agreement.partner)
-    with DAG(
+    with exchange_dag(
         dag_id=f"{name}.snapshot",
         description=f"Full snapshot to {agreement.partner}, on demand",
         schedule=None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=RETRIES,
         tags=["snapshot", agreement.partner, agreement.transport],
         doc_md=f"Every citizen to **{agreement.partner}** under **{name}**, one mapped task per province: each "
         "validates its citizens, quarantines the failing and stages the rest minimised; one package of every "
@@ -176,13 +174,10 @@ def snapshot_dag(agreement) -> DAG:
 
 
 def change_log_dag() -> DAG:
-    with DAG(
+    with exchange_dag(
         dag_id="population.change-log",
         description="Announce that the population change log advanced (the outbound DAGs' Asset)",
         schedule=CronTriggerTimetable("*/5 * * * *", timezone=TIMEZONE),
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
         tags=["population"],
     ) as dag:
 
@@ -210,14 +205,10 @@ def inbound_dag(agreement) -> DAG:
     direction = agreement.directions["inbound"]
     waiting = inbound_pending(agreement)
     schedule = on_asset_or_cron(agreement, waiting)
-    with DAG(
+    with exchange_dag(
         dag_id=f"{name}.inbound",
         description=f"{agreement.partner}'s {direction.dataset} into the population database",
         schedule=schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=RETRIES,
         tags=["inbound", agreement.partner, agreement.transport],
         doc_md=f"The packages **{agreement.partner}** publishes on **{name}** ({direction.dataset} "
         f"v{direction.schema_version}), one per run in sequence: fetch → verify → validate → reconcile → registry "
@@ -264,14 +255,10 @@ def inbound_dag(agreement) -> DAG:
 
 
 def ledger_audit_dag() -> DAG:
-    with DAG(
+    with exchange_dag(
         dag_id="ledger.audit",
         description="Daily: the ledger's chain, a sample of its signatures, certificates about to expire",
         schedule=CronTriggerTimetable("30 3 * * *", timezone=TIMEZONE),
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=RETRIES,
         tags=["ledger", "audit"],
     ) as dag:
 

@@ -402,6 +402,14 @@ def run_outbound(
     else:
         checked = validate(engine, agreement, window, Path(work_dir) / "staging", as_of=as_of)
         sealed = package(engine, agreement, checked, pki, Path(work_dir) / "packages")
+    return deliver_and_advance(engine, agreement, sealed, pki, receipt_timeout)
+
+
+def deliver_and_advance(
+    engine: Engine, agreement: Agreement, sealed: SealedPackage, pki: PkiDirectory, receipt_timeout: float = 60.0
+) -> OutboundRun:
+    """Steps 5-7 for a sealed package: deliver, wait for the receipt (an SFTP partner writes it later: looked for
+    every 0.2 s for up to ``receipt_timeout`` seconds), verify it, move the checkpoint."""
     receipt_dir = deliver(agreement, sealed)
     deadline = time.monotonic() + receipt_timeout
     while receipt_dir is None:
@@ -411,5 +419,5 @@ def run_outbound(
         time.sleep(0.2)
         receipt_dir = collect_receipt(agreement, sealed)
     delivery = verify(engine, sealed, receipt_dir, pki)
-    advance(engine, agreement, window, delivery)
-    return OutboundRun(window, sealed, delivery)
+    advance(engine, agreement, sealed.window, delivery)
+    return OutboundRun(sealed.window, sealed, delivery)

@@ -61,7 +61,7 @@ from sqlalchemy import Engine, and_, case, false, func, or_, select
 from sqlalchemy.orm import aliased
 
 from exchange.agreements import Agreement
-from exchange.package import WRITERS, HashingWriter, read_manifest
+from exchange.package import WRITERS, HashingWriter
 from exchange.pipeline import (
     FULL,
     SUFFIXES,
@@ -70,16 +70,14 @@ from exchange.pipeline import (
     OutboundRun,
     SealedPackage,
     StagedFile,
-    advance,
     check_quarantine_limit,
-    collect_receipt,
-    deliver,
+    deliver_and_advance,
     extract,
     minimise,
     outbound_of,
     outbound_suite,
     package,
-    verify,
+    pending_package,
 )
 from exchange.pki import PkiDirectory
 from population.db import create_population_engine, is_sqlite, session_factory
@@ -512,13 +510,6 @@ def _province_codes(engine: Engine) -> set[str]:
 # -- the whole run, in process -----------------------------------------------------------------------------------
 
 
-def _pending(window: FeedWindow) -> SealedPackage:
-    manifest, manifest_sha256 = read_manifest(Path(window.pending))
-    quarantined = manifest.validation.quarantined if manifest.validation else 0
-    return SealedPackage(window, str(window.pending), manifest.package_id, manifest.sequence, manifest_sha256,
-                         manifest.record_count, quarantined)  # fmt: skip
-
-
 def run_snapshot(
     engine: Engine,
     agreement: Agreement,
@@ -535,20 +526,10 @@ def run_snapshot(
     checkpoint moved. While a sealed snapshot waits for its receipt, a rerun resends it."""
     window = extract(engine, agreement, mode=FULL)
     if window.pending is not None:
-        sealed = _pending(window)
+        sealed = pending_package(window)
     else:
         staging = Path(work_dir) / "staging"
         shards = snapshot_shards(engine, agreement, window)
         results = validate_shards(engine, agreement, window, shards, staging, as_of, fast=fast, workers=workers)
         sealed = seal_snapshot(engine, agreement, window, results, pki, Path(work_dir) / "packages")
-    receipt_dir = deliver(agreement, sealed)
-    deadline = time.monotonic() + receipt_timeout
-    while receipt_dir is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{agreement.name}: no receipt for package {sealed.package_id} "
-                               f"after {receipt_timeout:.0f} s")  # fmt: skip
-        time.sleep(0.2)
-        receipt_dir = collect_receipt(agreement, sealed)
-    delivery = verify(engine, sealed, receipt_dir, pki)
-    advance(engine, agreement, window, delivery)
-    return OutboundRun(window, sealed, delivery)
+    return deliver_and_advance(engine, agreement, sealed, pki, receipt_timeout)
