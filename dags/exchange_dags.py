@@ -228,6 +228,8 @@ def inbound_dag(agreement) -> DAG:
             verified = run_step(feeds.verify_inbound, name, fetched["next"])
             if verified["status"] == "rejected":  # the partner has our signed rejected receipt saying why
                 raise AirflowFailException(f"package {verified['name']} rejected: {verified['problem']}")
+            if verified["status"] == "already_received":
+                raise AirflowSkipException(f"package {verified['name']} was accepted by another run meanwhile")
             return verified
 
         @task
