@@ -14,7 +14,6 @@ events in ``var/lienthong.db``, the sandbox PKI in ``var/pki``). It then
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,13 +111,10 @@ def partners_running(var: Path, key_password: bytes) -> Iterator[dict[str, str]]
             engine.dispose()
         sandbox.start()
     try:
-        for name, info in sandbox.endpoints()["partners"].items():
-            where = info.get("url") or f"sftp://{info['user']}@{info['host']}:{info['port']}"
-            CONSOLE.print(f"  partner {name:<9} {info['transport']:<5} {where}")
-        env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(document)
-               for conn_id, document in sandbox.connections().items()}  # fmt: skip
-        yield env | {"LIENTHONG_DB_URL": url, "LIENTHONG_PKI_DIR": str(pki.path),
-                     "LIENTHONG_KEY_PASSWORD": key_password.decode()}  # fmt: skip
+        for line in sandbox.addresses().values():
+            CONSOLE.print(f"  partner {line}", highlight=False)
+        yield sandbox.connection_environment() | {"LIENTHONG_DB_URL": url, "LIENTHONG_PKI_DIR": str(pki.path),
+                                                  "LIENTHONG_KEY_PASSWORD": key_password.decode()}  # fmt: skip
     finally:
         sandbox.stop()
 

@@ -60,11 +60,10 @@ def serve(
         signal.signal(signum, lambda *_: stopping.set())
     sandbox.start()
     try:
-        endpoints = sandbox.endpoints()
-        for name, info in endpoints["partners"].items():
-            where = info.get("url") or f"sftp://{info['user']}@{info['host']}:{info['port']}"
-            typer.echo(f"{name:9} {info['transport']:5} {where}")
-        typer.echo(f"endpoints: {state_dir / 'endpoints.json'}; Airflow connections: {endpoints['connections_env']}")
+        for line in sandbox.addresses().values():
+            typer.echo(line)
+        connections = sandbox.endpoints()["connections_env"]
+        typer.echo(f"endpoints: {state_dir / 'endpoints.json'}; Airflow connections: {connections}")
         typer.echo("serving; Ctrl-C stops")
         stopping.wait()
     finally:

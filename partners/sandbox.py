@@ -206,12 +206,22 @@ class Sandbox:
             "extra": extra,
         }
 
+    def connection_environment(self) -> dict[str, str]:
+        """The connections as Airflow reads them from the environment: ``AIRFLOW_CONN_<ID>`` → JSON."""
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(document)
+                for conn_id, document in self.connections().items()}  # fmt: skip
+
+    def addresses(self) -> dict[str, str]:
+        """Each running partner's transport and address, one line each, for people to read."""
+        lines = {}
+        for name, info in self.endpoints()["partners"].items():
+            where = info.get("url") or f"sftp://{info['user']}@{info['host']}:{info['port']}"
+            lines[name] = f"{name:9} {info['transport']:5} {where}"
+        return lines
+
     def write_files(self) -> Path:
         """``endpoints.json`` (written last, atomically: its presence means the partners are up)."""
-        lines = [
-            f"AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(document)}'"
-            for conn_id, document in self.connections().items()
-        ]
+        lines = [f"{variable}='{value}'" for variable, value in self.connection_environment().items()]
         write_private(self.state_dir / "connections.env", "\n".join(lines) + "\n")
         target = self.state_dir / "endpoints.json"
         partial = target.with_name(".endpoints.json.partial")

@@ -137,3 +137,21 @@ def tamper_ledger(engine, statement: str, parameters: dict | None = None) -> Non
             connection.execute(text("DROP TRIGGER IF EXISTS ledger_entry_no_update"))
             connection.execute(text("DROP TRIGGER IF EXISTS ledger_entry_no_delete"))
             connection.execute(text(statement), parameters or {})
+
+
+@pytest.fixture
+def population(tmp_path):
+    """A generated population with defects (SQLite), then a day of life events: what the pipeline tests feed."""
+    from datetime import date
+
+    from population.db import create_population_engine, session_factory
+    from population.generator import generate
+    from population.migrate import upgrade
+    from population.simulation import DaySimulation
+
+    engine = create_population_engine(f"sqlite:///{tmp_path / 'population.db'}")
+    upgrade(engine)
+    generate(engine, 300, 23, 0.03)
+    DaySimulation(session_factory(engine), 23, date(2026, 7, 2)).run(80)
+    yield engine
+    engine.dispose()

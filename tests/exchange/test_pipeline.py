@@ -20,9 +20,7 @@ from exchange.package import read_manifest
 from exchange.pipeline import deliver, extract, package, run_outbound, validate
 from partners.store import record as partner_record
 from population.changelog import last_sequence
-from population.db import create_population_engine, session_factory
-from population.generator import generate
-from population.migrate import upgrade
+from population.db import session_factory
 from population.models import Change
 from population.models import Citizen as PopulationCitizen  # the fixtures' star import brings another Citizen
 from population.simulation import DaySimulation
@@ -30,17 +28,6 @@ from tests.partners.fixtures import *  # noqa: F403 - the shared partner fixture
 from tests.partners.fixtures import connection_like, define_connection
 from validation.models import QuarantinedRecord, ValidationRun
 from validation.runner import DatasetBlocked
-
-
-@pytest.fixture
-def population(tmp_path):
-    """A generated population with defects, then a day of life events."""
-    engine = create_population_engine(f"sqlite:///{tmp_path / 'population.db'}")
-    upgrade(engine)
-    generate(engine, 300, 23, 0.03)
-    DaySimulation(session_factory(engine), 23, date(2026, 7, 2)).run(80)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

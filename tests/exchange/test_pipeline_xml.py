@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -27,24 +26,9 @@ from partners.base import RECORDED_AT
 from partners.intake import read_records
 from partners.land import owner_row
 from partners.store import record as partner_record
-from population.db import create_population_engine, session_factory
-from population.generator import generate
-from population.migrate import upgrade
-from population.simulation import DaySimulation
 from tests.exchange.test_pipeline import changed_personal_ids, latest_validation_run, quarantined_personal_ids
 from tests.partners.fixtures import *  # noqa: F403 - the shared partner fixtures: sandbox_pki, partners …
 from tests.partners.fixtures import SCHEMA
-
-
-@pytest.fixture
-def population(tmp_path):
-    """A generated population with defects, then a day of life events (as in test_pipeline)."""
-    engine = create_population_engine(f"sqlite:///{tmp_path / 'population.db'}")
-    upgrade(engine)
-    generate(engine, 300, 23, 0.03)
-    DaySimulation(session_factory(engine), 23, date(2026, 7, 2)).run(80)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -105,8 +105,8 @@ def sandbox(tmp_path_factory, sandbox_pki, citizens) -> Sandbox:
 def partners(sandbox, monkeypatch) -> Sandbox:
     """The sandbox with its Airflow connections in the environment; every fault cleared after the test and
     every stopped partner started again."""
-    for conn_id, document in sandbox.connections().items():
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(document))
+    for variable, value in sandbox.connection_environment().items():
+        monkeypatch.setenv(variable, value)
     yield sandbox
     for partner in sandbox.partners.values():
         partner.faults.clear()
@@ -312,8 +312,7 @@ def exchange_world(
     sandbox = Sandbox(var / "partners", pki, PASSWORD)
     sandbox.seed(list(citizens_from(engine)), seed)
     sandbox.start()
-    env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(document)
-           for conn_id, document in sandbox.connections().items()}  # fmt: skip
+    env = sandbox.connection_environment()
     env |= {"LIENTHONG_DB_URL": url, "LIENTHONG_VAR_DIR": str(var), "LIENTHONG_PKI_DIR": str(pki.path),
             "LIENTHONG_KEY_PASSWORD": PASSWORD.decode()}  # fmt: skip
     return kind(var, engine, sandbox, env)
