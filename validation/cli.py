@@ -82,7 +82,6 @@ def quality_database(
     out: OutOption,
     as_of: AsOfOption = None,
     freshness_days: FreshnessOption = None,
-    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per batch validated in the database.")] = 1_000_000,
     db: DbOption = None,
 ) -> None:
     """Validate the population extract where it sits: the suite runs as SQL in the database."""
@@ -97,7 +96,7 @@ def quality_database(
     suite = build_suite("citizen-extract", _parse_date(as_of, "--as-of") if as_of else None, freshness_days)
     store = QuarantineStore(engine, suite.spec.name, suite.suite.name, "database")
     blocked = None
-    with DatabaseValidation(engine, suite, [FindingsCsv(out / "quarantine.csv"), store], store.waivers, batch_rows,
+    with DatabaseValidation(engine, suite, [FindingsCsv(out / "quarantine.csv"), store], store.waivers,
                             out / "data-docs") as run:  # fmt: skip
         try:
             run.validate()

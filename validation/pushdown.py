@@ -20,18 +20,20 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from uuid import uuid4
 
+import great_expectations as gx
 import pandas as pd
 import sqlalchemy as sa
-from great_expectations.core.partitioners import PartitionerColumnValue
 from sqlalchemy import Engine, func, select
 
 from population.db import is_sqlite
 from population.extract import extract_query
 from population.models import Citizen
+from validation.compiled import compile_rules, failing_rows, judged_counts, table_expectations
 from validation.context import new_context, unique_name
 from validation.crossrow import CrossRowIndex
 from validation.runner import (
     RESULT_FORMAT,
+    SAMPLE_VALUES,
     BatchedRun,
     FindingSink,
     ValidationOutcome,
@@ -49,23 +51,16 @@ from validation.suites import (
     DatasetSuite,
 )
 
-BATCH_ROWS = 1_000_000  # rows per Great Expectations batch: each is a set of queries on an indexed range
 FETCH_ROWS = 1_000  # failing rows fetched per query
 
 
-def _sql_result_format(index_column: str, batch_rows: int) -> dict:
-    """Great Expectations caps the failing rows a SQL batch lists at ``partial_unexpected_count``, even with
-    COMPLETE; so it is the batch size: every failing row is listed, by ``index_column``."""
-    return {**RESULT_FORMAT, "unexpected_index_column_names": [index_column], "partial_unexpected_count": batch_rows}
-
-
-def _snapshot_query(suite: DatasetSuite, batch_rows: int):
-    """The extract as text, numbered, batched, with the cross-row columns, as one SELECT."""
+def _snapshot_query(suite: DatasetSuite):
+    """The extract as text, numbered, with the cross-row columns, as one SELECT."""
     extract = extract_query(None).add_columns(Citizen.id.label("_citizen_id"), Citizen.name_fold.label("_fold"))
     e = extract.order_by(None).subquery("e")
     numbered = select(e, func.row_number().over(order_by=e.c._citizen_id).label(ROW_NUMBER)).subquery("n")
     n = numbered.c
-    columns = [n[ROW_NUMBER], ((n[ROW_NUMBER] - 1) // batch_rows + 1).label(BATCH_NUMBER)]
+    columns = [n[ROW_NUMBER], sa.literal(1).label(BATCH_NUMBER)]  # one batch: the rules run over the whole table
     columns += [sa.cast(n[c], sa.String).label(c) for c in suite.columns]
     if suite.person_key:
         key = [n._fold, *(n[c] for c in suite.person_key[1:])]
@@ -81,6 +76,16 @@ def _snapshot_query(suite: DatasetSuite, batch_rows: int):
     return select(*columns)
 
 
+def _values(records: pd.DataFrame, columns: tuple[str, ...], rows: list[int]) -> list:
+    """The failing values of some rows, as Great Expectations lists them: the value, or a dict for a pair."""
+    if not rows:
+        return []
+    chosen = records.loc[rows, list(columns)].astype(object).where(records.loc[rows, list(columns)].notna(), None)
+    if len(columns) == 1:
+        return chosen[columns[0]].tolist()
+    return chosen.to_dict("records")
+
+
 class DatabaseValidation(BatchedRun):
     """One validation of the population extract inside the database; a context manager."""
 
@@ -90,7 +95,6 @@ class DatabaseValidation(BatchedRun):
         suite: DatasetSuite,
         sinks: Sequence[FindingSink] = (),
         waivers: Waivers | None = None,
-        batch_rows: int = BATCH_ROWS,
         data_docs_dir: Path | None = None,
         scratch_dir: Path | None = None,
     ):
@@ -98,19 +102,17 @@ class DatabaseValidation(BatchedRun):
             raise ValueError("only the population extract lives in the database; validate partner files as streams")
         super().__init__(suite, sinks, waivers, "database", data_docs_dir, scratch_dir)
         self.engine = engine
-        self.batch_rows = batch_rows
         token = uuid4().hex[:10]
         self.snapshot = f"validation_snapshot_{token}"
         self.held = f"validation_held_{token}"
 
     def __enter__(self) -> DatabaseValidation:
         unlogged = "" if is_sqlite(self.engine) else "UNLOGGED "
-        query = _snapshot_query(self.suite, self.batch_rows)
+        query = _snapshot_query(self.suite)
         compiled = query.compile(self.engine, compile_kwargs={"literal_binds": True})
         with self.engine.begin() as connection:
             connection.execute(sa.text(f"CREATE {unlogged}TABLE {self.snapshot} AS {compiled}"))
-            for column in (BATCH_NUMBER, ROW_NUMBER):
-                connection.execute(sa.text(f"CREATE INDEX {self.snapshot}_{column} ON {self.snapshot} ({column})"))
+            connection.execute(sa.text(f"CREATE INDEX {self.snapshot}_{ROW_NUMBER} ON {self.snapshot} ({ROW_NUMBER})"))
             connection.execute(sa.text(f"CREATE {unlogged}TABLE {self.held} ({ROW_NUMBER} BIGINT PRIMARY KEY)"))
         return self
 
@@ -148,8 +150,10 @@ class DatabaseValidation(BatchedRun):
                 )
 
     def validate(self) -> ValidationOutcome:
-        """Run the suite batch by batch in the database; record findings; raise ``DatasetBlocked`` if the dataset
-        must stop (after the sinks have everything)."""
+        """Run the suite in the database; record findings; raise ``DatasetBlocked`` if the dataset must stop
+        (after the sinks have everything). The table-level expectations run in Great Expectations; the row rules,
+        compiled from Great Expectations' own SQL conditions, in one counting scan and one scan for the failing
+        rows (``validation.compiled``)."""
         context = new_context(self.data_docs_dir)
         url = self.engine.url.render_as_string(hide_password=False)
         name = unique_name("population")
@@ -157,30 +161,42 @@ class DatabaseValidation(BatchedRun):
             name, connection_string=url
         )
         asset = source.add_table_asset(self.suite.spec.name, table_name=self.snapshot)
-        batches = asset.add_batch_definition(  # GE checks only date partitioners; this one is an integer column
-            "batches", partitioner=PartitionerColumnValue(column_name=BATCH_NUMBER), validate_partitioner=False
-        )
-        with self.engine.connect() as connection:
-            total = connection.execute(select(func.count()).select_from(sa.table(self.snapshot))).scalar_one()
+        rules = compile_rules(self.engine, self.suite, self.snapshot)
+        self.tallies.register(e.configuration for e in self.suite.suite.expectations)
         with CrossRowIndex(directory=self.scratch_dir) as index:
             try:
-                for number in range(1, (total - 1) // self.batch_rows + 2 if total else 1):
-                    result = batches.get_batch(batch_parameters={BATCH_NUMBER: number}).validate(
-                        self.suite.suite, result_format=_sql_result_format(ROW_NUMBER, self.batch_rows)
-                    )
-                    failing = self.tallies.read(result, lambda found: [int(row[ROW_NUMBER]) for row in found])
-                    if blocks := self.tallies.table_blocks():
-                        self._finish(index, context, blocks)
-                    rows = sorted({row for _, found in failing for row in found})
-                    records = self._records(rows)
-                    held = self._record(index, findings_of(failing, records), records, min(self.batch_rows, total))
-                    self._hold(held)
-                    total -= self.batch_rows
+                self._table_rules(source, asset, context, index)
+                with self.engine.connect() as connection:
+                    total, judged = judged_counts(connection, rules, self.snapshot)
+                    failing = failing_rows(connection, rules, self.snapshot, ROW_NUMBER)
+                records = self._records(sorted({row for _, found in failing for row in found}))
+                for (rule, found), evaluated in zip(failing, judged, strict=True):
+                    samples = _values(records, rule.columns, found[:SAMPLE_VALUES])
+                    self.tallies.count(rule.config, evaluated, len(found), samples)
+                quarantinable = [(r.config, rows) for r, rows in failing
+                                 if rows and r.config.meta["severity"] != "block"]  # fmt: skip
+                self._hold(self._record(index, findings_of(quarantinable, records), records, total))
                 self._households(source, index)
                 self._finish(index, context, self.tallies.share_blocks())
             finally:
                 source.get_engine().dispose()
         return self.outcome
+
+    def _table_rules(self, source, asset, context, index: CrossRowIndex) -> None:
+        """The table-level expectations, by Great Expectations on the whole table (a block stops here); with
+        Data Docs, also the whole suite on no rows, for the shape of the report."""
+        if self.data_docs_dir is not None:
+            nothing = source.add_query_asset("shape", query=f"SELECT * FROM {self.snapshot} WHERE 1 = 0")
+            self.tallies.template(
+                nothing.add_batch_definition_whole_table("none").get_batch().validate(self.suite.suite)
+            )
+        table_rules = table_expectations(self.suite)
+        if table_rules:
+            suite = gx.ExpectationSuite(name=self.suite.suite.name, expectations=[e.copy() for e in table_rules])
+            result = asset.add_batch_definition_whole_table("table").get_batch().validate(suite)
+            self.tallies.read(result, list)
+            if blocks := self.tallies.table_blocks():
+                self._finish(index, context, blocks)
 
     def _households(self, source, index: CrossRowIndex) -> None:
         if self.suite.households is None:

@@ -261,7 +261,7 @@ class RunTallies:
     def read(self, result: ExpectationSuiteValidationResult, rows_of: Callable[[object], list]) -> list[tuple]:
         """Count one batch's result; return the failing (rule result, row keys) of the row-level rules.
         ``rows_of`` turns a result's unexpected_index_list into row keys."""
-        self._template.setdefault(result.suite_name, result)
+        self.template(result)
         failing = []
         for item in result.results:
             config = item.expectation_config
@@ -271,24 +271,40 @@ class RunTallies:
                 if "table" not in config.type and self._table_failed():
                     continue  # a missing column: the table rule already says so
                 raise ValidationFailed(f"{meta['rule']} could not be evaluated: {exception.get('exception_message')}")
-            tally = self._tally_of(item)
             stats = item.result or {}
-            if not tally.row_level:
+            if not columns_of(config.kwargs):
+                tally = self._tally_of(config)
                 tally.evaluated += 1
                 if not item.success:
                     tally.table_failure = json.dumps(stats.get("observed_value"), ensure_ascii=False, default=str)
                 continue
-            element = stats.get("element_count", 0)
-            tally.evaluated += element - stats.get("missing_count", 0)
-            tally.unexpected += stats.get("unexpected_count", 0)
-            samples = self._samples.setdefault(tally.rule, [])
-            samples += _mask(stats.get("partial_unexpected_list", [])[: SAMPLE_VALUES - len(samples)])
-            if stats.get("unexpected_count") and meta["severity"] != "block":
+            evaluated = stats.get("element_count", 0) - stats.get("missing_count", 0)
+            unexpected = stats.get("unexpected_count", 0)
+            self.count(config, evaluated, unexpected, stats.get("partial_unexpected_list", []))
+            if unexpected and meta["severity"] != "block":
                 failing.append((config, rows_of(stats.get("unexpected_index_list") or [])))
         return failing
 
-    def _tally_of(self, item) -> RuleTally:
-        config = item.expectation_config
+    def register(self, configs: Iterable) -> None:
+        """Tallies for these rules, in this order, before anything is counted: a run that stops at a table-level
+        block still reports every rule."""
+        for config in configs:
+            self._tally_of(config)
+
+    def count(self, config, evaluated: int, unexpected: int, samples: list) -> None:
+        """Count one row-level rule over some rows: how many it judged, how many failed it, examples of the
+        failing values (masked here)."""
+        tally = self._tally_of(config)
+        tally.evaluated += evaluated
+        tally.unexpected += unexpected
+        kept = self._samples.setdefault(tally.rule, [])
+        kept += _mask(samples[: SAMPLE_VALUES - len(kept)])
+
+    def template(self, result: ExpectationSuiteValidationResult) -> None:
+        """The result whose shape Data Docs show (counts are replaced by the run's)."""
+        self._template.setdefault(result.suite_name, result)
+
+    def _tally_of(self, config) -> RuleTally:
         meta = config.meta
         tally = self._tally.get(meta["rule"])
         if tally is None:

@@ -33,7 +33,7 @@ def test_sql_push_down_finds_what_the_stream_finds(population, tmp_path):
     stream = StreamValidation(suite, [FindingsCsv(tmp_path / "stream.csv")])
     for _ in stream.passing(extract_batches(population, batch_rows=1_000)):
         pass
-    with DatabaseValidation(population, suite, [FindingsCsv(tmp_path / "sql.csv")], batch_rows=1_200) as run:
+    with DatabaseValidation(population, suite, [FindingsCsv(tmp_path / "sql.csv")]) as run:
         run.validate()
         passing = pd.concat(run.passing(batch_rows=500))
     keys = ["row_number", "personal_id", "expectation", "severity"]
