@@ -24,7 +24,7 @@ def parse_payload(name: str, data: bytes) -> list[dict[str, Any]]:
     file it cannot read: ``UnsafeDocument`` or ``InvalidDocument`` (the file, the line and the rule) for XML."""
     suffix = PurePosixPath(name).suffix
     if suffix == ".csv":
-        return [dict(row) for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))]
+        return _csv_records(name, data)
     if suffix == ".jsonl":
         return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
     if suffix == ".xml":
@@ -33,3 +33,21 @@ def parse_payload(name: str, data: bytes) -> list[dict[str, Any]]:
         except InvalidDocument as error:  # a receipt names the file, the line and the rule
             raise InvalidDocument(f"{name}: {error}") from None
     raise ValueError(f"{name}: no reader for {suffix or 'files without a suffix'}")
+
+
+def _csv_records(name: str, data: bytes) -> list[dict[str, Any]]:
+    """CSV with a header line: a record per line, keyed by the header. A line with more or fewer fields than the
+    header is an error naming the file and the line (``csv.DictReader`` would pad or spill it silently)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    header = next(reader, None)
+    if header is None:
+        return []
+    width = len(header)
+    records = []
+    for row in reader:
+        if len(row) != width:
+            if not row:
+                continue  # a blank line, as DictReader skips it
+            raise ValueError(f"{name} line {reader.line_num}: {len(row)} fields where the header has {width}")
+        records.append(dict(zip(header, row, strict=True)))
+    return records

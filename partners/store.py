@@ -206,6 +206,7 @@ class RegistryStore:
         encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
         rows = ((manifest.package_id, r.get("personal_id"), encode(r)) for r in records)
         with self.engine.begin() as connection:
+            connection.exec_driver_sql("PRAGMA cache_size = -131072")  # 128 MiB: the indexes' pages stay in memory
             connection.execute(
                 insert(package).values(
                     package_id=manifest.package_id,
