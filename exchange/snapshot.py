@@ -231,9 +231,10 @@ def _duplicate_of(after: _AfterWindow):
     return case((known, earliest.scalar_subquery())).label(DUPLICATE_OF)
 
 
-def _shard_query(engine: Engine, shard: Shard, after: _AfterWindow, provinces: dict[str, str]):
-    """The shard's extract rows, in citizen order, with ``duplicate_of`` computed over the whole snapshot."""
-    query = extract_query(card_per_citizen=engine.dialect.name == "postgresql")
+def _shard_query(engine: Engine, shard: Shard, after: _AfterWindow, provinces: dict[str, str], columns: list[str]):
+    """The shard's extract rows (these columns), in citizen order, with ``duplicate_of`` computed over the whole
+    snapshot."""
+    query = extract_query(columns=columns, card_per_citizen=engine.dialect.name == "postgresql")
     return query.where(_shard_condition(shard.code, after, provinces)).add_columns(_duplicate_of(after))
 
 
@@ -253,8 +254,9 @@ def _iso(value) -> str:
 def _shard_frames(engine: Engine, query, batch_rows: int):
     """The shard's rows as batches of text indexed by row number from 1 (as ``runner.extract_frames``), with
     ``duplicate_of``; timestamps in UTC."""
-    columns = [*extract_columns(), DUPLICATE_OF]
-    dated = [c for c, p in extract_schema()["properties"].items() if p.get("format") in ("date", "date-time")]
+    columns = [column.name for column in query.selected_columns]
+    formats = {c: p.get("format") for c, p in extract_schema()["properties"].items()}
+    dated = [c for c in columns if formats.get(c) in ("date", "date-time")]
     start = 1
     with engine.connect() as connection:
         if not is_sqlite(engine):
@@ -315,7 +317,9 @@ def validate_shard(
     fields = list(direction.fields)
     suite = _shard_suite(agreement, as_of)
     after = _after_window(engine, window)
-    query = _shard_query(engine, shard, after, _ward_provinces(engine))
+    wanted = {*suite.columns, *fields}  # what the suite reads and the partner receives, nothing more
+    columns = [c for c in extract_columns() if c in wanted]
+    query = _shard_query(engine, shard, after, _ward_provinces(engine), columns)
     name, staging = _staging(agreement, window, shard, work_dir)
     source = f"{agreement.name}: full snapshot up to change {window.up_to}, shard {shard.code}"
     store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)
