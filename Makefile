@@ -68,7 +68,7 @@ bench: venv
 	$(BIN)/python bench/bench_package.py
 	$(BIN)/python bench/bench_sftp.py
 	$(BIN)/python bench/bench_validation.py
-	$(BIN)/python bench/bench_snapshot.py --citizens 1000000
+	$(BIN)/python bench/bench_snapshot.py --citizens 1000000 --workers 2
 
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py

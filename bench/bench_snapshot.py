@@ -7,9 +7,9 @@ its inbox with signed receipts, in this (the parent) process. Then, each measure
 is that process's ``VmHWM``):
 
 - ``ours``: ``exchange.snapshot`` end to end for the land agreement (CSV, encrypted for the land office, SFTP):
-  the window, 35 shards validated with the agreement's suite (quarantine), minimised, staged (by default on the
-  streamed path, the faster one measured here, in this process; ``--fast auto|copy`` for the push-down + COPY
-  path, ``--workers N`` for N worker processes, whose peaks are added up); one package sealed
+  the window, 35 shards validated with the agreement's suite (quarantine), minimised, staged (by default as the
+  DAG does, push-down + COPY on PostgreSQL; ``--fast python`` for the streamed path; ``--workers N`` validates the
+  shards in N worker processes, as mapped tasks side by side, whose peaks are added up); one package sealed
   (manifest, CMS signature, CMS encryption, zip), uploaded over SFTP, the partner's receipt collected and verified,
   the checkpoint moved;
 - ``copy``: ``COPY (extract query) TO 'file' (FORMAT csv, HEADER)`` run by the server (the same rows, all columns);
@@ -302,8 +302,8 @@ def main() -> None:
     parser.add_argument(
         "--fast",
         choices=["auto", "copy", "python"],
-        default="python",
-        help="our validation path (auto: validate_shard's default, push-down + COPY on PostgreSQL)",
+        default="auto",
+        help="our validation path (auto: validate_shard's default and the DAG's, push-down + COPY on PostgreSQL)",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes validating the shards")
     parser.add_argument("--skip-stock", action="store_true")
