@@ -1,10 +1,11 @@
 """Validation pushed down to the database, where the population already sits (PostgreSQL, and SQLite alike).
 
 The extract is materialised once into a scratch table, as text (the same values a CSV export would hold), with
-the bookkeeping and cross-row columns computed by window functions: row number, batch number, an earlier record
-of the same person, an earlier row with the same personal ID. Great Expectations then runs the dataset's suite
-as SQL on that table, one batch of rows at a time (a column-value partition on ``batch_number``, indexed), so
-that only the failing rows ever leave the database. Households are validated on a GROUP BY roll-up.
+the bookkeeping and cross-row columns computed by window functions: row number, an earlier record of the same
+person, an earlier row with the same personal ID. The suite's table-level expectations run in Great Expectations
+on that table; its row rules, compiled from Great Expectations' own SQL conditions (``validation.compiled``), are
+evaluated in one scan, so that only the failing rows ever leave the database. Households are validated on a
+GROUP BY roll-up, in Great Expectations. Data Docs show the whole suite with the run's figures.
 
 >>> with DatabaseValidation(engine, build_suite("citizen-extract"), sinks=[store], waivers=store.waivers) as run:
 ...     outcome = run.validate()        # raises DatasetBlocked, after recording, if the dataset must stop
