@@ -4,6 +4,7 @@ loopback port, TLS (optionally mutual), request bodies read to disk within a lim
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import tempfile
@@ -65,6 +66,7 @@ class ServerThread:
     def start(self) -> None:
         if self._thread is not None:
             return
+        logging.getLogger("uvicorn.error").addFilter(_quiet_stop)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -97,6 +99,12 @@ class ServerThread:
         self._server.force_exit = True  # like a crash: open connections are dropped, not drained
         self._thread.join(timeout=15)
         self._server = self._thread = None
+
+
+def _quiet_stop(record: logging.LogRecord) -> bool:
+    """Drop uvicorn's "Cancel N running task(s), timeout graceful shutdown exceeded": a sandbox partner is stopped
+    at once on purpose (``stop``), and the demo should not print an ERROR line for each partner it stops."""
+    return not str(record.msg).startswith("Cancel %s running task(s)")
 
 
 async def read_body_to_file(request: Request, limit: int, directory: Path) -> Path | None:
