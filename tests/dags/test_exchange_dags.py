@@ -13,7 +13,8 @@ from exchange.agreements import load_agreements
 from exchange.checkpoint import read_checkpoint
 from population.changelog import last_sequence
 from population.db import session_factory
-from population.models import Change, Citizen, RegistryLink
+from population.models import Citizen, RegistryLink
+from tests.exchange.changes import changed_personal_ids, quarantined_ids
 from validation.models import QuarantinedRecord, ValidationRun
 
 AGREEMENTS = load_agreements()
@@ -48,19 +49,6 @@ def test_every_agreement_gets_its_dags_with_a_pool_per_partner_and_retries(dag_b
             wait = dag.get_task("wait_for_receipt")
             assert wait.deferrable and wait.timeout == agreement.directions["outbound"].delivery_deadline_hours * 3600
     assert "population.change-log" in dag_bag.dags
-
-
-def changed_personal_ids(engine, after: int, up_to: int) -> set[str]:
-    with session_factory(engine)() as session:
-        changed = select(Change.citizen_id).where(Change.sequence > after, Change.sequence <= up_to)
-        return set(session.scalars(select(Citizen.personal_id).where(Citizen.id.in_(changed))))
-
-
-def quarantined_ids(engine, agreement: str) -> set[str]:
-    with session_factory(engine)() as session:
-        runs = select(ValidationRun.id).where(ValidationRun.source.like(f"{agreement}:%"))
-        query = select(QuarantinedRecord.personal_id).where(QuarantinedRecord.run_id.in_(runs))
-        return set(session.scalars(query))
 
 
 @pytest.mark.slow

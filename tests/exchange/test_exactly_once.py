@@ -13,19 +13,16 @@ import sys
 from collections import Counter
 
 import pytest
-from sqlalchemy import select
 
 from exchange import ledger
 from exchange.agreements import load_agreements
 from exchange.checkpoint import read_checkpoint
 from population.changelog import last_sequence
 from population.db import session_factory
-from population.models import Change
-from population.models import Citizen as PopulationCitizen  # the fixtures bring another Citizen
 from tests.exchange import feed_steps
+from tests.exchange.changes import changed_personal_ids, quarantined_ids
 from tests.partners.fixtures import *  # noqa: F403 - sandbox_pki, key_password_env
 from tests.partners.fixtures import exchange_world
-from validation.models import QuarantinedRecord, ValidationRun
 
 # (where the task dies, how it is run again): "retry" resumes at the killed step, "new run" starts over
 KILLS_BEFORE_DELIVERY = [
@@ -53,18 +50,6 @@ DELIVERY_KILLS = {
 AGREEMENTS = {"rest": "health-identity", "soap": "tax-identity", "sftp": "land-owners"}
 
 
-def changed_since(engine, after: int, up_to: int) -> set[str]:
-    with session_factory(engine)() as session:
-        changed = select(Change.citizen_id).where(Change.sequence > after, Change.sequence <= up_to)
-        return set(session.scalars(select(PopulationCitizen.personal_id).where(PopulationCitizen.id.in_(changed))))
-
-
-def quarantined_by(engine, agreement: str) -> set[str]:
-    with session_factory(engine)() as session:
-        runs = select(ValidationRun.id).where(ValidationRun.source.like(f"{agreement}:%"))
-        return set(session.scalars(select(QuarantinedRecord.personal_id).where(QuarantinedRecord.run_id.in_(runs))))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["rest", "soap", "sftp"])
 def test_a_feed_killed_at_each_step_delivers_each_change_exactly_once(transport, tmp_path, sandbox_pki, monkeypatch):
@@ -82,7 +67,7 @@ def test_a_feed_killed_at_each_step_delivers_each_change_exactly_once(transport,
         for day, (kill, rerun) in enumerate(kills, start=1):
             with session_factory(world.engine)() as session:
                 after, head = read_checkpoint(world.engine, name).last_change_sequence, last_sequence(session)
-            changed = changed_since(world.engine, after, head)
+            changed = changed_personal_ids(world.engine, after, head)
             assert changed, "each round delivers a window with changes"
 
             xcom_file = tmp_path / f"xcoms-{day}.json"
@@ -94,7 +79,7 @@ def test_a_feed_killed_at_each_step_delivers_each_change_exactly_once(transport,
             finished = feed_steps.run_feed(name, xcoms)
             assert finished["extract"]["up_to"] == head and finished["verify"]["status"] == "accepted"
 
-            expected.update(changed - quarantined_by(world.engine, name))
+            expected.update(changed - quarantined_ids(world.engine, name))
             held = Counter(record["personal_id"] for record in world.records_held(agreement.partner, name))
             assert held == expected, f"after a kill at {kill} ({rerun}): the partner holds {held - expected} too " \
                                      f"many, misses {expected - held}"  # fmt: skip

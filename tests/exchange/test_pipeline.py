@@ -21,9 +21,8 @@ from exchange.pipeline import deliver, extract, package, run_outbound, validate
 from partners.store import record as partner_record
 from population.changelog import last_sequence
 from population.db import session_factory
-from population.models import Change
-from population.models import Citizen as PopulationCitizen  # the fixtures' star import brings another Citizen
 from population.simulation import DaySimulation
+from tests.exchange.changes import changed_personal_ids
 from tests.partners.fixtures import *  # noqa: F403 - the shared partner fixtures: sandbox_pki, partners …
 from tests.partners.fixtures import connection_like, define_connection
 from validation.models import QuarantinedRecord, ValidationRun
@@ -35,12 +34,6 @@ def health_agreement():
     """The real health agreement under a name of its own, so that this test's feed starts at package 1 on the
     session's health partner."""
     return replace(load_agreements()["health-identity"], name=f"health-identity-{uuid.uuid4().hex[:8]}")
-
-
-def changed_personal_ids(engine, after: int) -> set[str]:
-    with session_factory(engine)() as session:
-        changed = select(Change.citizen_id).where(Change.sequence > after)
-        return set(session.scalars(select(PopulationCitizen.personal_id).where(PopulationCitizen.id.in_(changed))))
 
 
 def last_sequence_of(engine) -> int:

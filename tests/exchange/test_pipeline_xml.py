@@ -26,7 +26,8 @@ from partners.base import RECORDED_AT
 from partners.intake import read_records
 from partners.land import owner_row
 from partners.store import record as partner_record
-from tests.exchange.test_pipeline import changed_personal_ids, latest_validation_run, quarantined_personal_ids
+from tests.exchange.changes import changed_personal_ids
+from tests.exchange.test_pipeline import latest_validation_run, quarantined_personal_ids
 from tests.partners.fixtures import *  # noqa: F403 - the shared partner fixtures: sandbox_pki, partners …
 from tests.partners.fixtures import SCHEMA
 

@@ -1,0 +1,25 @@
+"""What the population database says should cross: the people changed in a window, the people a feed held back."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from population.db import session_factory
+from population.models import Change, Citizen
+from validation.models import QuarantinedRecord, ValidationRun
+
+
+def changed_personal_ids(engine, after: int, up_to: int | None = None) -> set[str]:
+    """The personal IDs of citizens with a change after ``after`` (up to ``up_to``, when given)."""
+    changed = select(Change.citizen_id).where(Change.sequence > after)
+    if up_to is not None:
+        changed = changed.where(Change.sequence <= up_to)
+    with session_factory(engine)() as session:
+        return set(session.scalars(select(Citizen.personal_id).where(Citizen.id.in_(changed))))
+
+
+def quarantined_ids(engine, agreement: str) -> set[str]:
+    """The personal IDs every validation run of this agreement's feeds held back."""
+    with session_factory(engine)() as session:
+        runs = select(ValidationRun.id).where(ValidationRun.source.like(f"{agreement}:%"))
+        return set(session.scalars(select(QuarantinedRecord.personal_id).where(QuarantinedRecord.run_id.in_(runs))))
