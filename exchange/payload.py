@@ -17,6 +17,7 @@ from exchange.safe_xml import InvalidDocument
 from exchange.xml_payload import parse_xml_batch
 
 SUFFIXES = (".csv", ".jsonl", ".xml")
+TEXT_SUFFIXES = (".csv", ".xml")  # files whose records hold text or None only
 
 
 def parse_payload(name: str, data: bytes) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ from exchange.package import (
     verify_package,
     zip_package,
 )
-from exchange.payload import parse_payload
+from exchange.payload import TEXT_SUFFIXES, parse_payload
 from exchange.pki import (
     ENCRYPTION,
     POPULATION,
@@ -181,7 +181,8 @@ class PackageIntake:
         receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=len(records))
         data = receipt.to_bytes()
         signature = sign_detached(data, self.keys.signer)
-        self.store.store_package(manifest, manifest_sha256, data, signature, records)
+        text_only = all(_payload_name(entry).suffix in TEXT_SUFFIXES for entry in manifest.files)
+        self.store.store_package(manifest, manifest_sha256, data, signature, records, text_only=text_only)
         record_receipt(self.store.engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate)
         log.info("%s: accepted package %s (#%d of %s, %d records)", self.keys.name, manifest.package_id,
                  manifest.sequence, manifest.agreement, len(records))  # fmt: skip
@@ -260,10 +261,15 @@ def read_records(package_path: Path, manifest: Manifest, decrypted: Path) -> lis
     """Every record of every payload file, read with the parser its suffix calls for (``exchange.payload``)."""
     records: list[dict[str, Any]] = []
     for entry in manifest.files:
-        name = PurePosixPath(entry.path).name.removesuffix(ENCRYPTED_SUFFIX)
+        name = _payload_name(entry).name
         data = (decrypted / "data" / name).read_bytes() if entry.encrypted else _member(package_path, entry.path)
         records.extend(parse_payload(name, data))
     return records
+
+
+def _payload_name(entry) -> PurePosixPath:
+    """A payload file's name as written, before any encryption."""
+    return PurePosixPath(PurePosixPath(entry.path).name.removesuffix(ENCRYPTED_SUFFIX))
 
 
 def _member(package_path: Path, path: str) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -79,8 +80,10 @@ record = Table(
     "partner_record",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("package_id", String(36), ForeignKey("partner_package.package_id"), nullable=False, index=True),
-    Column("personal_id", String(12), index=True),
+    # No index beside the row id: a package's records are written once, together, and read back only by audits
+    # and tests (a scan); each index costs a million-record package seconds at intake.
+    Column("package_id", String(36), ForeignKey("partner_package.package_id"), nullable=False),
+    Column("personal_id", String(12)),
     Column("content", Text, nullable=False),  # JSON
 )
 acknowledgement = Table(
@@ -200,11 +203,13 @@ class RegistryStore:
         receipt: bytes,
         signature: bytes,
         records: Sequence[dict[str, Any]],
+        *,
+        text_only: bool = False,
     ) -> None:
         """The package, its signed receipt and its records, in one transaction. The records go through the
-        driver's ``executemany`` as a stream of tuples (a million records in seconds, not a list of dicts)."""
-        encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
-        rows = ((manifest.package_id, r.get("personal_id"), encode(r)) for r in records)
+        driver's ``executemany`` as a stream of tuples (a million records in seconds, not a list of dicts);
+        ``text_only``: every value is text or None (CSV and XML payloads), so SQLite can write the JSON."""
+        insert_records, rows = _record_rows(manifest.package_id, records, text_only)
         with self.engine.begin() as connection:
             connection.exec_driver_sql("PRAGMA cache_size = -131072")  # 128 MiB: the indexes' pages stay in memory
             connection.execute(
@@ -220,9 +225,7 @@ class RegistryStore:
                     received_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 )
             )
-            connection.connection.driver_connection.executemany(
-                f"INSERT INTO {record.name} (package_id, personal_id, content) VALUES (?, ?, ?)", rows
-            )
+            connection.connection.driver_connection.executemany(insert_records, rows)
 
     def package_count(self) -> int:
         with self.engine.connect() as connection:
@@ -270,6 +273,22 @@ class RegistryStore:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return [StoredAcknowledgement(r.package_id, r.package_name, r.status, r.receipt, r.signature) for r in rows]
+
+
+def _record_rows(package_id: str, records: Sequence[dict[str, Any]], text_only: bool) -> tuple[str, Iterable[tuple]]:
+    """The INSERT for a package's records, and its rows. Records of text (``text_only``: CSV, XML) that all have
+    the same fields have their JSON made by SQLite from the values alone (``json_object``, fields sorted as
+    ``json.dumps(..., sort_keys=True)`` sorts them); any others (JSON Lines: numbers, booleans, nesting) by
+    Python's encoder."""
+    insert_ = f"INSERT INTO {record.name} (package_id, personal_id, content) VALUES (?, ?, "
+    fields = sorted(records[0]) if records else []
+    same_fields = bool(fields) and all(map(records[0].keys().__eq__, map(dict.keys, records)))
+    if text_only and same_fields and not any("'" in field for field in fields):
+        take = operator.itemgetter(*fields) if len(fields) > 1 else lambda r: (r[fields[0]],)
+        pairs = ", ".join(f"'{field}', ?" for field in fields)
+        return f"{insert_}json_object({pairs}))", ((package_id, r.get("personal_id"), *take(r)) for r in records)
+    encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+    return f"{insert_}?)", ((package_id, r.get("personal_id"), encode(r)) for r in records)
 
 
 def _person(row) -> PersonRow:
