@@ -108,14 +108,14 @@ class QuarantineStore:
         ]
         quarantine = findings[findings["severity"] == "quarantine"]
         with self.sessions.begin() as session:
+            # Core inserts of the tables (the ORM's bulk insert spends as long again preparing the rows).
+            table = QuarantinedRecord.__table__
             ids = session.execute(
-                insert(QuarantinedRecord).returning(QuarantinedRecord.id, QuarantinedRecord.row_number,
-                                                    sort_by_parameter_order=True),
-                records,
-            ).all()  # fmt: skip
+                insert(table).returning(table.c.id, table.c.row_number, sort_by_parameter_order=True), records
+            ).all()
             record_of = {row_number: record_id for record_id, row_number in ids}
             session.execute(
-                insert(QuarantineFinding),
+                insert(QuarantineFinding.__table__),
                 [
                     dict(
                         record_id=record_of[row_number],
