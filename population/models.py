@@ -58,6 +58,7 @@ class Citizen(Base):
     __table_args__ = (
         Index("ix_citizen_name_fold_dob", "name_fold", "date_of_birth"),
         Index("ix_citizen_household", "household_id"),
+        Index("ix_citizen_permanent_ward", "permanent_ward_code"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
