@@ -211,7 +211,6 @@ class RegistryStore:
         ``text_only``: every value is text or None (CSV and XML payloads), so SQLite can write the JSON."""
         insert_records, rows = _record_rows(manifest.package_id, records, text_only)
         with self.engine.begin() as connection:
-            connection.exec_driver_sql("PRAGMA cache_size = -131072")  # 128 MiB: the indexes' pages stay in memory
             connection.execute(
                 insert(package).values(
                     package_id=manifest.package_id,
