@@ -221,12 +221,23 @@ def outbound_suite(agreement: Agreement, as_of: date | None = None) -> DatasetSu
 
 
 def check_quarantine_limit(direction: Direction, outcome: ValidationOutcome) -> None:
-    """Raise ``DatasetBlocked`` when more rows were quarantined than the agreement allows in that direction."""
-    limit = (direction.validation or {}).get("max_quarantined_share")
-    if limit is not None and outcome.rows and outcome.quarantined / outcome.rows > limit:
-        reason = f"{outcome.quarantined} of {outcome.rows} rows quarantined, more than the agreement's {limit:.0%}"
-        outcome.blocked = [reason]
-        raise DatasetBlocked([reason], outcome)
+    """Raise ``DatasetBlocked`` when more rows were quarantined than the agreement allows in that direction.
+
+    The share is judged on datasets of at least ``min_rows_for_share`` rows (default: any size): it guards against
+    a source gone wrong, and two defective records in a window of thirty changes are not that — they stay in the
+    quarantine for stewards while the other 28 go out."""
+    validation = direction.validation or {}
+    limit, least = validation.get("max_quarantined_share"), validation.get("min_rows_for_share", 1)
+    if limit is None or not outcome.rows or outcome.quarantined / outcome.rows <= limit:
+        return
+    if outcome.rows < least:
+        log.info("%s: %d of %d rows quarantined, above the agreement's %.0f%% but fewer rows than the %d it judges "
+                 "the share on; the rest go out", outcome.source, outcome.quarantined, outcome.rows, limit * 100,
+                 least)  # fmt: skip
+        return
+    reason = f"{outcome.quarantined} of {outcome.rows} rows quarantined, more than the agreement's {limit:.0%}"
+    outcome.blocked = [reason]
+    raise DatasetBlocked([reason], outcome)
 
 
 def validate(

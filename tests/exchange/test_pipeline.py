@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from exchange import ledger
 from exchange.agreements import load_agreements
 from exchange.checkpoint import read_checkpoint
 from exchange.package import read_manifest
-from exchange.pipeline import deliver, extract, package, run_outbound, validate
+from exchange.pipeline import check_quarantine_limit, deliver, extract, package, run_outbound, validate
 from partners.store import record as partner_record
 from population.changelog import last_sequence
 from population.db import session_factory
@@ -26,7 +26,7 @@ from tests.exchange.changes import changed_personal_ids
 from tests.partners.fixtures import *  # noqa: F403 - the shared partner fixtures: sandbox_pki, partners …
 from tests.partners.fixtures import connection_like, define_connection
 from validation.models import QuarantinedRecord, ValidationRun
-from validation.runner import DatasetBlocked
+from validation.runner import DatasetBlocked, ValidationOutcome
 
 
 @pytest.fixture
@@ -137,9 +137,43 @@ def test_a_run_stopped_after_sealing_resends_the_package_it_sealed(partners, san
 def test_more_quarantined_rows_than_the_agreement_allows_block_the_feed(sandbox_pki, population, health_agreement,
                                                                         tmp_path):  # fmt: skip
     outbound = health_agreement.directions["outbound"]
-    strict = replace(outbound, validation={**outbound.validation, "max_quarantined_share": 0.0})
-    agreement = replace(health_agreement, directions={"outbound": strict})
+    limits = {**outbound.validation, "max_quarantined_share": 0.0, "min_rows_for_share": 1}  # any window
+    agreement = replace(health_agreement, directions={"outbound": replace(outbound, validation=limits)})
     with pytest.raises(DatasetBlocked, match="more than the agreement's 0%"):
         run_outbound(population, agreement, sandbox_pki, tmp_path / "work")
     checkpoint = read_checkpoint(population, agreement.name)
     assert (checkpoint.last_change_sequence, checkpoint.pending_package) == (0, None)
+
+
+def test_the_share_is_not_judged_on_a_window_smaller_than_the_agreement_says(
+    partners, sandbox_pki, population, health_agreement, tmp_path
+):
+    outbound = health_agreement.directions["outbound"]
+    validation = {**outbound.validation, "max_quarantined_share": 0.0, "min_rows_for_share": 1_000}
+    agreement = replace(health_agreement, directions={"outbound": replace(outbound, validation=validation)})
+    run = run_outbound(population, agreement, sandbox_pki, tmp_path / "work")  # 300 citizens, some defective
+    assert run.delivery.status == "accepted" and run.package.quarantined > 0
+    assert run.delivery.record_count == run.package.record_count > 0
+    assert read_checkpoint(population, agreement.name).last_change_sequence == run.window.up_to
+    with session_factory(population)() as session:
+        held = session.scalar(
+            select(func.count()).select_from(QuarantinedRecord).where(QuarantinedRecord.status == "held")
+        )
+    assert held == run.package.quarantined  # the defective rows wait for stewards, the rest went out
+
+
+@pytest.mark.parametrize(("rows", "blocked"), [(199, False), (200, True), (10_000, True)])
+def test_the_share_is_judged_from_the_agreements_minimum_of_rows(health_agreement, rows, blocked):
+    outbound = health_agreement.directions["outbound"]
+    limits = {**outbound.validation, "max_quarantined_share": 0.05, "min_rows_for_share": 200}
+    direction = replace(outbound, validation=limits)
+    outcome = ValidationOutcome("citizen-extract", "citizen-extract", "test", datetime.now(UTC), rows=rows,
+                                quarantined=rows // 10)  # fmt: skip
+    if blocked:
+        with pytest.raises(
+            DatasetBlocked, match=f"{rows // 10} of {rows} rows quarantined, more than the agreement's 5%"
+        ):
+            check_quarantine_limit(direction, outcome)
+    else:
+        check_quarantine_limit(direction, outcome)
+        assert outcome.blocked == []
