@@ -29,7 +29,7 @@ LT := env -u LIENTHONG_DB_URL LIENTHONG_KEY_PASSWORD="$$(cat var/demo-key-passwo
 # then the four partners on loopback and every exchange DAG run through Airflow, with a table per partner.
 demo: venv
 	@rm -rf var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm var/packages var/pki var/reports \
-		var/partners var/airflow var/staging var/inbound
+		var/partners var/airflow var/staging var/inbound var/ledger-anchors
 	@mkdir -p var && test -s var/demo-key-password || (head -c 24 /dev/urandom | base64 > var/demo-key-password)
 	$(LT) db upgrade
 	$(LT) population generate --citizens $(DEMO_CITIZENS) --seed 2026 --defect-rate 0.02

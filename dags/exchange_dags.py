@@ -259,7 +259,8 @@ def inbound_dag(agreement) -> DAG:
 def ledger_audit_dag() -> DAG:
     with exchange_dag(
         dag_id="ledger.audit",
-        description="Daily: the ledger's chain, a sample of its signatures, certificates about to expire",
+        description="Daily: the ledger's chain and its anchors, a sample of its signatures, certificates about to "
+        "expire; then the verified head anchored",
         schedule=CronTriggerTimetable("30 3 * * *", timezone=TIMEZONE),
         tags=["ledger", "audit"],
     ) as dag:
@@ -276,6 +277,14 @@ def ledger_audit_dag() -> DAG:
                                            + "; ".join(audit["problems"]))  # fmt: skip
             return audit
 
+        @task(retries=0)
+        def anchor_head(chain: dict) -> dict:
+            anchored = feeds.anchor_ledger()  # the anchors kept so far, then today's verified head
+            if anchored["problems"]:
+                raise AirflowFailException(f"{len(anchored['problems'])} of {anchored['checked']} ledger anchors "
+                                           "contradict the ledger: " + "; ".join(anchored["problems"]))  # fmt: skip
+            return anchored
+
         @task
         def certificates_expiring() -> list[str]:
             expiring = feeds.expiring_certificates(CERTIFICATE_WARNING_DAYS)
@@ -283,7 +292,9 @@ def ledger_audit_dag() -> DAG:
                 log.warning("certificate: %s", line)
             return expiring
 
-        verify_signatures(verify_chain())
+        chain = verify_chain()
+        verify_signatures(chain)
+        anchor_head(chain)
         certificates_expiring()
     return dag
 

@@ -90,6 +90,7 @@ def print_figures(figures: list[PartnerFigures], var: Path) -> None:
     CONSOLE.print(f"inbound packages: {var / 'inbound'}/<agreement>/")
     CONSOLE.print(f"reports: {var / 'reports'}/<agreement>/  (validation, quarantine.csv, mismatches.csv)")
     CONSOLE.print(f"trust root: {var / 'pki' / 'root-ca.pem'}; Airflow log: {var / 'airflow' / 'demo.log'}")
+    CONSOLE.print(f"ledger anchors (signed heads, outside the database): {var / 'ledger-anchors'}/")
 
 
 @contextmanager

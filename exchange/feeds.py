@@ -58,6 +58,10 @@ class Workspace:
     def inbound(self) -> Path:
         return self.var / "inbound"
 
+    @property
+    def ledger_anchors(self) -> Path:
+        return self.var / "ledger-anchors"
+
     def pki(self):
         from exchange.pki import PkiDirectory
 
@@ -344,6 +348,23 @@ def audit_signatures(sample: int, seed: str | None = None) -> dict[str, Any]:
                                  seed=seed)  # fmt: skip
     return {"seed": audit.seed, "checked": audit.checked, "verified": audit.verified,
             "problems": [str(problem) for problem in audit.problems]}  # fmt: skip
+
+
+def anchor_ledger() -> dict[str, Any]:
+    """The ledger's anchors checked against it (``exchange.anchor``); when none contradicts it, the head the audit
+    verified anchored under the workspace. Problems are listed, and then nothing is anchored."""
+    from exchange.anchor import check_anchors, write_anchor
+    from exchange.pki import POPULATION, key_password, load_signer
+    from exchange.signature import TrustAnchors
+
+    workspace = Workspace.from_environment()
+    pki = workspace.pki()
+    with population() as engine:
+        check = check_anchors(engine, workspace.ledger_anchors, TrustAnchors.from_files(pki.root_ca, [pki.crl]))
+        anchor = None
+        if check.passed:
+            anchor = write_anchor(engine, load_signer(pki, POPULATION, key_password()), workspace.ledger_anchors)
+    return {"checked": check.checked, "problems": check.problems, "anchor": str(anchor) if anchor else None}
 
 
 def expiring_certificates(within_days: int) -> list[str]:

@@ -7,8 +7,8 @@ entry breaks the chain from that point on. ``verify`` walks the chain and names 
 One chain under concurrent writers: an appender first updates the single ``ledger_head`` row, whose row lock
 (PostgreSQL) or write lock (SQLite) it holds until commit, so appends are serialised and each one sees the hash
 of the one before. Call ``append`` last in a transaction, as with the change log. Triggers refuse UPDATE and
-DELETE on ``ledger_entry``; an external anchor (publishing the head hash) would also catch a rewrite of the
-whole chain by someone who drops them — that is not done here.
+DELETE on ``ledger_entry``; a rewrite of the whole chain by someone who drops them is caught by the signed
+anchors of its head that the daily audit keeps outside the database (``exchange.anchor``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from exchange.pki_cli import PkiOption, reject, run_checks
 from population.db import session_factory
 
 DEFAULT_PACKAGES_DIR = Path("var") / "packages"
+DEFAULT_ANCHORS_DIR = Path("var") / "ledger-anchors"
 
 ledger_app = typer.Typer(help="The tamper-evident ledger of packages and receipts.", no_args_is_help=True)
 
@@ -60,16 +61,22 @@ def ledger_audit(
     ] = None,
     pki: PkiOption = DEFAULT_PKI_DIR,
     within_days: Annotated[int, typer.Option(min=0, help="Warn of certificates expiring within this many days.")] = 30,
+    anchors: Annotated[
+        Path, typer.Option(help="The folder of signed ledger anchors to check the chain against.")
+    ] = DEFAULT_ANCHORS_DIR,
     seed: Annotated[
         str | None, typer.Option(help="Seed of the sample: the same seed, the same entries. Default: today (UTC).")
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """The daily audit: the hash chain, a sample of entries re-verified from the signed files kept, and the
-    certificates about to expire. One line each; exit 1 when the chain is broken or a sampled entry fails;
-    expiring certificates are warnings."""
+    """The daily audit: the hash chain and its signed anchors, a sample of entries re-verified from the signed
+    files kept, and the certificates about to expire. One line each; exit 1 when the chain is broken, an anchor
+    contradicts it or a sampled entry fails; expiring certificates are warnings. (The audit DAG also anchors the
+    head it verified.)"""
+    from exchange.anchor import check_anchors
     from exchange.audit import audit_chain, audit_signatures, expiring_certificates
     from exchange.errors import LedgerBroken
+    from exchange.signature import TrustAnchors
 
     directory = PkiDirectory(pki)
     if not directory.root_ca.is_file() or not directory.crl.is_file():
@@ -84,6 +91,13 @@ def ledger_audit(
     except LedgerBroken as error:
         failed.append("the chain is broken")
         typer.secho(f"chain: BROKEN: {error}", fg="red", bold=True)
+
+    anchored = check_anchors(engine, anchors, TrustAnchors.from_files(directory.root_ca, [directory.crl]))
+    typer.echo(f"anchors: {anchored.checked - len(anchored.problems):,} of {anchored.checked:,} in {anchors} hold")
+    for problem in anchored.problems:
+        typer.secho(f"  FAILED {problem}", fg="red")
+    if anchored.problems:
+        failed.append(f"{len(anchored.problems):,} of {anchored.checked:,} anchors contradict the ledger")
 
     signatures = audit_signatures(engine, packages or [DEFAULT_PACKAGES_DIR], directory, sample=sample, seed=seed)
     typer.echo(f"signatures: {signatures.verified:,} of {signatures.checked:,} sampled entries verified "

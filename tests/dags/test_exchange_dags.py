@@ -3,6 +3,7 @@ four partners on loopback."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -129,7 +130,12 @@ def test_snapshot_inbound_and_audit_dags_run_through_airflow(dag_world):
     again = world.run(*inbound)
     assert all(run["tasks"]["fetch"] == "skipped" for run in again.values())
     assert runs["ledger.audit"]["tasks"] == {"verify_chain": "success", "verify_signatures": "success",
-                                             "certificates_expiring": "success"}  # fmt: skip
+                                             "anchor_head": "success", "certificates_expiring": "success"}  # fmt: skip
+    with session_factory(world.engine)() as session:
+        state = ledger.verify(session)  # the head the audit verified is anchored, signed, outside the database
+    anchor = world.var / "ledger-anchors" / f"ledger-{state.entries:08d}.json"
+    assert json.loads(anchor.read_bytes())["head_hash"] == state.head_hash
+    assert anchor.with_name(anchor.name + ".p7s").is_file()
 
 
 def snapshot_quarantined(engine, agreement: str) -> set[str]:

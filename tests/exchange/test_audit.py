@@ -194,19 +194,22 @@ def test_expiring_and_expired_certificates_are_reported(pki_copy, issuing_ca):
 # -- the command line ---------------------------------------------------------------------------------------------
 
 
-def audit_command(engine, *args):
+def audit_command(engine, work, *args):
+    """``lienthong ledger audit`` over the packages in ``work``/out, with the anchors of ``work``/anchors."""
     url = engine.url.render_as_string(hide_password=False)
-    return CliRunner().invoke(app, ["ledger", "audit", "--db", url, *map(str, args)], env={"COLUMNS": "200"})
+    arguments = ["ledger", "audit", "--db", url, "--packages", work / "out", "--anchors", work / "anchors", *args]
+    return CliRunner().invoke(app, list(map(str, arguments)), env={"COLUMNS": "200"})
 
 
 def test_the_command_fails_on_a_broken_chain(exchange_engine, sent, tmp_path, pki):
-    intact = audit_command(exchange_engine, "--packages", tmp_path / "out", "--pki", pki.path)
+    intact = audit_command(exchange_engine, tmp_path, "--pki", pki.path)
     assert intact.exit_code == 0, intact.output
     assert "chain: intact, 4 entries" in intact.stdout and "4 of 4 sampled entries verified" in intact.stdout
     assert "none expires within 30 days" in intact.stdout and intact.stdout.rstrip().endswith("audit passed")
+    assert f"anchors: 0 of 0 in {tmp_path / 'anchors'} hold" in intact.stdout
 
     tamper_ledger(exchange_engine, "UPDATE ledger_entry SET record_count = 30 WHERE position = 3")
-    broken = audit_command(exchange_engine, "--packages", tmp_path / "out", "--pki", pki.path)
+    broken = audit_command(exchange_engine, tmp_path, "--pki", pki.path)
     assert broken.exit_code == 1, broken.output
     assert "chain: BROKEN: ledger: entry 3 (package_sent) does not match its hash" in broken.stdout
     assert "audit failed: the chain is broken" in broken.stdout
@@ -214,7 +217,7 @@ def test_the_command_fails_on_a_broken_chain(exchange_engine, sent, tmp_path, pk
 
 def test_the_command_fails_on_a_sampled_entry(exchange_engine, sent, tmp_path, pki):
     shutil.rmtree(sent[0].path.with_name(sent[0].path.name + ".receipt"))
-    result = audit_command(exchange_engine, "--packages", tmp_path / "out", "--pki", pki.path, "--seed", "x")
+    result = audit_command(exchange_engine, tmp_path, "--pki", pki.path, "--seed", "x")
     assert result.exit_code == 1, result.output
     assert "3 of 4 sampled entries verified (seed x)" in result.stdout
     assert f"  FAILED entry 2 (receipt_received, package {sent[0].manifest.package_id}): missing: no " in result.stdout
@@ -223,7 +226,7 @@ def test_the_command_fails_on_a_sampled_entry(exchange_engine, sent, tmp_path, p
 
 def test_an_expiring_certificate_is_a_warning(exchange_engine, sent, tmp_path, pki_copy, issuing_ca):
     _write_certificate(pki_copy, issuing_ca, "health", TLS_CLIENT, datetime.now(UTC) + timedelta(days=5, hours=1))
-    result = audit_command(exchange_engine, "--packages", tmp_path / "out", "--pki", pki_copy.path)
+    result = audit_command(exchange_engine, tmp_path, "--pki", pki_copy.path)
     assert result.exit_code == 0, result.output
     assert "warning: health/tls-client.pem ('Liên thông health tls-client') expires in 5 days, " in result.stdout
     assert result.stdout.rstrip().endswith("audit passed with 1 warning(s)")
