@@ -12,7 +12,7 @@ from exchange.pki import DEFAULT_PKI_DIR, PkiDirectory
 from exchange.pki_cli import PkiOption, reject, run_checks
 from population.db import session_factory
 
-DEFAULT_PACKAGES_DIR = Path("var") / "packages"
+DEFAULT_PACKAGES_DIRS = [Path("var") / "packages", Path("var") / "inbound"]  # sent, and received from partners
 DEFAULT_ANCHORS_DIR = Path("var") / "ledger-anchors"
 
 ledger_app = typer.Typer(help="The tamper-evident ledger of packages and receipts.", no_args_is_help=True)
@@ -57,7 +57,10 @@ def ledger_audit(
     sample: Annotated[int, typer.Option(min=0, help="How many entries to re-verify from their files.")] = 20,
     packages: Annotated[
         list[Path] | None,
-        typer.Option("--packages", help="A folder of packages and their receipts (repeatable). Default: var/packages."),
+        typer.Option(
+            "--packages",
+            help="A folder of packages and their receipts (repeatable). Default: var/packages and var/inbound.",
+        ),
     ] = None,
     pki: PkiOption = DEFAULT_PKI_DIR,
     within_days: Annotated[int, typer.Option(min=0, help="Warn of certificates expiring within this many days.")] = 30,
@@ -99,7 +102,7 @@ def ledger_audit(
     if anchored.problems:
         failed.append(f"{len(anchored.problems):,} of {anchored.checked:,} anchors contradict the ledger")
 
-    signatures = audit_signatures(engine, packages or [DEFAULT_PACKAGES_DIR], directory, sample=sample, seed=seed)
+    signatures = audit_signatures(engine, packages or DEFAULT_PACKAGES_DIRS, directory, sample=sample, seed=seed)
     typer.echo(f"signatures: {signatures.verified:,} of {signatures.checked:,} sampled entries verified "
                f"(seed {signatures.seed})")  # fmt: skip
     for problem in signatures.problems:
