@@ -56,7 +56,7 @@ class Household(Base):
 class Citizen(Base):
     __tablename__ = "citizen"
     __table_args__ = (
-        Index("ix_citizen_name_fold_dob", "name_fold", "date_of_birth"),
+        Index("ix_citizen_person_key", "name_fold", "date_of_birth", "id"),
         Index("ix_citizen_household", "household_id"),
         Index("ix_citizen_permanent_ward", "permanent_ward_code"),
     )
