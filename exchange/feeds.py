@@ -355,12 +355,11 @@ def anchor_ledger() -> dict[str, Any]:
     verified anchored under the workspace. Problems are listed, and then nothing is anchored."""
     from exchange.anchor import check_anchors, write_anchor
     from exchange.pki import POPULATION, key_password, load_signer
-    from exchange.signature import TrustAnchors
 
     workspace = Workspace.from_environment()
     pki = workspace.pki()
     with population() as engine:
-        check = check_anchors(engine, workspace.ledger_anchors, TrustAnchors.from_files(pki.root_ca, [pki.crl]))
+        check = check_anchors(engine, workspace.ledger_anchors, pki)
         anchor = None
         if check.passed:
             anchor = write_anchor(engine, load_signer(pki, POPULATION, key_password()), workspace.ledger_anchors)

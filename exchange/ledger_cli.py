@@ -79,7 +79,6 @@ def ledger_audit(
     from exchange.anchor import check_anchors
     from exchange.audit import audit_chain, audit_signatures, expiring_certificates
     from exchange.errors import LedgerBroken
-    from exchange.signature import TrustAnchors
 
     directory = PkiDirectory(pki)
     if not directory.root_ca.is_file() or not directory.crl.is_file():
@@ -95,7 +94,7 @@ def ledger_audit(
         failed.append("the chain is broken")
         typer.secho(f"chain: BROKEN: {error}", fg="red", bold=True)
 
-    anchored = check_anchors(engine, anchors, TrustAnchors.from_files(directory.root_ca, [directory.crl]))
+    anchored = check_anchors(engine, anchors, directory)
     typer.echo(f"anchors: {anchored.checked - len(anchored.problems):,} of {anchored.checked:,} in {anchors} hold")
     for problem in anchored.problems:
         typer.secho(f"  FAILED {problem}", fg="red")

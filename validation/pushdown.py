@@ -81,7 +81,8 @@ def _values(records: pd.DataFrame, columns: tuple[str, ...], rows: list[int]) ->
     """The failing values of some rows, as Great Expectations lists them: the value, or a dict for a pair."""
     if not rows:
         return []
-    chosen = records.loc[rows, list(columns)].astype(object).where(records.loc[rows, list(columns)].notna(), None)
+    chosen = records.loc[rows, list(columns)]
+    chosen = chosen.astype(object).where(chosen.notna(), None)
     if len(columns) == 1:
         return chosen[columns[0]].tolist()
     return chosen.to_dict("records")

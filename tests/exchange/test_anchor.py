@@ -14,7 +14,7 @@ from tests.exchange.conftest import tamper_ledger
 from tests.exchange.test_audit import send
 
 
-def test_an_anchor_is_signed_and_checked_and_written_once_per_head(exchange_engine, tmp_path, pki, trust,
+def test_an_anchor_is_signed_and_checked_and_written_once_per_head(exchange_engine, tmp_path, pki,
                                                                     population_signer, health_signer):  # fmt: skip
     folder = tmp_path / "anchors"
     assert write_anchor(exchange_engine, population_signer, folder) is None  # nothing to anchor yet
@@ -31,7 +31,7 @@ def test_an_anchor_is_signed_and_checked_and_written_once_per_head(exchange_engi
     assert write_anchor(exchange_engine, population_signer, folder) == first  # the same head: not written again
     send(exchange_engine, tmp_path / "out", population_signer, health_signer)  # entries 3-4
     assert write_anchor(exchange_engine, population_signer, folder).name == "ledger-00000004.json"
-    check = check_anchors(exchange_engine, folder, trust)
+    check = check_anchors(exchange_engine, folder, pki)
     assert (check.checked, check.problems, check.passed) == (2, [], True)
 
 
@@ -46,14 +46,14 @@ def rewrite_ledger(engine, tmp_path, population_signer, health_signer, packages:
 
 
 @pytest.mark.parametrize(("packages", "found"), [(2, "the chain was rewritten"), (1, "entries were removed")])
-def test_a_rewritten_or_shortened_chain_contradicts_its_anchor(exchange_engine, tmp_path, trust, population_signer,
+def test_a_rewritten_or_shortened_chain_contradicts_its_anchor(exchange_engine, tmp_path, pki, population_signer,
                                                                health_signer, packages, found):  # fmt: skip
     folder = tmp_path / "anchors"
     for _ in range(2):
         send(exchange_engine, tmp_path / "out", population_signer, health_signer)
     write_anchor(exchange_engine, population_signer, folder)
     rewrite_ledger(exchange_engine, tmp_path, population_signer, health_signer, packages)
-    check = check_anchors(exchange_engine, folder, trust)
+    check = check_anchors(exchange_engine, folder, pki)
     assert check.checked == 1 and not check.passed
     assert check.problems[0].startswith("ledger-00000004.json: ") and found in check.problems[0]
     if packages == 2:  # the same position, another head: the audit refuses to anchor over it
@@ -61,7 +61,7 @@ def test_a_rewritten_or_shortened_chain_contradicts_its_anchor(exchange_engine, 
             write_anchor(exchange_engine, population_signer, folder)
 
 
-def test_an_edited_unsigned_or_partner_signed_anchor_is_a_problem(exchange_engine, tmp_path, trust,
+def test_an_edited_unsigned_or_partner_signed_anchor_is_a_problem(exchange_engine, tmp_path, pki,
                                                                   population_signer, health_signer):  # fmt: skip
     send(exchange_engine, tmp_path / "out", population_signer, health_signer)
     anchor = write_anchor(exchange_engine, population_signer, tmp_path / "edited")
@@ -69,14 +69,14 @@ def test_an_edited_unsigned_or_partner_signed_anchor_is_a_problem(exchange_engin
     by_partner = write_anchor(exchange_engine, health_signer, tmp_path / "partner")
     unsigned = write_anchor(exchange_engine, population_signer, tmp_path / "unsigned")
     unsigned.with_name(unsigned.name + ".p7s").unlink()
-    edited = check_anchors(exchange_engine, tmp_path / "edited", trust).problems
+    edited = check_anchors(exchange_engine, tmp_path / "edited", pki).problems
     assert edited == [
         f"{anchor.name}: signature: the content does not match the signed message digest (the content was changed)"
     ]
-    assert check_anchors(exchange_engine, by_partner.parent, trust).problems == [
+    assert check_anchors(exchange_engine, by_partner.parent, pki).problems == [
         f"{by_partner.name}: signed by health, not the population database"
     ]
-    assert check_anchors(exchange_engine, unsigned.parent, trust).problems == [
+    assert check_anchors(exchange_engine, unsigned.parent, pki).problems == [
         f"{unsigned.name}: no signature {unsigned.name}.p7s"
     ]
 
