@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -356,11 +357,19 @@ def validate_shards(
         return [validate_shard(engine, agreement, window, shard, work_dir, as_of, fast=fast) for shard in shards]
     url = engine.url.render_as_string(hide_password=False)
     largest_first = sorted(shards, key=lambda shard: -shard.citizens)  # the long shards do not come last
-    spawn = multiprocessing.get_context("spawn")  # no fork: the caller may have threads (a partner, a pool)
-    with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=spawn) as pool:
+    engine.dispose()  # no pooled connection is copied into a forked worker
+    with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=worker_context()) as pool:
         futures = {s.code: pool.submit(_validate_in_worker, url, agreement, window, s, work_dir, as_of, fast)
                    for s in largest_first}  # fmt: skip
         return [futures[shard.code].result() for shard in shards]
+
+
+def worker_context():
+    """How the shards' worker processes start: forked from this one when it runs a single thread, so that each
+    starts with Great Expectations and the rest imported (as Airflow's supervisor forks each task's process); a
+    spawned worker first spends about 7 s importing them. Spawned when other threads run (a partner in the same
+    process, a connection pool's), since a fork copies their locks in whatever state they are."""
+    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
 
 
 _worker_engines: dict[str, Engine] = {}

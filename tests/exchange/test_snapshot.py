@@ -5,7 +5,9 @@ a real OpenSSH sshd."""
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import subprocess
+import threading
 import uuid
 import zipfile
 from collections import Counter
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from exchange import snapshot
 from exchange.agreements import load_agreements
 from exchange.checkpoint import read_checkpoint
 from exchange.package import MANIFEST, SIGNATURE, read_manifest, verify_package
@@ -144,10 +147,14 @@ def test_a_rerun_of_a_shard_rewrites_an_identical_file(population, land, tmp_pat
     assert quarantine_of(engine, again.validation_run) == quarantine_of(engine, first.validation_run)
 
 
-def test_shards_validated_in_worker_processes_give_the_same_files_and_quarantine(population, land, tmp_path):
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_shards_validated_in_worker_processes_give_the_same_files_and_quarantine(
+    population, land, tmp_path, monkeypatch, start
+):
+    monkeypatch.setattr(snapshot, "worker_context", lambda: multiprocessing.get_context(start))
     engine = population
     window = extract(engine, land, mode="full")
-    shards = snapshot_shards(engine, land, window)
+    shards = snapshot_shards(engine, land, window)[::3]  # a dozen shards: each is validated the same way
     alone = validate_shards(engine, land, window, shards, tmp_path / "alone", AS_OF, fast=False)
     parallel = validate_shards(engine, land, window, shards, tmp_path / "parallel", AS_OF, fast=False, workers=2)
     assert [r.shard for r in parallel] == shards  # in shard order, whichever finished first
@@ -155,6 +162,19 @@ def test_shards_validated_in_worker_processes_give_the_same_files_and_quarantine
         assert (one.rows, one.passed, one.quarantined) == (other.rows, other.passed, other.quarantined)
         assert Path(one.file.path).read_bytes() == Path(other.file.path).read_bytes(), one.shard.code
         assert quarantine_of(engine, one.validation_run) == quarantine_of(engine, other.validation_run)
+
+
+def test_workers_are_forked_only_from_a_process_running_one_thread(monkeypatch):
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert snapshot.worker_context().get_start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert snapshot.worker_context().get_start_method() == "fork"
 
 
 @pytest.mark.postgres
