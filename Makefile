@@ -38,7 +38,7 @@ demo: venv
 	$(LT) demo
 	$(LT) ledger verify
 
-# make airflow: after make demo, the partners and Airflow standalone (web UI on 127.0.0.1:8080) with the DAGs.
+# make airflow: after make demo, the partners and Airflow (web UI on 127.0.0.1:8080, nothing beyond loopback) with the DAGs.
 airflow: venv
 	@test -s var/pki/root-ca.pem || { echo "no sandbox yet: run make demo first"; exit 1; }
 	$(LT) airflow

@@ -296,12 +296,13 @@ def _demo_setup(var: Path, db: str | None) -> bytes:
 
 
 @app.command("airflow")
-def airflow_standalone(
+def airflow_serve(
     var: Annotated[Path, typer.Option(help="The demo's folder: population, PKI, partners, Airflow.")] = Path("var"),
     db: DbOption = None,
 ) -> None:
-    """Start the four partners on loopback and Airflow standalone with the exchange DAGs, their connections,
-    pools and plugin, for the web UI (after make demo); Ctrl-C stops both."""
+    """Start the four partners on loopback and Airflow (web UI, scheduler, DAG processor, triggerer; on loopback
+    only) with the exchange DAGs, their connections, pools and plugin, for the web UI (after make demo); Ctrl-C
+    stops both."""
     from exchange.demo import serve_airflow
 
     raise typer.Exit(code=serve_airflow(var, _demo_setup(var, db)))

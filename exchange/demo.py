@@ -14,6 +14,11 @@ events in ``var/lienthong.db``, the sandbox PKI in ``var/pki``). It then
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,26 +138,76 @@ def run_demo(var: Path, key_password: bytes) -> bool:
     return len(runs) == len(dag_order()) and all(run["state"] == "success" for run in runs)
 
 
+# What ``airflow standalone`` starts, with the log servers left out: Airflow binds them to every interface (ports
+# 8793-8794, hard-coded), and on one machine the web UI reads the task logs from their files anyway.
+AIRFLOW_COMPONENTS = {
+    "api-server": ["api-server"],  # on 127.0.0.1 (AIRFLOW__API__HOST)
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
 def serve_airflow(var: Path, key_password: bytes) -> int:
-    """``make airflow``: the partners on loopback and Airflow standalone (web UI, scheduler, triggerer) with the
-    exchange DAGs, their connections, pools and the plugin, until Ctrl-C."""
-    import os
-    import subprocess
-    import sys
-
-    from exchange.dag_runs import airflow_environment
-
+    """``make airflow``: the partners on loopback and Airflow (web UI and API, scheduler, DAG processor,
+    triggerer) with the exchange DAGs, their connections, pools and the plugin, until Ctrl-C or until a component
+    stops."""
     var = var.resolve()
-    with partners_running(var, key_password) as env:
-        airflow = Path(sys.executable).with_name("airflow")
-        # standalone starts its components as "airflow …": the virtual environment's comes first on the PATH
-        path = os.pathsep.join([str(airflow.parent), os.environ.get("PATH", "")])
-        environment = {**os.environ, **env, **airflow_environment(var), "PATH": path}
-        subprocess.run([sys.executable, "-m", "exchange.dag_runs"], env=environment, check=True)
-        home = Path(environment["AIRFLOW_HOME"])
+    signal.signal(signal.SIGTERM, _stop)  # stopped by a service manager as by Ctrl-C: the components go too
+    with partners_running(var, key_password) as env, airflow_running(var, env) as components:
+        home = var / "airflow"
         CONSOLE.print(f"Airflow at http://127.0.0.1:8080 (user admin, password in {home}/"
-                      "simple_auth_manager_passwords.json.generated); Ctrl-C stops")  # fmt: skip
+                      f"simple_auth_manager_passwords.json.generated); logs in {home}/; Ctrl-C stops")  # fmt: skip
         try:
-            return subprocess.run([str(airflow), "standalone"], env=environment).returncode
+            while True:
+                for name, process in components.items():
+                    if process.poll() is not None:
+                        CONSOLE.print(f"Airflow's {name} stopped (exit {process.returncode}): see {home}/{name}.log")
+                        return process.returncode or 1
+                time.sleep(1)
         except KeyboardInterrupt:
             return 0
+
+
+@contextmanager
+def airflow_running(var: Path, env: dict[str, str]) -> Iterator[dict[str, subprocess.Popen]]:
+    """Airflow's components (``AIRFLOW_COMPONENTS``) running with the exchange DAGs, its home in ``var/airflow``
+    (migrated, a pool per partner) and ``env`` on top of its environment; yields their processes by name. Each
+    component's output goes to ``var/airflow/<component>.log``; all are stopped on the way out."""
+    from exchange.dag_runs import airflow_environment
+
+    environment = {**os.environ, **airflow_environment(var), **env}
+    home = Path(environment["AIRFLOW_HOME"])
+    # Every component signs and checks the tasks' tokens with one secret; left to Airflow, a component that starts
+    # before the configuration file is written makes up its own, and every task then fails to authenticate.
+    environment["AIRFLOW__API_AUTH__JWT_SECRET"] = _instance_secret(home / "jwt-secret")
+    subprocess.run([sys.executable, "-m", "exchange.dag_runs"], env=environment, check=True)  # migrate, pools
+    airflow = Path(sys.executable).with_name("airflow")
+    components: dict[str, subprocess.Popen] = {}
+    try:
+        for name, arguments in AIRFLOW_COMPONENTS.items():
+            with (home / f"{name}.log").open("ab") as log:
+                components[name] = subprocess.Popen([str(airflow), *arguments], env=environment, stdout=log,
+                                                    stderr=subprocess.STDOUT)  # fmt: skip
+        yield components
+    finally:
+        for process in components.values():
+            process.terminate()
+        for process in components.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _instance_secret(path: Path) -> str:
+    """This Airflow instance's secret, made once and kept in ``path`` (under var/, git-ignored, owner only)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(64))
+    return path.read_text().strip()
