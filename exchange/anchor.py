@@ -75,7 +75,7 @@ def check_anchors(engine: Engine, folder: Path, pki: PkiDirectory) -> AnchorChec
     """Every anchor in ``folder`` against the ledger: its signature (the population database's, as at the time
     it was made, against the PKI's root and CRL) and the hash of the entry at its position. Problems are
     reported, not raised."""
-    trust = TrustAnchors.from_files(pki.root_ca, [pki.crl])
+    trust = TrustAnchors.from_pki(pki)
     anchors = sorted(folder.glob("ledger-*.json")) if folder.is_dir() else []
     problems = []
     with session_factory(engine)() as session:

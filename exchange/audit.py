@@ -103,7 +103,7 @@ def audit_signatures(
     the PKI's root and CRL. The same seed gives the same sample (the default seed is today's date, UTC, so a
     rerun of a day's audit checks the same entries); half of it is drawn among the newest entries."""
     seed = seed if seed is not None else datetime.now(UTC).date().isoformat()
-    trust = TrustAnchors.from_files(pki.root_ca, [pki.crl])
+    trust = TrustAnchors.from_pki(pki)
     with session_factory(engine)() as session:
         last = session.scalar(select(func.max(LedgerEntry.position))) or 0
         positions = sample_positions(last, sample, seed)

@@ -274,10 +274,6 @@ def fetch(engine: Engine, agreement: Agreement, work_dir: Path) -> FetchedPackag
 # -- 2. verify ---------------------------------------------------------------------------------------------------
 
 
-def _trust(pki: PkiDirectory) -> TrustAnchors:
-    return TrustAnchors.from_files(pki.root_ca, [pki.crl])
-
-
 def check_agreement(agreement: Agreement, manifest: Manifest) -> None:
     """The package belongs to the agreement's inbound feed, in the dataset and version the agreement names."""
     direction = inbound_of(agreement)
@@ -328,7 +324,8 @@ def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: P
                              manifest.sequence, manifest_sha256, manifest.record_count, ())  # fmt: skip
     try:
         check_agreement(agreement, manifest)
-        verified = verify_package(path, _trust(pki), engine=engine, recipient=recipient, decrypt_to=decrypted)
+        trust = TrustAnchors.from_pki(pki)
+        verified = verify_package(path, trust, engine=engine, recipient=recipient, decrypt_to=decrypted)
         payload = _plain_payload(path, verified.manifest, decrypted)
         for file in payload:  # an XML batch is parsed (hardened) and checked against its XSD before anything else
             if file.endswith(".xml"):
@@ -548,7 +545,7 @@ def _receipt_for(folder: Path, manifest_sha256: str) -> bool:
 
 def _verified_again(engine: Engine, path: Path, pki: PkiDirectory) -> VerifiedPackage:
     """The package verified once more (without decrypting) for ``accept_package``, which records its signer."""
-    return verify_package(path, _trust(pki), engine=engine)
+    return verify_package(path, TrustAnchors.from_pki(pki), engine=engine)
 
 
 # -- the whole run -----------------------------------------------------------------------------------------------

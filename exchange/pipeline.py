@@ -365,7 +365,7 @@ def collect_receipt(agreement: Agreement, sealed: SealedPackage) -> str | None:
 def verify(engine: Engine, sealed: SealedPackage, receipt_dir: str, pki: PkiDirectory) -> VerifiedDelivery:
     """Check the receipt (signed by the recipient, bound to the manifest, full count) and record it once."""
     manifest, manifest_sha256 = read_manifest(Path(sealed.path))
-    trust = TrustAnchors.from_files(pki.root_ca, [pki.crl])
+    trust = TrustAnchors.from_pki(pki)
     verified = verify_receipt(Path(receipt_dir), trust, manifest, manifest_sha256)
     recorded = record_receipt(engine, "receipt_received", manifest, verified.receipt, verified.signature.signer)
     if verified.receipt.status != "accepted":

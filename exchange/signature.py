@@ -33,7 +33,7 @@ from exchange.errors import (
     KeyUsageMissing,
     SignatureInvalid,
 )
-from exchange.pki import Signer, agency_of, describe, fingerprint, load_certificates, load_crl
+from exchange.pki import PkiDirectory, Signer, agency_of, describe, fingerprint, load_certificates, load_crl
 
 DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
@@ -60,6 +60,11 @@ class TrustAnchors:
     @classmethod
     def from_files(cls, roots: Path, crls: Iterable[Path]) -> TrustAnchors:
         return cls(tuple(load_certificates(roots)), tuple(load_crl(path) for path in crls))
+
+    @classmethod
+    def from_pki(cls, pki: PkiDirectory) -> TrustAnchors:
+        """A PKI directory's root CA and its revocation list."""
+        return cls.from_files(pki.root_ca, [pki.crl])
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class PartnerKeys:
             name=name,
             signer=load_signer(pki, name, password),
             recipient=load_recipient(encryption, key_path(encryption), password),
-            trust=TrustAnchors.from_files(pki.root_ca, [pki.crl]),
+            trust=TrustAnchors.from_pki(pki),
             population_encryption=pki.certificate(POPULATION, ENCRYPTION),
             tls_certificate=pki.certificate(name, "tls-server"),
             tls_key=key_path(pki.certificate(name, "tls-server")),

@@ -49,7 +49,7 @@ def other_pki(tmp_path_factory) -> PkiDirectory:
 
 @pytest.fixture(scope="session")
 def trust(pki) -> TrustAnchors:
-    return TrustAnchors.from_files(pki.root_ca, [pki.crl])
+    return TrustAnchors.from_pki(pki)
 
 
 @pytest.fixture(scope="session")

@@ -342,7 +342,7 @@ def test_a_package_signed_with_a_revoked_certificate_is_rejected(exchange_engine
     built = build(exchange_engine, tmp_path / "out", signer)
     revoke(pki, signer.certificate, PASSWORD)
     with pytest.raises(CertificateRevoked, match="^revoked: certificate 'Liên thông population signing'"):
-        verify_package(built.path, TrustAnchors.from_files(pki.root_ca, [pki.crl]))
+        verify_package(built.path, TrustAnchors.from_pki(pki))
 
 
 @pytest.mark.parametrize(
