@@ -51,6 +51,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -202,11 +203,30 @@ def snapshot_shards(engine: Engine, agreement: Agreement, window: FeedWindow | N
             .where(AdministrativeUnit.level == "province", AdministrativeUnit.effective_to.is_(None))
             .order_by(AdministrativeUnit.code)
         ).all()
-        listed = [*units, (NO_PROVINCE, "no permanent ward in force")]
-        counts = connection.execute(  # one scan of the citizens for every shard's count
-            select(*(func.sum(case((_shard_condition(code, after, provinces), 1), else_=0)) for code, _ in listed))
-        ).one()
-    return [Shard(code, name, int(count or 0)) for (code, name), count in zip(listed, counts, strict=True)]
+    counts = _shard_counts(engine, after, provinces)
+    listed = [*units, (NO_PROVINCE, "no permanent ward in force")]
+    return [Shard(code, name, counts[code]) for code, name in listed]
+
+
+def _shard_counts(engine: Engine, after: _AfterWindow, provinces: dict[str, str]) -> Counter[str]:
+    """Citizens per shard as of the window, placed as ``_shard_condition`` places them: the citizens counted by
+    ward in one pass over the ward index, each ward's count going to its province (or ``none``); citizens whose
+    ward changed after the window by the ward they had then; those registered after it not at all."""
+
+    def shard_of(ward: str | None) -> str:
+        return provinces.get(ward, NO_PROVINCE) if ward is not None else NO_PROVINCE
+
+    by_ward = select(Citizen.permanent_ward_code, func.count()).group_by(Citizen.permanent_ward_code)
+    if after.moved:
+        by_ward = by_ward.where(Citizen.id.not_in(sorted(after.moved)))
+    counts: Counter[str] = Counter()
+    with engine.connect() as connection:
+        for ward, count in connection.execute(by_ward):
+            counts[shard_of(ward)] += count
+        if after.ward_then:
+            present = connection.scalars(select(Citizen.id).where(Citizen.id.in_(sorted(after.ward_then))))
+            counts.update(shard_of(after.ward_then[citizen]) for citizen in present)
+    return counts
 
 
 # -- the shard's rows ---------------------------------------------------------------------------------------------
