@@ -212,10 +212,12 @@ class PackageIntake:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         with self.store.intake_lock:
-            kept = self.store.store_acknowledgement(package_path.name, manifest_sha256, verified.receipt, receipt,
-                                                    signature)  # fmt: skip
+            # the ledger first: a kept receipt always has its entry, and taking the receipt again after a crash
+            # between the two keeps it without a second entry (the ledger records a receipt once)
             record_receipt(self.store.engine, "receipt_received", manifest, verified.receipt,
                            verified.signature.signer)  # fmt: skip
+            kept = self.store.store_acknowledgement(package_path.name, manifest_sha256, verified.receipt, receipt,
+                                                    signature)  # fmt: skip
         log.info("%s: package %s %s by the population database%s", self.keys.name, manifest.package_id,
                  verified.receipt.status, "" if kept else " (receipt received again)")  # fmt: skip
         return Acknowledgement(verified.receipt.status, not kept, manifest.package_id)
