@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 from cryptography import x509
 from sqlalchemy import Engine, Select
+from sqlalchemy.orm import Session
 
 from exchange import ledger
 from exchange.envelope import decrypt, encrypt_file
@@ -786,14 +787,17 @@ def _decrypt_files(
     return tuple(written)
 
 
-def accept_package(engine: Engine, verified: VerifiedPackage) -> None:
+def accept_package(engine: Engine, verified: VerifiedPackage, *, within: Session | None = None) -> None:
     """Record a verified package as received: move its feed on and append ``package_received`` to the ledger.
-    The sequence is checked again under the feed's lock, so two workers cannot accept the same place twice."""
+    The sequence is checked again under the feed's lock, so two workers cannot accept the same place twice.
+    ``within``: in the caller's transaction (a receiver that stores the package in the same one)."""
+    if within is None:
+        with session_factory(engine)() as session, session.begin():
+            return accept_package(engine, verified, within=session)
     manifest = verified.manifest
-    with session_factory(engine)() as session, session.begin():
-        feed_state = locked_state(session, RECEIVED, manifest.feed)
-        _check_sequence(session, manifest, verified.manifest_sha256, feed_state)
-        advance(feed_state, manifest.sequence, manifest.package_id, verified.manifest_sha256)
-        ledger.append(
-            session, ledger_record("package_received", manifest, verified.manifest_sha256, verified.signature.signer)
-        )
+    feed_state = locked_state(within, RECEIVED, manifest.feed)
+    _check_sequence(within, manifest, verified.manifest_sha256, feed_state)
+    advance(feed_state, manifest.sequence, manifest.package_id, verified.manifest_sha256)
+    ledger.append(
+        within, ledger_record("package_received", manifest, verified.manifest_sha256, verified.signature.signer)
+    )

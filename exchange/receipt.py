@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from exchange import ledger
 from exchange.errors import ReceiptInvalid, ReceiptMismatch, SignatureInvalid, SignerMismatch
@@ -139,12 +140,22 @@ def verify_receipt(
     return VerifiedReceipt(receipt, signed)
 
 
-def record_receipt(engine: Engine, kind: str, manifest: Manifest, receipt: Receipt, signer: x509.Certificate) -> bool:
+def record_receipt(
+    engine: Engine,
+    kind: str,
+    manifest: Manifest,
+    receipt: Receipt,
+    signer: x509.Certificate,
+    *,
+    within: Session | None = None,
+) -> bool:
     """Append ``receipt_sent`` (receiving side) or ``receipt_received`` (sending side) to the ledger, once per
-    receipt and package; returns False when it was recorded already."""
+    receipt and package; returns False when it was recorded already. ``within``: in the caller's transaction."""
     if kind not in ("receipt_sent", "receipt_received"):
         raise ValueError("a receipt is either sent or received")
     record = ledger_record(kind, manifest, receipt.manifest_sha256, signer, record_count=receipt.record_count,
                            status=receipt.status)  # fmt: skip
+    if within is not None:
+        return ledger.append(within, record, once=True) is not None
     with session_factory(engine)() as session, session.begin():
         return ledger.append(session, record, once=True) is not None

@@ -6,9 +6,9 @@ Receiving (``PackageIntake.receive``):
 2. the package is verified with ``exchange.package.verify_package``: signature, certificate chain, revocation,
    the sender, the files, and the sequence against the packages accepted before; encrypted files are
    decrypted with the partner's key;
-3. the records are read (``exchange.payload``: CSV, JSON Lines, or XML batch files checked against their XSD),
-   the feed is moved on (``accept_package``) and the package, its records and the signed receipt are stored
-   together;
+3. the records are read (``exchange.payload``: CSV, JSON Lines, or XML batch files checked against their XSD);
+   in one transaction the feed is moved on (``accept_package``), the package, its records and the signed
+   receipt are stored and the receipt is recorded in the partner's ledger: a failure half-way keeps none of it;
 4. the answer is a receipt v1 signed by the partner: ``accepted``, or ``rejected`` with the failed check.
 
 Publishing (``publish_outbox``): the partner's own records as an exchange package to the population database,
@@ -60,6 +60,7 @@ from exchange.receipt import RECEIPT, SIGNATURE, make_receipt, record_receipt, v
 from exchange.safe_xml import InvalidDocument, UnsafeDocument
 from exchange.signature import TrustAnchors, sign_detached
 from partners.store import RegistryStore
+from population.db import session_factory
 
 log = logging.getLogger("lienthong.partners")
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
@@ -171,19 +172,25 @@ class PackageIntake:
                 decrypt_to=decrypted,
             )  # fmt: skip
             records = read_records(package_path, verified.manifest, decrypted)
-            accept_package(self.store.engine, verified)
+            receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=len(records))
+            data = receipt.to_bytes()
+            signature = sign_detached(data, self.keys.signer)
+            text_only = all(_payload_name(entry).suffix in TEXT_SUFFIXES for entry in manifest.files)
+            # one transaction: the feed moved on, the package with its receipt and records, the ledger entry; a
+            # failure half-way keeps none of them, and the sender's retry is received as the first time
+            engine = self.store.engine
+            with session_factory(engine)() as session, session.begin():
+                accept_package(engine, verified, within=session)  # the sequence, checked again under the lock
+                self.store.store_package(manifest, manifest_sha256, data, signature, records, text_only=text_only,
+                                         within=session)  # fmt: skip
+                record_receipt(engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate,
+                               within=session)  # fmt: skip
         except VerificationError as error:
             return self._reject(manifest, manifest_sha256, str(error))
         except (InvalidDocument, UnsafeDocument, ValueError) as error:
             return self._reject(manifest, manifest_sha256, f"payload: {error}")
         finally:
             shutil.rmtree(decrypted, ignore_errors=True)
-        receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=len(records))
-        data = receipt.to_bytes()
-        signature = sign_detached(data, self.keys.signer)
-        text_only = all(_payload_name(entry).suffix in TEXT_SUFFIXES for entry in manifest.files)
-        self.store.store_package(manifest, manifest_sha256, data, signature, records, text_only=text_only)
-        record_receipt(self.store.engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate)
         log.info("%s: accepted package %s (#%d of %s, %d records)", self.keys.name, manifest.package_id,
                  manifest.sequence, manifest.agreement, len(records))  # fmt: skip
         return IntakeResult("accepted", False, data, signature, manifest.package_id)

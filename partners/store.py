@@ -38,8 +38,9 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.orm import Session
 
-from population.db import create_population_engine
+from population.db import create_population_engine, session_factory
 from population.migrate import upgrade
 
 metadata = MetaData()
@@ -205,26 +206,32 @@ class RegistryStore:
         records: Sequence[dict[str, Any]],
         *,
         text_only: bool = False,
+        within: Session | None = None,
     ) -> None:
-        """The package, its signed receipt and its records, in one transaction. The records go through the
-        driver's ``executemany`` as a stream of tuples (a million records in seconds, not a list of dicts);
-        ``text_only``: every value is text or None (CSV and XML payloads), so SQLite can write the JSON."""
+        """The package, its signed receipt and its records, in one transaction (``within``: the caller's). The
+        records go through the driver's ``executemany`` as a stream of tuples (a million records in seconds, not a
+        list of dicts); ``text_only``: every value is text or None (CSV and XML payloads), so SQLite can write the
+        JSON."""
+        if within is None:
+            with session_factory(self.engine)() as session, session.begin():
+                return self.store_package(manifest, manifest_sha256, receipt, signature, records,
+                                          text_only=text_only, within=session)  # fmt: skip
         insert_records, rows = _record_rows(manifest.package_id, records, text_only)
-        with self.engine.begin() as connection:
-            connection.execute(
-                insert(package).values(
-                    package_id=manifest.package_id,
-                    manifest_sha256=manifest_sha256,
-                    agreement=manifest.agreement,
-                    sender=manifest.sender,
-                    sequence=manifest.sequence,
-                    record_count=len(records),
-                    receipt=receipt,
-                    signature=signature,
-                    received_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                )
+        connection = within.connection()
+        connection.execute(
+            insert(package).values(
+                package_id=manifest.package_id,
+                manifest_sha256=manifest_sha256,
+                agreement=manifest.agreement,
+                sender=manifest.sender,
+                sequence=manifest.sequence,
+                record_count=len(records),
+                receipt=receipt,
+                signature=signature,
+                received_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            connection.connection.driver_connection.executemany(insert_records, rows)
+        )
+        connection.connection.driver_connection.executemany(insert_records, rows)
 
     def package_count(self) -> int:
         with self.engine.connect() as connection:

@@ -6,9 +6,11 @@ import zipfile
 
 import pytest
 
+from exchange import ledger
 from exchange.receipt import verify_receipt
 from partners.intake import IntakeRefused, PackageIntake, PartnerKeys
 from partners.store import RegistryStore
+from population.db import session_factory
 from tests.partners.fixtures import PASSWORD, RECORDS
 
 
@@ -98,3 +100,29 @@ def test_the_records_are_stored_as_sent(health_intake, make_package):
     with health_intake.store.engine.connect() as connection:
         stored = [json.loads(row.content) for row in connection.execute(select(record).order_by(record.c.id))]
     assert [r["full_name"] for r in stored] == [r["full_name"] for r in RECORDS]
+
+
+def test_a_package_whose_storing_failed_is_accepted_when_sent_again(health_intake, make_package, monkeypatch):
+    """The feed moves on, the package and its records are stored and the receipt is recorded together: a store
+    that fails half-way (here its disk, made to fail on the first package) leaves nothing behind, so the sender's
+    retry of the same package is accepted, not answered "already accepted" with nothing stored."""
+    package, store = make_package("health"), health_intake.store
+    stored = RegistryStore.store_package
+    failures = iter([OSError("disk I/O error")])
+
+    def failing_once(*args, **kwargs):
+        stored(*args, **kwargs)  # written in the intake's transaction, then the disk fails
+        if error := next(failures, None):
+            raise error
+
+    monkeypatch.setattr(RegistryStore, "store_package", failing_once)
+    with pytest.raises(OSError):
+        health_intake.receive(package.path)
+    assert store.package_count() == 0 and store.record_count() == 0
+    with session_factory(store.engine)() as session:
+        assert list(ledger.entries(session)) == []  # neither package_received nor receipt_sent
+    again = health_intake.receive(package.path)
+    assert again.status == "accepted" and not again.duplicate
+    assert store.package_count() == 1 and store.record_count() == 3
+    with session_factory(store.engine)() as session:
+        assert [e.kind for e in ledger.entries(session)] == ["package_received", "receipt_sent"]
