@@ -172,25 +172,28 @@ class PackageIntake:
                 decrypt_to=decrypted,
             )  # fmt: skip
             records = read_records(package_path, verified.manifest, decrypted)
-            receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=len(records))
-            data = receipt.to_bytes()
-            signature = sign_detached(data, self.keys.signer)
-            text_only = all(_payload_name(entry).suffix in TEXT_SUFFIXES for entry in manifest.files)
-            # one transaction: the feed moved on, the package with its receipt and records, the ledger entry; a
-            # failure half-way keeps none of them, and the sender's retry is received as the first time
-            engine = self.store.engine
-            with session_factory(engine)() as session, session.begin():
-                accept_package(engine, verified, within=session)  # the sequence, checked again under the lock
-                self.store.store_package(manifest, manifest_sha256, data, signature, records, text_only=text_only,
-                                         within=session)  # fmt: skip
-                record_receipt(engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate,
-                               within=session)  # fmt: skip
         except VerificationError as error:
             return self._reject(manifest, manifest_sha256, str(error))
         except (InvalidDocument, UnsafeDocument, ValueError) as error:
             return self._reject(manifest, manifest_sha256, f"payload: {error}")
         finally:
             shutil.rmtree(decrypted, ignore_errors=True)
+        receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=len(records))
+        data = receipt.to_bytes()
+        signature = sign_detached(data, self.keys.signer)
+        text_only = all(_payload_name(entry).suffix in TEXT_SUFFIXES for entry in manifest.files)
+        # one transaction: the feed moved on, the package with its receipt and records, the ledger entry; a failure
+        # half-way keeps none of them, and the sender's retry is received as the first time
+        engine = self.store.engine
+        try:
+            with session_factory(engine)() as session, session.begin():
+                accept_package(engine, verified, within=session)  # the sequence, checked again under the lock
+                self.store.store_package(manifest, manifest_sha256, data, signature, records, text_only=text_only,
+                                         within=session)  # fmt: skip
+                record_receipt(engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate,
+                               within=session)  # fmt: skip
+        except VerificationError as error:  # another intake took this place in the sequence meanwhile
+            return self._reject(manifest, manifest_sha256, str(error))
         log.info("%s: accepted package %s (#%d of %s, %d records)", self.keys.name, manifest.package_id,
                  manifest.sequence, manifest.agreement, len(records))  # fmt: skip
         return IntakeResult("accepted", False, data, signature, manifest.package_id)
