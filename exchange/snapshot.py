@@ -173,6 +173,11 @@ def _after_window(engine: Engine, window: FeedWindow | None) -> _AfterWindow:
     return _AfterWindow(frozenset(born), ward_then)
 
 
+def _province_of(ward: str | None, provinces: dict[str, str]) -> str:
+    """The shard of a citizen living in ``ward``: its province when the ward is in force, else ``none``."""
+    return provinces.get(ward, NO_PROVINCE) if ward is not None else NO_PROVINCE
+
+
 def _shard_condition(code: str, after: _AfterWindow, provinces: dict[str, str]):
     """Which citizens are in the shard, as of the window."""
     ward = Citizen.permanent_ward_code
@@ -182,11 +187,7 @@ def _shard_condition(code: str, after: _AfterWindow, provinces: dict[str, str]):
         now = ward.in_(sorted(w for w, province in provinces.items() if province == code))
     if not after.moved:
         return now
-    pinned = sorted(
-        citizen
-        for citizen, then in after.ward_then.items()
-        if (provinces.get(then) if then is not None else None) == (None if code == NO_PROVINCE else code)
-    )
+    pinned = sorted(citizen for citizen, then in after.ward_then.items() if _province_of(then, provinces) == code)
     return or_(and_(Citizen.id.not_in(sorted(after.moved)), now), Citizen.id.in_(pinned) if pinned else false())
 
 
@@ -212,20 +213,16 @@ def _shard_counts(engine: Engine, after: _AfterWindow, provinces: dict[str, str]
     """Citizens per shard as of the window, placed as ``_shard_condition`` places them: the citizens counted by
     ward in one pass over the ward index, each ward's count going to its province (or ``none``); citizens whose
     ward changed after the window by the ward they had then; those registered after it not at all."""
-
-    def shard_of(ward: str | None) -> str:
-        return provinces.get(ward, NO_PROVINCE) if ward is not None else NO_PROVINCE
-
     by_ward = select(Citizen.permanent_ward_code, func.count()).group_by(Citizen.permanent_ward_code)
     if after.moved:
         by_ward = by_ward.where(Citizen.id.not_in(sorted(after.moved)))
     counts: Counter[str] = Counter()
     with engine.connect() as connection:
         for ward, count in connection.execute(by_ward):
-            counts[shard_of(ward)] += count
+            counts[_province_of(ward, provinces)] += count
         if after.ward_then:
             present = connection.scalars(select(Citizen.id).where(Citizen.id.in_(sorted(after.ward_then))))
-            counts.update(shard_of(after.ward_then[citizen]) for citizen in present)
+            counts.update(_province_of(after.ward_then[citizen], provinces) for citizen in present)
     return counts
 
 

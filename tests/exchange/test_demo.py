@@ -32,11 +32,11 @@ class Api:
         self.base, self.password_file, self.token = base, password_file, None
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode() if body
-                                         else None, headers={"Content-Type": "application/json",
-                                                             "Accept": "application/json"})  # fmt: skip
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body else None
+        request = urllib.request.Request(self.base + path, method=method, data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
 
