@@ -6,9 +6,10 @@ Receiving (``PackageIntake.receive``):
 2. the package is verified with ``exchange.package.verify_package``: signature, certificate chain, revocation,
    the sender, the files, and the sequence against the packages accepted before; encrypted files are
    decrypted with the partner's key;
-3. the records are read (``exchange.payload``: CSV, JSON Lines, or XML batch files checked against their XSD);
-   in one transaction the feed is moved on (``accept_package``), the package, its records and the signed
-   receipt are stored and the receipt is recorded in the partner's ledger: a failure half-way keeps none of it;
+3. in one transaction the feed is moved on (``accept_package``), the records are read (``exchange.payload``:
+   CSV as it is stored, JSON Lines, or XML batch files checked against their XSD) and stored, the package is
+   stored with the signed receipt that counts them, and the receipt is recorded in the partner's ledger: a
+   payload error or a failure half-way keeps none of it;
 4. the answer is a receipt v1 signed by the partner: ``accepted``, or ``rejected`` with the failed check.
 
 Publishing (``publish_outbox``): the partner's own records as an exchange package to the population database,
@@ -24,14 +25,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from exchange.errors import ManifestInvalid, VerificationError
 from exchange.package import (
@@ -44,7 +47,7 @@ from exchange.package import (
     verify_package,
     zip_package,
 )
-from exchange.payload import TEXT_SUFFIXES, parse_payload
+from exchange.payload import TEXT_SUFFIXES, csv_rows, parse_payload
 from exchange.pki import (
     ENCRYPTION,
     POPULATION,
@@ -166,37 +169,50 @@ class PackageIntake:
         if manifest.recipient != self.keys.name:
             return self._reject(manifest, manifest_sha256, f"recipient: the package is for {manifest.recipient}")
         decrypted = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="decrypted-"))
+        engine = self.store.engine
         try:
             verified = verify_package(
-                package_path, self.keys.trust, engine=self.store.engine, recipient=self.keys.recipient,
-                decrypt_to=decrypted,
-            )  # fmt: skip
-            records = read_records(package_path, verified.manifest, decrypted)
-        except VerificationError as error:
+                package_path, self.keys.trust, engine=engine, recipient=self.keys.recipient, decrypt_to=decrypted
+            )
+            # one transaction: the feed moved on, the records read into the store as they are parsed, the package
+            # with its signed receipt, the ledger entry; a payload error or a failure half-way keeps none of them,
+            # and the sender's retry is received as the first time
+            with session_factory(engine)() as session, session.begin():
+                accept_package(engine, verified, within=session)  # the sequence, checked again under the lock
+                count = self._store_records(package_path, manifest, decrypted, session)
+                receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=count)
+                data = receipt.to_bytes()
+                signature = sign_detached(data, self.keys.signer)
+                self.store.store_package(manifest, manifest_sha256, data, signature, count, within=session)
+                record_receipt(engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate,
+                               within=session)  # fmt: skip
+        except VerificationError as error:  # a check failed, or another intake took this place in the sequence
             return self._reject(manifest, manifest_sha256, str(error))
-        except (InvalidDocument, UnsafeDocument, ValueError) as error:
+        except (InvalidDocument, UnsafeDocument) as error:
             return self._reject(manifest, manifest_sha256, f"payload: {error}")
         finally:
             shutil.rmtree(decrypted, ignore_errors=True)
-        receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=len(records))
-        data = receipt.to_bytes()
-        signature = sign_detached(data, self.keys.signer)
-        text_only = all(_payload_name(entry).suffix in TEXT_SUFFIXES for entry in manifest.files)
-        # one transaction: the feed moved on, the package with its receipt and records, the ledger entry; a failure
-        # half-way keeps none of them, and the sender's retry is received as the first time
-        engine = self.store.engine
-        try:
-            with session_factory(engine)() as session, session.begin():
-                accept_package(engine, verified, within=session)  # the sequence, checked again under the lock
-                self.store.store_package(manifest, manifest_sha256, data, signature, records, text_only=text_only,
-                                         within=session)  # fmt: skip
-                record_receipt(engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate,
-                               within=session)  # fmt: skip
-        except VerificationError as error:  # another intake took this place in the sequence meanwhile
-            return self._reject(manifest, manifest_sha256, str(error))
         log.info("%s: accepted package %s (#%d of %s, %d records)", self.keys.name, manifest.package_id,
-                 manifest.sequence, manifest.agreement, len(records))  # fmt: skip
+                 manifest.sequence, manifest.agreement, count)  # fmt: skip
         return IntakeResult("accepted", False, data, signature, manifest.package_id)
+
+    def _store_records(self, package_path: Path, manifest: Manifest, decrypted: Path, session) -> int:
+        """Every payload file's records into the store, in the intake's transaction; how many. A CSV file is stored
+        as it is read (rows of text, no dict per record, memory flat in its size); JSON Lines and XML are read
+        whole (``exchange.payload.parse_payload``)."""
+        count = 0
+        for entry in manifest.files:
+            name = _payload_name(entry).name
+            with _payload_file(package_path, entry, decrypted) as binary:
+                if PurePosixPath(name).suffix == ".csv":
+                    fields, rows = csv_rows(name, io.TextIOWrapper(binary, encoding="utf-8", newline=""))
+                    count += self.store.store_rows(manifest.package_id, fields, rows, within=session)
+                else:
+                    records = parse_payload(name, binary.read())
+                    text_only = PurePosixPath(name).suffix in TEXT_SUFFIXES
+                    count += self.store.store_records(manifest.package_id, records, text_only=text_only,
+                                                      within=session)  # fmt: skip
+        return count
 
     def _reject(self, manifest: Manifest, manifest_sha256: str, problem: str) -> IntakeResult:
         """A signed ``rejected`` receipt; nothing is stored, so the sender may send a corrected package."""
@@ -270,12 +286,12 @@ class PackageIntake:
 
 
 def read_records(package_path: Path, manifest: Manifest, decrypted: Path) -> list[dict[str, Any]]:
-    """Every record of every payload file, read with the parser its suffix calls for (``exchange.payload``)."""
+    """Every record of every payload file (``decrypted``: where ``verify_package`` decrypted them), read whole with
+    the parser its suffix calls for (``exchange.payload``)."""
     records: list[dict[str, Any]] = []
     for entry in manifest.files:
-        name = _payload_name(entry).name
-        data = (decrypted / "data" / name).read_bytes() if entry.encrypted else _member(package_path, entry.path)
-        records.extend(parse_payload(name, data))
+        with _payload_file(package_path, entry, decrypted) as binary:
+            records.extend(parse_payload(_payload_name(entry).name, binary.read()))
     return records
 
 
@@ -284,11 +300,19 @@ def _payload_name(entry) -> PurePosixPath:
     return PurePosixPath(PurePosixPath(entry.path).name.removesuffix(ENCRYPTED_SUFFIX))
 
 
-def _member(package_path: Path, path: str) -> bytes:
-    if package_path.is_dir():
-        return (package_path / path).read_bytes()
-    with zipfile.ZipFile(package_path) as archive:
-        return archive.read(path)
+@contextmanager
+def _payload_file(package_path: Path, entry, decrypted: Path) -> Iterator[BinaryIO]:
+    """A payload file's plain bytes, opened for reading: decrypted into ``decrypted/data/``, or as shipped in the
+    package (a directory or a zip)."""
+    if entry.encrypted:
+        with (decrypted / "data" / _payload_name(entry).name).open("rb") as handle:
+            yield handle
+    elif package_path.is_dir():
+        with (package_path / entry.path).open("rb") as handle:
+            yield handle
+    else:
+        with zipfile.ZipFile(package_path) as archive, archive.open(entry.path) as handle:
+            yield handle
 
 
 def sha256_file(path: Path) -> str:

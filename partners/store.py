@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from population.db import create_population_engine, session_factory
+from population.db import create_population_engine
 from population.migrate import upgrade
 
 metadata = MetaData()
@@ -197,41 +197,61 @@ class RegistryStore:
             row = connection.execute(select(package).where(package.c.package_id == package_id)).first()
         return StoredPackage(row.package_id, row.manifest_sha256, row.receipt, row.signature) if row else None
 
+    def store_rows(
+        self, package_id: str, fields: Sequence[str], rows: Iterable[Sequence[str]], *, within: Session
+    ) -> int:
+        """A package's records given as rows of text under ``fields`` (a CSV payload, read as it is stored), in the
+        caller's transaction; how many. SQLite makes each record's JSON (``json_object``, fields sorted as
+        ``json.dumps(..., sort_keys=True)`` sorts them) and the rows reach it as a stream of tuples: a
+        million-record snapshot is stored in seconds, without a dict per record. Store the package itself
+        (``store_package``) in the same transaction: its row is checked for at commit."""
+        order = sorted(range(len(fields)), key=fields.__getitem__)
+        keys = [fields[i].replace("'", "''") for i in order]  # as SQL string literals
+        take = operator.itemgetter(*order) if len(order) > 1 else lambda row: tuple(row[i] for i in order)
+        personal_id = fields.index("personal_id") if "personal_id" in fields else None
+        parameters = ((package_id, None if personal_id is None else row[personal_id], *take(row)) for row in rows)
+        content = "json_object({})".format(", ".join(f"'{key}', ?" for key in keys))
+        return self._insert_records(within, content, parameters)
+
+    def store_records(
+        self, package_id: str, records: Sequence[dict[str, Any]], *, text_only: bool = False, within: Session
+    ) -> int:
+        """A package's records given as dicts (JSON Lines, XML), in the caller's transaction; how many. Records of
+        text (``text_only``: XML) that all have the same fields go as rows (``store_rows``); any others (numbers,
+        booleans, nesting, fields that differ) have their JSON made by Python's encoder."""
+        fields = sorted(records[0]) if records else []
+        if text_only and fields and all(map(records[0].keys().__eq__, map(dict.keys, records))):
+            take = operator.itemgetter(*fields) if len(fields) > 1 else lambda r: (r[fields[0]],)
+            return self.store_rows(package_id, fields, map(take, records), within=within)
+        encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+        return self._insert_records(within, "?", ((package_id, r.get("personal_id"), encode(r)) for r in records))
+
     def store_package(
-        self,
-        manifest: Any,
-        manifest_sha256: str,
-        receipt: bytes,
-        signature: bytes,
-        records: Sequence[dict[str, Any]],
-        *,
-        text_only: bool = False,
-        within: Session | None = None,
-    ) -> None:
-        """The package, its signed receipt and its records, in one transaction (``within``: the caller's). The
-        records go through the driver's ``executemany`` as a stream of tuples (a million records in seconds, not a
-        list of dicts); ``text_only``: every value is text or None (CSV and XML payloads), so SQLite can write the
-        JSON."""
-        if within is None:
-            with session_factory(self.engine)() as session, session.begin():
-                return self.store_package(manifest, manifest_sha256, receipt, signature, records,
-                                          text_only=text_only, within=session)  # fmt: skip
-        insert_records, rows = _record_rows(manifest.package_id, records, text_only)
-        connection = within.connection()
-        connection.execute(
+        self, manifest: Any, manifest_sha256: str, receipt: bytes, signature: bytes, record_count: int, *,
+        within: Session,
+    ) -> None:  # fmt: skip
+        """The package with the signed receipt it is answered with, in the transaction that stored its records."""
+        within.connection().execute(
             insert(package).values(
                 package_id=manifest.package_id,
                 manifest_sha256=manifest_sha256,
                 agreement=manifest.agreement,
                 sender=manifest.sender,
                 sequence=manifest.sequence,
-                record_count=len(records),
+                record_count=record_count,
                 receipt=receipt,
                 signature=signature,
                 received_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
         )
-        connection.connection.driver_connection.executemany(insert_records, rows)
+
+    @staticmethod
+    def _insert_records(within: Session, content: str, parameters: Iterable[tuple]) -> int:
+        """Records before their package (the foreign key is checked when the transaction commits); how many."""
+        connection = within.connection().connection.driver_connection
+        connection.execute("PRAGMA defer_foreign_keys = ON")  # until this transaction ends
+        insert_ = f"INSERT INTO {record.name} (package_id, personal_id, content) VALUES (?, ?, {content})"
+        return connection.executemany(insert_, parameters).rowcount
 
     def package_count(self) -> int:
         with self.engine.connect() as connection:
@@ -279,22 +299,6 @@ class RegistryStore:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return [StoredAcknowledgement(r.package_id, r.package_name, r.status, r.receipt, r.signature) for r in rows]
-
-
-def _record_rows(package_id: str, records: Sequence[dict[str, Any]], text_only: bool) -> tuple[str, Iterable[tuple]]:
-    """The INSERT for a package's records, and its rows. Records of text (``text_only``: CSV, XML) that all have
-    the same fields have their JSON made by SQLite from the values alone (``json_object``, fields sorted as
-    ``json.dumps(..., sort_keys=True)`` sorts them); any others (JSON Lines: numbers, booleans, nesting) by
-    Python's encoder."""
-    insert_ = f"INSERT INTO {record.name} (package_id, personal_id, content) VALUES (?, ?, "
-    fields = sorted(records[0]) if records else []
-    same_fields = bool(fields) and all(map(records[0].keys().__eq__, map(dict.keys, records)))
-    if text_only and same_fields and not any("'" in field for field in fields):
-        take = operator.itemgetter(*fields) if len(fields) > 1 else lambda r: (r[fields[0]],)
-        pairs = ", ".join(f"'{field}', ?" for field in fields)
-        return f"{insert_}json_object({pairs}))", ((package_id, r.get("personal_id"), *take(r)) for r in records)
-    encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
-    return f"{insert_}?)", ((package_id, r.get("personal_id"), encode(r)) for r in records)
 
 
 def _person(row) -> PersonRow:

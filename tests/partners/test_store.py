@@ -1,11 +1,15 @@
-"""The partner store keeps each record's JSON, made by SQLite for text records and by Python for the others."""
+"""The partner store keeps each record's JSON, made by SQLite for text records and by Python for the others, and a
+package's records only together with the package."""
 
 import json
 from types import SimpleNamespace
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from partners.store import RegistryStore, record
+from population.db import session_factory
 
 
 def _manifest(package_id: str):
@@ -18,26 +22,64 @@ def _stored(store: RegistryStore, package_id: str) -> list[str]:
         return list(connection.scalars(query))
 
 
-def test_text_records_are_stored_as_python_would_encode_them(tmp_path):
+def _store(store: RegistryStore, package_id: str, write) -> int:
+    """``write(session)`` stores the records; the package follows in the same transaction."""
+    with session_factory(store.engine)() as session, session.begin():
+        count = write(session)
+        store.store_package(_manifest(package_id), "0" * 64, b"{}", b"sig", count, within=session)
+    return count
+
+
+@pytest.fixture
+def store(tmp_path):
     store = RegistryStore(tmp_path / "registry.db")
+    yield store
+    store.dispose()
+
+
+def test_text_records_are_stored_as_python_would_encode_them(store):
     records = [
         {"personal_id": "001090000001", "full_name": "Nguyễn Thị Ánh", "date_of_death": None, "quote": 'a "b" \\ c'},
         {"personal_id": "001090000002", "full_name": "Đỗ Văn Hùng", "date_of_death": "2026-01-01", "quote": "\t\n"},
     ]
-    store.store_package(_manifest("p-text"), "0" * 64, b"{}", b"sig", records, text_only=True)
+    assert _store(store, "p-text", lambda s: store.store_records("p-text", records, text_only=True, within=s)) == 2
     stored = _stored(store, "p-text")
     assert [json.loads(content) for content in stored] == records
     assert [list(json.loads(content)) for content in stored] == [sorted(r) for r in records]  # keys sorted
+    assert stored == [json.dumps(r, ensure_ascii=False, sort_keys=True, separators=(",", ":")) for r in records]
     assert store.record_count("p-text") == 2
-    store.dispose()
 
 
-def test_records_of_other_types_or_shapes_go_through_python(tmp_path):
-    store = RegistryStore(tmp_path / "registry.db")
+def test_rows_are_stored_under_their_fields_in_any_order_and_counted(store):
+    fields = ["updated_at", "it's", "personal_id", "full_name"]  # not sorted; a quote in a field's name
+    rows = iter([["2026-07-01", "x'); DROP TABLE partner_record; --", "001090000001", "Lê Thị Hoà"],
+                 ["2026-07-02", "", "001090000002", "Trần Văn Đức"]])  # fmt: skip
+    assert _store(store, "p-rows", lambda s: store.store_rows("p-rows", fields, rows, within=s)) == 2
+    assert [json.loads(c) for c in _stored(store, "p-rows")] == [
+        {"full_name": "Lê Thị Hoà", "it's": "x'); DROP TABLE partner_record; --", "personal_id": "001090000001",
+         "updated_at": "2026-07-01"},
+        {"full_name": "Trần Văn Đức", "it's": "", "personal_id": "001090000002", "updated_at": "2026-07-02"},
+    ]  # fmt: skip
+    with store.engine.connect() as connection:
+        assert list(connection.scalars(select(record.c.personal_id).order_by(record.c.id))) == [
+            "001090000001", "001090000002"]  # fmt: skip
+    assert _store(store, "p-one", lambda s: store.store_rows("p-one", ["status"], [["active"]], within=s)) == 1
+    assert [json.loads(c) for c in _stored(store, "p-one")] == [{"status": "active"}]
+
+
+def test_records_of_other_types_or_shapes_go_through_python(store):
     typed = [{"personal_id": "001090000001", "active": True, "visits": 3, "address": {"ward": "00070"}}]
     ragged = [{"personal_id": "001090000001", "a": "x"}, {"personal_id": "001090000002", "b": "y"}]
-    store.store_package(_manifest("p-typed"), "0" * 64, b"{}", b"sig", typed)
-    store.store_package(_manifest("p-ragged"), "1" * 64, b"{}", b"sig", ragged, text_only=True)
+    _store(store, "p-typed", lambda s: store.store_records("p-typed", typed, within=s))
+    _store(store, "p-ragged", lambda s: store.store_records("p-ragged", ragged, text_only=True, within=s))
     assert [json.loads(c) for c in _stored(store, "p-typed")] == typed  # true stays true, not 1
     assert [json.loads(c) for c in _stored(store, "p-ragged")] == ragged
-    store.dispose()
+
+
+def test_records_without_their_package_are_not_kept(store):
+    """Records go in before the package that counts them; a transaction that never stores the package fails at
+    its commit and keeps none of them."""
+    with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        with session_factory(store.engine)() as session, session.begin():
+            store.store_rows("p-orphan", ["personal_id"], [["001090000001"]], within=session)
+    assert store.record_count() == 0 and store.package_count() == 0
