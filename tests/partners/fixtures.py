@@ -178,13 +178,18 @@ def make_package(tmp_path, exchange_engine, population_signer, sandbox_pki) -> C
     agreement = f"test-{uuid.uuid4().hex[:12]}"
 
     def make(recipient: str, records: Iterable[Mapping[str, Any]] = RECORDS, *, encrypt: bool = True,
-             signer: Signer | None = None) -> ZippedPackage:  # fmt: skip
+             signer: Signer | None = None, csv: bytes | None = None) -> ZippedPackage:  # fmt: skip
+        """``csv``: the payload file's bytes as given (a sender's broken file), instead of ``records``."""
         out = tmp_path / "packages"
         out.mkdir(exist_ok=True)
         encrypt_for = load_certificate(sandbox_pki.certificate(recipient, ENCRYPTION)) if encrypt else None
         with PackageBuilder(out, agreement=agreement, recipient=recipient, schema=SCHEMA,
                             signer=signer or population_signer, encrypt_for=encrypt_for) as builder:  # fmt: skip
-            builder.add_records("citizens.csv", records)
+            if csv is None:
+                builder.add_records("citizens.csv", records)
+            else:
+                (tmp_path / "given.csv").write_bytes(csv)
+                builder.add_file("citizens.csv", tmp_path / "given.csv", csv.count(b"\n") - 1)
             built = builder.seal(exchange_engine)
         return ZippedPackage(zip_package(built.path), built.manifest, built.manifest_sha256)
 

@@ -126,3 +126,30 @@ def test_a_package_whose_storing_failed_is_accepted_when_sent_again(health_intak
     assert store.package_count() == 1 and store.record_count() == 3
     with session_factory(store.engine)() as session:
         assert [e.kind for e in ledger.entries(session)] == ["package_received", "receipt_sent"]
+
+
+@pytest.mark.parametrize(
+    ("tail", "problem"),
+    [
+        (b"079085009999,Tr\xe1\xba\xa7n,1985-03-04,,x\n", "citizens.csv line 3002: 5 fields where the header has 4"),
+        (b"079085009999,Tr\xe1\xba\n", "citizens.csv: not UTF-8, after line"),
+    ],
+    ids=["fields", "utf8"],
+)
+def test_a_broken_csv_line_deep_in_the_file_is_rejected_by_name_and_nothing_is_kept(
+    health_intake, make_package, trust, tmp_path, tail, problem
+):
+    """The CSV is stored as it is read: a line that breaks the file after 3,000 good ones rolls back the records
+    stored before it, the feed does not move (the next package is out of sequence) and the receipt names the
+    file and the line."""
+    good = b"".join(b"%012d,Nguy\xe1\xbb\x85n Th\xe1\xbb\x8b \xc3\x81nh,2000-01-02,\n" % n for n in range(3000))
+    broken = make_package("health", csv=b"personal_id,full_name,date_of_birth,died\n" + good + tail)
+    receipt = check_receipt(health_intake.receive(broken.path), broken, trust, tmp_path / "broken")
+    assert receipt.status == "rejected" and receipt.errors[0].startswith(f"payload: {problem}")
+    store = health_intake.store
+    assert store.package_count() == 0 and store.record_count() == 0
+    with session_factory(store.engine)() as session:
+        assert list(ledger.entries(session)) == []
+    next_one = make_package("health")
+    after = check_receipt(health_intake.receive(next_one.path), next_one, trust, tmp_path / "after")
+    assert after.status == "rejected" and after.errors[0].startswith("sequence_gap:")

@@ -79,7 +79,7 @@ def test_records_of_other_types_or_shapes_go_through_python(store):
 def test_records_without_their_package_are_not_kept(store):
     """Records go in before the package that counts them; a transaction that never stores the package fails at
     its commit and keeps none of them."""
-    with pytest.raises(IntegrityError, match="FOREIGN KEY"):
-        with session_factory(store.engine)() as session, session.begin():
-            store.store_rows("p-orphan", ["personal_id"], [["001090000001"]], within=session)
+    transaction = session_factory(store.engine)()
+    with pytest.raises(IntegrityError, match="FOREIGN KEY"), transaction as session, session.begin():
+        store.store_rows("p-orphan", ["personal_id"], [["001090000001"]], within=session)
     assert store.record_count() == 0 and store.package_count() == 0
