@@ -11,7 +11,7 @@ is that process's ``VmHWM``):
   DAG does, push-down + COPY on PostgreSQL; ``--fast python`` for the streamed path; ``--workers N`` validates the
   shards in N worker processes, as mapped tasks side by side, whose peaks are added up); one package sealed
   (manifest, CMS signature, CMS encryption, zip), uploaded over SFTP, the partner's receipt collected and verified,
-  the checkpoint moved;
+  the checkpoint moved (``partner_intake_s``: of the wait for the receipt, the land intake's own time);
 - ``copy``: ``COPY (extract query) TO 'file' (FORMAT csv, HEADER)`` run by the server (the same rows, all columns);
 - ``stock``: ``pandas.read_sql`` of the extract query, Great Expectations 1.x with default settings (an ephemeral
   context, a pandas data frame asset, the default result format) validating the equivalent column-level
@@ -118,7 +118,18 @@ class Land:
         self.client_key = work / "client_ed25519"
         self.server.authorize(write_key(self.client_key).export_public_key("openssh").decode())
         self.store = RegistryStore(work / "land" / "registry.db")
-        intake = PackageIntake(PartnerKeys.load(pki, "land", PASSWORD.encode()), self.store, work / "land" / "work")
+        self.intake_seconds: list[float] = []  # each package's intake, from the zip found to the receipt signed
+
+        class TimedIntake(PackageIntake):
+            def receive(intake, package_path: Path):
+                started = time.perf_counter()
+                try:
+                    return super().receive(package_path)
+                finally:
+                    self.intake_seconds.append(round(time.perf_counter() - started, 3))
+
+        keys = PartnerKeys.load(pki, "land", PASSWORD.encode())
+        intake = TimedIntake(keys, self.store, work / "land" / "work")
         self.watcher = InboxWatcher(self.server.root, intake, work / "land" / "done", interval=0.1)
 
     def start(self) -> None:
@@ -343,6 +354,7 @@ def main() -> None:
                 figures["copy"] = copy_to_file(url, work / "copy" / "citizens.csv")
                 log(f"COPY TO: {figures['copy']}")
                 figures["ours"] = in_child("ours", url, work, environment, arguments.fast, arguments.workers)
+                figures["ours"]["partner_intake_s"] = land.intake_seconds[-1]
                 log(f"ours: {figures['ours']}")
                 if not arguments.skip_stock:
                     figures["stock"] = in_child("stock", url, work, environment)
