@@ -63,8 +63,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import Engine
 
 from connectors.base import DeliveredReceipt
@@ -88,12 +88,9 @@ from exchange.receipt import RECEIPT, SIGNATURE, Receipt, make_receipt, record_r
 from exchange.sequence import INBOUND, RECEIVED, Feed, state
 from exchange.signature import TrustAnchors
 from population.db import session_factory
-from validation.quarantine import QuarantineStore
-from validation.reconciliation import reconcile as reconcile_rows
-from validation.reconciliation import write_mismatch_csv
-from validation.reports import FindingsCsv
-from validation.runner import BATCH_ROWS, StreamValidation, read_batches
-from validation.suites import build_suite
+
+if TYPE_CHECKING:  # the steps that validate and reconcile import them: fetching, verifying and acknowledging
+    import pandas as pd  # start without Great Expectations and pandas
 
 log = logging.getLogger(__name__)
 VERIFIED, REJECTED, ALREADY_RECEIVED = "verified", "rejected", "already_received"
@@ -381,9 +378,12 @@ def _send_receipt(agreement: Agreement, name: str, folder: Path) -> Receipt:
 # -- 3. validate -------------------------------------------------------------------------------------------------
 
 
-def payload_batches(files: tuple[str, ...], fields: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+def payload_batches(files: tuple[str, ...], fields: list[str], batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
     """The payload's records as batches of text, numbered from 1 across the package's files (an XML batch's as
     the agreement's ``fields``)."""
+    from validation.runner import BATCH_ROWS, read_batches
+
+    batch_rows = batch_rows or BATCH_ROWS
     offset = 0
     for file in files:
         last = 0
@@ -405,9 +405,11 @@ def xml_records(path: Path) -> list[dict]:
         raise PayloadUnreadable(str(error)) from None
 
 
-def xml_batches(path: Path, fields: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+def xml_batches(path: Path, fields: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
     """An XML batch payload as batches of text in the agreement's ``fields``: an element the record leaves out is
     a null, one the agreement does not take is not read (the XSD, checked already, is the batch's shape)."""
+    import pandas as pd
+
     records = xml_records(path)
     for start in range(0, len(records), batch_rows):
         frame = pd.DataFrame.from_records(records[start : start + batch_rows], columns=fields).astype(object)
@@ -446,6 +448,11 @@ def validate(
     marker = folder / VALIDATION_MARK
     if (done := _marked(marker, verified.manifest_sha256)) is not None:
         return CheckedInbound(**{k: v for k, v in done.items() if k in CheckedInbound.__dataclass_fields__})
+    from validation.quarantine import QuarantineStore
+    from validation.reports import FindingsCsv
+    from validation.runner import StreamValidation
+    from validation.suites import build_suite
+
     direction = inbound_of(agreement)
     fields = list(direction.fields)
     settings = direction.validation or {}
@@ -483,9 +490,11 @@ def validate(
 # -- 4. reconcile ------------------------------------------------------------------------------------------------
 
 
-def staged_batches(staged: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+def staged_batches(staged: Path, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
     """The staged passing rows, indexed by their row numbers in the package."""
-    for batch in read_batches(staged, batch_rows):
+    from validation.runner import BATCH_ROWS, read_batches
+
+    for batch in read_batches(staged, batch_rows or BATCH_ROWS):
         batch.index = batch.pop(ROW_NUMBER).astype(int)
         yield batch
 
@@ -497,6 +506,9 @@ def reconcile(engine: Engine, agreement: Agreement, checked: CheckedInbound, rep
     marker = folder / RECONCILIATION_MARK
     if (done := _marked(marker, checked.manifest_sha256)) is not None:
         return ReconciledPackage(**done["package"])
+    from validation.reconciliation import reconcile as reconcile_rows
+    from validation.reconciliation import write_mismatch_csv
+
     folder.mkdir(parents=True, exist_ok=True)
     source = f"{agreement.name}: inbound package {checked.package_id}"
     staged = Path(checked.staged)

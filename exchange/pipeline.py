@@ -43,8 +43,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import Engine, distinct, func, select
 
 from connectors.base import DeliveredReceipt
@@ -70,9 +70,12 @@ from population.changelog import last_sequence
 from population.db import session_factory
 from population.extract import extract_query
 from population.models import Change, Citizen
-from validation.quarantine import QuarantineStore
-from validation.runner import BATCH_ROWS, DatasetBlocked, StreamValidation, ValidationOutcome, extract_frames
-from validation.suites import DatasetSuite, build_suite, dataset_spec
+
+if TYPE_CHECKING:  # the steps that validate import them: the others start without Great Expectations and pandas
+    import pandas as pd
+
+    from validation.runner import ValidationOutcome
+    from validation.suites import DatasetSuite
 
 log = logging.getLogger(__name__)
 OUTBOUND = "outbound"
@@ -184,8 +187,11 @@ def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) ->
     return replace(window, citizens=citizens)
 
 
-def window_batches(engine: Engine, window: FeedWindow, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+def window_batches(engine: Engine, window: FeedWindow, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
     """The extract rows of the window's citizens, streamed in batches of text indexed by row number."""
+    from validation.runner import BATCH_ROWS, extract_frames
+
+    batch_rows = batch_rows or BATCH_ROWS
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=batch_rows)
         yield from extract_frames(result.execute(_window_query(window)), batch_rows)
@@ -211,6 +217,8 @@ def payload_name(agreement: Agreement) -> str:
 def outbound_suite(agreement: Agreement, as_of: date | None = None) -> DatasetSuite:
     """The agreement's suite with its freshness window, over the fields the agreement sends and the columns
     that tell one person from another (so that a person under two IDs is caught whatever the partner gets)."""
+    from validation.suites import build_suite, dataset_spec
+
     direction = outbound_of(agreement)
     settings = direction.validation or {}
     dataset = settings.get("suite", direction.dataset)
@@ -226,6 +234,8 @@ def check_quarantine_limit(direction: Direction, outcome: ValidationOutcome) -> 
     The share is judged on datasets of at least ``min_rows_for_share`` rows (default: any size): it guards against
     a source gone wrong, and two defective records in a window of thirty changes are not that — they stay in the
     quarantine for stewards while the other 28 go out."""
+    from validation.runner import DatasetBlocked
+
     validation = direction.validation or {}
     limit, least = validation.get("max_quarantined_share"), validation.get("min_rows_for_share", 1)
     if limit is None or not outcome.rows or outcome.quarantined / outcome.rows <= limit:
@@ -245,6 +255,9 @@ def validate(
 ) -> CheckedRows:
     """Validate the window's rows, minimise those that pass and write them to ``work_dir`` in the payload
     format."""
+    from validation.quarantine import QuarantineStore
+    from validation.runner import StreamValidation
+
     direction = outbound_of(agreement)
     fields = list(direction.fields)
     suite = outbound_suite(agreement, as_of)
