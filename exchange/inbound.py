@@ -528,8 +528,10 @@ def reconcile(engine: Engine, agreement: Agreement, checked: CheckedInbound, rep
 
 
 def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound, pki: PkiDirectory) -> Acknowledged:
-    """Send the signed accepted receipt (made once, kept beside the package), record it in the ledger once, then
-    accept the package: the inbound feed moves, last."""
+    """Send the signed accepted receipt (made once, kept beside the package), then, in one transaction, accept the
+    package and record the receipt in the ledger once: the inbound feed moves with the receipt's ledger entry, last.
+    A failure before the commit leaves neither, and the rerun sends the same receipt again (the partner keeps it
+    once)."""
     if verified.status != VERIFIED:
         raise ValueError(f"package {verified.package_id} is {verified.status}, not verified")
     path = Path(verified.path)
@@ -539,10 +541,11 @@ def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound,
     if not _receipt_for(folder, manifest_sha256):
         _write_receipt_once(make_receipt(manifest, manifest_sha256, status="accepted"), folder, signer)
     receipt = _send_receipt(agreement, verified.name, folder)
-    recorded = record_receipt(engine, "receipt_sent", manifest, receipt, signer.certificate)
-    moved = _last_received(engine, manifest.feed) < manifest.sequence
-    if moved:
-        accept_package(engine, _verified_again(engine, path, pki))
+    again = _verified_again(engine, path, pki) if _last_received(engine, manifest.feed) < manifest.sequence else None
+    with session_factory(engine)() as session, session.begin():  # the feed's lock first, then the ledger's
+        if moved := again is not None:
+            accept_package(engine, again, within=session)
+        recorded = record_receipt(engine, "receipt_sent", manifest, receipt, signer.certificate, within=session)
     log.info("%s: package #%d (%s) acknowledged%s", agreement.name, manifest.sequence, manifest.package_id,
              "" if moved else " again")  # fmt: skip
     return Acknowledged(agreement.name, verified.name, manifest.package_id, receipt.status, receipt.record_count,

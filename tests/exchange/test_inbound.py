@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from exchange import ledger
+from exchange import inbound, ledger
 from exchange.agreements import load_agreements
 from exchange.inbound import REJECTED, VERIFIED, inbound_feed, run_inbound, sequence_of
 from exchange.package import SchemaRef
@@ -154,7 +154,7 @@ def test_each_partner_is_fetched_verified_reconciled_and_acknowledged_once(
         assert gone and link_statuses(population, "land", gone) == {"inactive"}
     assert done.acknowledged.newly_recorded and done.acknowledged.feed_moved
     assert last_received(population, agreement) == 1
-    assert ledger_kinds(population) == [("receipt_sent", "accepted"), ("package_received", None)]
+    assert ledger_kinds(population) == [("package_received", None), ("receipt_sent", "accepted")]
 
     # the partner verified the receipt and kept it; it is the one the population side signed
     # (land takes it from its SFTP folder in its own time, and may hold one from an earlier run of this test)
@@ -175,6 +175,38 @@ def test_each_partner_is_fetched_verified_reconciled_and_acknowledged_once(
     assert links_of(population, partner_name) == links
     assert len(ledger_kinds(population)) == 2
     assert len(partner.store.acknowledgements()) == kept_before + 1
+
+
+def test_an_acknowledgement_that_fails_before_its_commit_keeps_nothing_and_the_rerun_finishes_it(
+    partners, sandbox_pki, population, tmp_path, monkeypatch
+):
+    """The package is accepted (the feed moves, ``package_received``) and the receipt recorded (``receipt_sent``) in
+    one transaction: the database failing after both were written keeps neither, and the rerun acknowledges the
+    package once, with the same receipt, which the partner keeps once."""
+    agreement, partner = AGREEMENTS["health"], partners.partners["health"]
+    kept_before = len(partner.store.acknowledgements())
+    written = inbound.record_receipt
+    failures = iter([OSError("disk I/O error")])
+
+    def failing_once(*args, **kwargs):
+        recorded = written(*args, **kwargs)  # in the acknowledgement's transaction, after the feed moved
+        if error := next(failures, None):
+            raise error
+        return recorded
+
+    monkeypatch.setattr(inbound, "record_receipt", failing_once)
+    with pytest.raises(OSError, match="disk I/O error"):
+        run_inbound(population, agreement, sandbox_pki, tmp_path / "work", tmp_path / "reports")
+    assert last_received(population, agreement) == 0 and ledger_kinds(population) == []
+
+    run = run_inbound(population, agreement, sandbox_pki, tmp_path / "work", tmp_path / "reports")
+    (done,) = run.packages
+    assert done.acknowledged.feed_moved and done.acknowledged.newly_recorded
+    assert last_received(population, agreement) == 1
+    assert ledger_kinds(population) == [("package_received", None), ("receipt_sent", "accepted")]
+    kept = wait_for(lambda: len(found := partner.store.acknowledgements()) > kept_before and found,
+                    "the receipt at health")  # fmt: skip
+    assert len(kept) == kept_before + 1 and kept[-1].package_id == done.verified.package_id  # sent twice, kept once
 
 
 def test_the_land_offices_package_comes_over_openssh_too(partners, openssh_land, sandbox_pki, population,
@@ -242,8 +274,8 @@ def test_a_tampered_package_gets_a_rejected_receipt_and_nothing_is_linked(partne
     intact = run_inbound(population, agreement, sandbox_pki, tmp_path / "work", tmp_path / "reports")
     assert intact.packages[0].acknowledged.status == "accepted"
     assert links_of(population, "health") > 0 and last_received(population, agreement) == 1
-    assert ledger_kinds(population) == [("receipt_sent", "rejected"), ("receipt_sent", "accepted"),
-                                        ("package_received", None)]  # fmt: skip
+    assert ledger_kinds(population) == [("receipt_sent", "rejected"), ("package_received", None),
+                                        ("receipt_sent", "accepted")]  # fmt: skip
 
 
 def publish_with_a_bad_record(partner, agreement_name: str) -> str:
