@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +45,7 @@ from sqlalchemy.orm import Session
 from population.db import create_population_engine
 from population.migrate import upgrade
 
+PAGE_BYTES = 16384
 metadata = MetaData()
 person = Table(
     "partner_person",
@@ -147,6 +150,12 @@ class RegistryStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        if not path.exists():
+            # Pages of 16 KiB instead of SQLite's 4: a package's records (~300 bytes each) come a million at a time,
+            # and store about a sixth faster. Set before the first write, which fixes a database's page size.
+            with closing(sqlite3.connect(path)) as new:
+                new.execute(f"PRAGMA page_size = {PAGE_BYTES}")
+                new.execute("PRAGMA journal_mode = WAL")  # as the engine would; writes the header with that page size
         self.engine: Engine = create_population_engine(f"sqlite:///{path}")
         upgrade(self.engine)
         metadata.create_all(self.engine)
@@ -202,16 +211,16 @@ class RegistryStore:
     ) -> int:
         """A package's records given as rows of text under ``fields`` (a CSV payload, read as it is stored), in the
         caller's transaction; how many. SQLite makes each record's JSON (``json_object``, fields sorted as
-        ``json.dumps(..., sort_keys=True)`` sorts them) and the rows reach it as a stream of tuples: a
-        million-record snapshot is stored in seconds, without a dict per record. Store the package itself
-        (``store_package``) in the same transaction: its row is checked for at commit."""
-        order = sorted(range(len(fields)), key=fields.__getitem__)
-        keys = [fields[i].replace("'", "''") for i in order]  # as SQL string literals
-        take = operator.itemgetter(*order) if len(order) > 1 else lambda row: tuple(row[i] for i in order)
-        personal_id = fields.index("personal_id") if "personal_id" in fields else None
-        parameters = ((package_id, None if personal_id is None else row[personal_id], *take(row)) for row in rows)
-        content = "json_object({})".format(", ".join(f"'{key}', ?" for key in keys))
-        return self._insert_records(within, content, parameters)
+        ``json.dumps(..., sort_keys=True)`` sorts them) from the row as it comes, its values bound by position
+        (``?N``): a million-record snapshot is stored in seconds, with no Python work per record. Store the
+        package itself (``store_package``) in the same transaction: its row is checked for at commit."""
+
+        def literal(text: str) -> str:
+            return "'" + text.replace("'", "''") + "'"
+
+        pairs = ", ".join(f"{literal(field)}, ?{fields.index(field) + 1}" for field in sorted(fields))
+        personal_id = f"?{fields.index('personal_id') + 1}" if "personal_id" in fields else "NULL"
+        return self._insert_records(within, f"{literal(package_id)}, {personal_id}, json_object({pairs})", rows)
 
     def store_records(
         self, package_id: str, records: Sequence[dict[str, Any]], *, text_only: bool = False, within: Session
@@ -224,7 +233,7 @@ class RegistryStore:
             take = operator.itemgetter(*fields) if len(fields) > 1 else lambda r: (r[fields[0]],)
             return self.store_rows(package_id, fields, map(take, records), within=within)
         encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
-        return self._insert_records(within, "?", ((package_id, r.get("personal_id"), encode(r)) for r in records))
+        return self._insert_records(within, "?, ?, ?", ((package_id, r.get("personal_id"), encode(r)) for r in records))
 
     def store_package(
         self, manifest: Any, manifest_sha256: str, receipt: bytes, signature: bytes, record_count: int, *,
@@ -246,11 +255,12 @@ class RegistryStore:
         )
 
     @staticmethod
-    def _insert_records(within: Session, content: str, parameters: Iterable[tuple]) -> int:
-        """Records before their package (the foreign key is checked when the transaction commits); how many."""
+    def _insert_records(within: Session, values: str, parameters: Iterable[Sequence]) -> int:
+        """Records before their package (the foreign key is checked when the transaction commits); how many.
+        ``values``: the SQL of one record's (package_id, personal_id, content), bound to each of ``parameters``."""
         connection = within.connection().connection.driver_connection
         connection.execute("PRAGMA defer_foreign_keys = ON")  # until this transaction ends
-        insert_ = f"INSERT INTO {record.name} (package_id, personal_id, content) VALUES (?, ?, {content})"
+        insert_ = f"INSERT INTO {record.name} (package_id, personal_id, content) VALUES ({values})"
         return connection.executemany(insert_, parameters).rowcount
 
     def package_count(self) -> int:
