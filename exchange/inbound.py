@@ -542,8 +542,9 @@ def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound,
         _write_receipt_once(make_receipt(manifest, manifest_sha256, status="accepted"), folder, signer)
     receipt = _send_receipt(agreement, verified.name, folder)
     again = _verified_again(engine, path, pki) if _last_received(engine, manifest.feed) < manifest.sequence else None
+    moved = again is not None
     with session_factory(engine)() as session, session.begin():  # the feed's lock first, then the ledger's
-        if moved := again is not None:
+        if moved:
             accept_package(engine, again, within=session)
         recorded = record_receipt(engine, "receipt_sent", manifest, receipt, signer.certificate, within=session)
     log.info("%s: package #%d (%s) acknowledged%s", agreement.name, manifest.sequence, manifest.package_id,
