@@ -153,9 +153,9 @@ def record_receipt(
     receipt and package; returns False when it was recorded already. ``within``: in the caller's transaction."""
     if kind not in ("receipt_sent", "receipt_received"):
         raise ValueError("a receipt is either sent or received")
+    if within is None:
+        with session_factory(engine)() as session, session.begin():
+            return record_receipt(engine, kind, manifest, receipt, signer, within=session)
     record = ledger_record(kind, manifest, receipt.manifest_sha256, signer, record_count=receipt.record_count,
                            status=receipt.status)  # fmt: skip
-    if within is not None:
-        return ledger.append(within, record, once=True) is not None
-    with session_factory(engine)() as session, session.begin():
-        return ledger.append(session, record, once=True) is not None
+    return ledger.append(within, record, once=True) is not None

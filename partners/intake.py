@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from sqlalchemy.orm import Session
+
 from exchange.errors import ManifestInvalid, VerificationError
 from exchange.package import (
     ENCRYPTED_SUFFIX,
@@ -196,7 +198,7 @@ class PackageIntake:
                  manifest.sequence, manifest.agreement, count)  # fmt: skip
         return IntakeResult("accepted", False, data, signature, manifest.package_id)
 
-    def _store_records(self, package_path: Path, manifest: Manifest, decrypted: Path, session) -> int:
+    def _store_records(self, package_path: Path, manifest: Manifest, decrypted: Path, session: Session) -> int:
         """Every payload file's records into the store, in the intake's transaction; how many. A CSV file is stored
         as it is read (rows of text, no dict per record, memory flat in its size); JSON Lines and XML are read
         whole (``exchange.payload.parse_payload``)."""
