@@ -55,9 +55,11 @@ system-packages:
 test: venv system-packages
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+# ruff, then the layers and the no-circle rule declared in pyproject.toml ([tool.importlinter]).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format .

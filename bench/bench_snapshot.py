@@ -6,7 +6,7 @@ land partner's folder on a loopback port, and the land intake (``partners.land.I
 its inbox with signed receipts, in this (the parent) process. Then, each measured step in its own process (peak RSS
 is that process's ``VmHWM``):
 
-- ``ours``: ``exchange.snapshot`` end to end for the land agreement (CSV, encrypted for the land office, SFTP):
+- ``ours``: ``feeds.snapshot`` end to end for the land agreement (CSV, encrypted for the land office, SFTP):
   the window, 35 shards validated with the agreement's suite (quarantine), minimised, staged (by default as the
   DAG does, push-down + COPY on PostgreSQL; ``--fast python`` for the streamed path; ``--workers N`` validates the
   shards in N worker processes, as mapped tasks side by side, whose peaks are added up); one package sealed
@@ -174,9 +174,9 @@ def children_peak_rss_mib() -> float:
 
 
 def child_ours(url: str, work: Path, fast: str, workers: int) -> dict:
-    from exchange import pipeline
     from exchange.pki import PkiDirectory
-    from exchange.snapshot import seal_snapshot, snapshot_shards, validate_shards
+    from feeds import outbound as pipeline
+    from feeds.snapshot import seal_snapshot, snapshot_shards, validate_shards
     from population.db import create_population_engine
 
     engine = create_population_engine(url)

@@ -24,9 +24,8 @@ from airflow.sdk import BaseHook
 
 from connectors.errors import ConfigurationError, MalformedResponse
 from connectors.retry import RetryPolicy
+from lienthong.settings import key_password
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 RECEIPT, RECEIPT_SIGNATURE = "receipt.json", "receipt.json.p7s"
 _PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,119}\.zip")
 
@@ -63,13 +62,13 @@ class Extras:
             return value
         return str(value).strip().lower() in ("1", "true", "yes", "on")
 
-    def path(self, key: str, *, base: Path = PROJECT_ROOT) -> Path | None:
-        """A file named in the extras; relative paths are taken from ``base`` (the project root by default)."""
+    def path(self, key: str, *, base: Path | None = None) -> Path | None:
+        """A file named in the extras; relative paths are taken from ``base`` (the working directory by default)."""
         value = self.text(key)
         if value is None:
             return None
         path = Path(value).expanduser()
-        path = path if path.is_absolute() else base / path
+        path = path if path.is_absolute() or base is None else base / path
         if not path.is_file():
             raise ConfigurationError(f"connection {self.conn_id!r}: {key} names {path}, which is not a file")
         return path
@@ -117,17 +116,6 @@ class PartnerHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         raise NotImplementedError
-
-
-def key_password() -> bytes:
-    """The password of the project's PKCS#8 keys: the ``lienthong_keys`` connection, else the environment."""
-    from exchange.pki import KeyPasswordMissing
-    from exchange.pki import key_password as project_key_password
-
-    try:
-        return project_key_password()
-    except KeyPasswordMissing as error:
-        raise ConfigurationError(str(error)) from None
 
 
 def tls_context(extras: Extras) -> ssl.SSLContext:

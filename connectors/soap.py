@@ -32,7 +32,7 @@ from zeep.wsse import utils as wsse_utils
 from zeep.wsse.signature import BinarySignature
 from zeep.wsse.username import UsernameToken
 
-from connectors.base import SCHEMAS_DIR, DeliveredReceipt, PartnerHook, key_password, package_file_name, tls_context
+from connectors.base import DeliveredReceipt, PartnerHook, package_file_name, tls_context
 from connectors.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -45,6 +45,7 @@ from connectors.errors import (
     UnsafeXml,
 )
 from connectors.retry import retrying
+from lienthong.settings import key_password, schema_file
 
 TIMESTAMP_LIFETIME = timedelta(minutes=5)
 
@@ -110,7 +111,7 @@ class SoapHook(PartnerHook):
         if "://" in value:
             return value
         path = Path(value)
-        path = path if path.is_absolute() else SCHEMAS_DIR / path
+        path = path if path.is_absolute() else schema_file(value)
         if not path.is_file():
             raise ConfigurationError(f"connection {self.conn_id!r}: the WSDL {path} does not exist")
         return str(path)

@@ -6,8 +6,8 @@ agreement's schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, o
 each agreement with an inbound direction gets ``<agreement>.inbound``. ``population.change-log`` announces that
 the change log advanced (the Asset the outbound DAGs wait on) and ``ledger.audit`` checks the ledger daily.
 
-Thin on purpose: every task is one call into ``exchange.feeds`` (or ``exchange.snapshot``, ``exchange.inbound``,
-``exchange.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool.
+Thin on purpose: every task is one call into ``feeds.tasks`` (or ``feeds.snapshot``, ``feeds.inbound``,
+``feeds.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, g
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from connectors.sensors import SftpReceiptSensor
-from exchange import feeds
+from feeds import tasks as feeds
 
 log = logging.getLogger(__name__)
 SIGNATURE_SAMPLE, CERTIFICATE_WARNING_DAYS = 20, 30

@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
-AGREEMENTS_DIR = SCHEMAS_DIR / "agreements"
-AGREEMENT_SCHEMA = AGREEMENTS_DIR / "agreement.schema.json"
+from lienthong.settings import schema_file, schema_files
+
+AGREEMENT_SCHEMA = "agreements/agreement.schema.json"
 
 
 class AgreementError(ValueError):
@@ -60,12 +60,12 @@ class Agreement:
 
 
 def dataset_schema_path(dataset: str, version: int) -> Path:
-    return SCHEMAS_DIR / "datasets" / f"{dataset}.v{version}.json"
+    return schema_file(f"datasets/{dataset}.v{version}.json")
 
 
 @cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(json.loads(AGREEMENT_SCHEMA.read_text(encoding="utf-8")))
+    return Draft202012Validator(json.loads(schema_file(AGREEMENT_SCHEMA).read_text(encoding="utf-8")))
 
 
 def load_agreement(path: Path) -> Agreement:
@@ -101,7 +101,7 @@ def load_agreement(path: Path) -> Agreement:
             raise AgreementError(
                 path, _line(direction_node, "dataset"),
                 f"directions.{name}: no dataset schema {spec['dataset']} version {spec['schema_version']} "
-                f"({schema_file.relative_to(SCHEMAS_DIR.parent)})",
+                f"(datasets/{schema_file.name})",
             )  # fmt: skip
         columns = json.loads(schema_file.read_text(encoding="utf-8"))["properties"]
         for field in spec["fields"]:
@@ -143,10 +143,12 @@ def load_agreement(path: Path) -> Agreement:
     )
 
 
-def load_agreements(folder: Path = AGREEMENTS_DIR) -> dict[str, Agreement]:
-    """Every agreement in the folder, by name; two files with one name is an error."""
+def load_agreements(folder: Path | None = None) -> dict[str, Agreement]:
+    """Every agreement in the folder (else in the schema folders' ``agreements/``), by name; two files with one
+    name is an error."""
     agreements: dict[str, Agreement] = {}
-    for path in sorted(Path(folder).glob("*.yaml")):
+    paths = sorted(Path(folder).glob("*.yaml")) if folder else schema_files("agreements", "*.yaml")
+    for path in paths:
         agreement = load_agreement(path)
         if agreement.name in agreements:
             other = agreements[agreement.name].source.name

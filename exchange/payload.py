@@ -1,6 +1,6 @@
 """Reading a package's payload files, by their suffix: CSV, JSON Lines, or an XML batch (``exchange.xml_payload``:
 hardened parse, XSD check). Both sides read what comes in with it: the partners' intake the population
-database's packages, the population side's inbound (``exchange.inbound``) the partners' packages.
+database's packages, the population side's inbound (``feeds.inbound``) the partners' packages.
 
 ``parse_payload`` reads a file whole into dicts of the file's fields (CSV and XML: text, or None for an XML null).
 ``csv_rows`` reads a CSV file as it is iterated, as rows of text in the header's order, without a dict per record:

@@ -11,8 +11,7 @@
     <agency>/tls-client.pem         mutual TLS: clientAuth
     …and beside each certificate its key, ``<name>.key.pem``: PKCS#8, encrypted with the key password.
 
-The key password comes from the Airflow connection ``lienthong_keys`` (its password field) when Airflow is in
-play, else from the environment variable ``LIENTHONG_KEY_PASSWORD``. It is never printed or logged. In
+The key password is given by the caller (``lienthong.settings.key_password``). It is never printed or logged. In
 Vietnam the real root is run by the Government Cipher Committee (Ban Cơ yếu Chính phủ); this one is a sandbox.
 """
 
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,9 +42,6 @@ AGENCIES = {
 }
 PARTNERS = tuple(agency for agency in AGENCIES if agency != POPULATION)
 
-DEFAULT_PKI_DIR = Path("var") / "pki"
-PASSWORD_ENV = "LIENTHONG_KEY_PASSWORD"
-KEYS_CONNECTION = "lienthong_keys"
 DEFAULT_RSA_BITS = 3072
 CRL_DAYS = 365
 
@@ -62,10 +57,6 @@ _KEY_USAGE_FIELDS = (
     "encipher_only",
     "decipher_only",
 )
-
-
-class KeyPasswordMissing(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -131,33 +122,6 @@ class PkiDirectory:
 
     def key(self, agency: str, purpose: str) -> Path:
         return self.path / agency / f"{purpose}.key.pem"
-
-
-# -- password ------------------------------------------------------------------------------------------------
-
-
-def key_password() -> bytes:
-    """The password of the PKCS#8 keys: the Airflow connection ``lienthong_keys``, else the environment."""
-    password = _airflow_keys_password() or os.environ.get(PASSWORD_ENV)
-    if not password:
-        raise KeyPasswordMissing(
-            f"no key password: set {PASSWORD_ENV} or the password of the Airflow connection {KEYS_CONNECTION!r}"
-        )
-    return password.encode("utf-8")
-
-
-def _airflow_keys_password() -> str | None:
-    """Only when Airflow is in play (inside a task, or the connection is in the environment): importing it
-    costs seconds, and a command line outside Airflow should not pay that."""
-    in_airflow = "airflow.sdk" in sys.modules or f"AIRFLOW_CONN_{KEYS_CONNECTION.upper()}" in os.environ
-    if not in_airflow:
-        return None
-    try:
-        from airflow.sdk import BaseHook
-
-        return BaseHook.get_connection(KEYS_CONNECTION).password or None
-    except Exception:  # noqa: BLE001 - no such connection or no Airflow here: fall back to the environment
-        return None
 
 
 # -- certificates ----------------------------------------------------------------------------------------------

@@ -33,13 +33,13 @@ from typing import Any
 from lxml import etree
 
 from exchange.safe_xml import InvalidDocument, parse_untrusted, validate
+from lienthong.settings import schema_file
 
-XSD_DIR = Path(__file__).resolve().parents[1] / "schemas" / "xsd"
 # The datasets that have an XML batch layout: (name, version) → XSD. A batch read from outside is known by its
 # namespace, the XSD's targetNamespace (``batch_layout``).
 BATCH_XSDS = {
-    ("citizen-extract", "1"): XSD_DIR / "citizen-extract.v1.xsd",
-    ("land-owners", "1"): XSD_DIR / "land-owners.v1.xsd",
+    ("citizen-extract", "1"): schema_file("xsd/citizen-extract.v1.xsd"),
+    ("land-owners", "1"): schema_file("xsd/land-owners.v1.xsd"),
 }
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XSI_NIL = f"{{{XSI}}}nil"

@@ -24,13 +24,17 @@ from partners.faults import Fault
 from partners.http import ServerThread, problem
 
 if TYPE_CHECKING:
-    from partners.sandbox import Sandbox
+    from pathlib import Path
+
+    from partners.base import Partner
 
 
 class AdminServer:
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.token_file = sandbox.state_dir / "admin-token"
+    """The admin endpoint over a sandbox's running partners (by name), its token kept in ``state_dir``."""
+
+    def __init__(self, partners: dict[str, Partner], state_dir: Path) -> None:
+        self.partners = partners
+        self.token_file = state_dir / "admin-token"
         self.token = secrets.token_urlsafe(24)
         write_private(self.token_file, self.token + "\n")
         routes = [
@@ -58,13 +62,13 @@ class AdminServer:
         return None
 
     def _partner(self, request: Request):
-        return self.sandbox.partners.get(request.path_params["partner"])
+        return self.partners.get(request.path_params["partner"])
 
     async def list_faults(self, request: Request) -> Response:
         if refused := self._refused(request):
             return refused
         return JSONResponse({name: {"pending": p.faults.pending(), "fired": dict(p.faults.fired)}
-                             for name, p in self.sandbox.partners.items()})  # fmt: skip
+                             for name, p in self.partners.items()})  # fmt: skip
 
     async def add_faults(self, request: Request) -> Response:
         if refused := self._refused(request):

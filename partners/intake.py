@@ -17,7 +17,7 @@ signed by the partner, encrypted for the population database, zipped into the ou
 database answers each with its signed receipt (``take_receipt``): verified against the published package (signed
 by the population database, bound to the package's manifest), kept once in the partner's store and recorded in
 its ledger once. An acknowledged package stays in the outbox, listed as before: the population database skips
-what its inbound feed has accepted already (``exchange.inbound.fetch``), so the outbox is also the partner's
+what its inbound feed has accepted already (``feeds.inbound.fetch``), so the outbox is also the partner's
 record of what it published.
 """
 
@@ -68,7 +68,6 @@ from partners.store import RegistryStore
 from population.db import session_factory
 
 log = logging.getLogger("lienthong.partners")
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ class Sandbox:
         if admin:
             from partners.admin import AdminServer
 
-            self.admin = AdminServer(self)
+            self.admin = AdminServer(self.partners, self.state_dir)
             self.admin.start()
         self.write_files()
 

@@ -32,9 +32,10 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from exchange.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted, validate
+from lienthong.settings import schema_file
 from partners.base import NoSuchPackage, Partner, decode_cursor, encode_cursor
 from partners.http import FaultInjection, ServerThread, TlsSettings, read_body_to_file
-from partners.intake import SCHEMAS_DIR, IntakeRefused, PartnerKeys, ReceiptRefused, outbox_package, sha256_file
+from partners.intake import IntakeRefused, PartnerKeys, ReceiptRefused, outbox_package, sha256_file
 from partners.xml_signature import SignatureRefused, verify_body_signature
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -43,8 +44,8 @@ WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utilit
 DS = "http://www.w3.org/2000/09/xmldsig#"
 TNS = "urn:lienthong:tax:exchange:v1"
 PATH = "/soap/exchange/v1"
-WSDL = SCHEMAS_DIR / "wsdl" / "tax-exchange.v1.wsdl"
-XSD = SCHEMAS_DIR / "xsd" / "tax-exchange.v1.xsd"
+WSDL = schema_file("wsdl/tax-exchange.v1.wsdl")
+XSD = schema_file("xsd/tax-exchange.v1.xsd")
 MAX_REQUEST_BYTES = 256 * 1024 * 1024
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_PAGE = 5000

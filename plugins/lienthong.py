@@ -6,7 +6,7 @@
 - ``GET /lienthong/api/overview``: the same figures as JSON, for monitoring.
 
 Both are read-only, carry no personal data, and ask for a signed-in Airflow user (the UI's session cookie, or a
-``Authorization: Bearer`` token from ``POST /auth/token``). The figures come from ``exchange.overview`` (plain
+``Authorization: Bearer`` token from ``POST /auth/token``). The figures come from ``feeds.overview`` (plain
 Python); the population database is ``LIENTHONG_DB_URL`` and the workspace ``LIENTHONG_VAR_DIR``, as for the DAGs.
 This file is only the Airflow layer: the FastAPI app, mounted by Airflow's API server, and the nav entry under
 Browse that shows it in the UI.
@@ -25,10 +25,11 @@ URL_PREFIX = "/lienthong"
 
 
 def _overview():
-    from exchange.feeds import Workspace, population
-    from exchange.overview import exchange_overview
+    from feeds.overview import exchange_overview
+    from feeds.tasks import population_database
+    from lienthong.settings import Workspace
 
-    with population() as engine:
+    with population_database() as engine:
         return exchange_overview(engine, Workspace.from_environment().var)
 
 
@@ -49,14 +50,14 @@ app = FastAPI(
 
 @app.get("/", response_class=HTMLResponse)
 async def overview_page() -> HTMLResponse:
-    from exchange.overview import overview_html
+    from feeds.overview import overview_html
 
     return HTMLResponse(overview_html(await run_in_threadpool(_overview)))
 
 
 @app.get("/api/overview")
 async def overview_api() -> dict[str, Any]:
-    from exchange.overview import overview_json
+    from feeds.overview import overview_json
 
     return overview_json(await run_in_threadpool(_overview))
 

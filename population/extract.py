@@ -15,16 +15,16 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select, true
 from sqlalchemy.orm import aliased
 
+from lienthong.settings import schema_file
 from population.models import Citizen, Household, IdCard
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
-EXTRACT_SCHEMA = SCHEMAS_DIR / "datasets" / "citizen-extract.v1.json"
+EXTRACT_SCHEMA = "datasets/citizen-extract.v1.json"
 BATCH_ROWS = 10_000
 
 
 @cache
 def extract_schema() -> dict:
-    return json.loads(EXTRACT_SCHEMA.read_text(encoding="utf-8"))
+    return json.loads(schema_file(EXTRACT_SCHEMA).read_text(encoding="utf-8"))
 
 
 def extract_columns() -> list[str]:

@@ -7,7 +7,6 @@ escaped: the values come from the partners' files.
 
 from __future__ import annotations
 
-import copy
 import csv
 import html
 import json
@@ -17,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from validation.suites import DIMENSIONS
+from validation.outcome import DIMENSIONS
 
 if TYPE_CHECKING:
-    from validation.runner import RunTallies, ValidationOutcome
+    from validation.outcome import ValidationOutcome
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("row_number", "personal_id", "column", "expectation", "dimension", "severity", "reason", "value")
@@ -59,32 +58,6 @@ class FindingsCsv:
 def write_summary(outcome: ValidationOutcome, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(outcome.summary(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-def build_data_docs(context, tallies: RunTallies, directory: Path) -> str:
-    """Write the run's Data Docs site (Great Expectations' own builder) into ``directory``; return its index."""
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
-    outcome = tallies.outcome
-    run_id = RunIdentifier(run_name=f"{outcome.dataset} {outcome.started_at:%Y-%m-%d %H:%M:%S}Z",
-                           run_time=outcome.started_at)  # fmt: skip
-    for suite in (tallies.suite.suite, tallies.suite.households):
-        if suite is not None:
-            context.suites.add(copy.deepcopy(suite))
-    for result in tallies.merged_results():
-        result.meta["run_id"] = run_id
-        key = ValidationResultIdentifier(
-            expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
-            run_id=run_id,
-            batch_identifier=outcome.source.replace("/", "_")[-80:] or outcome.dataset,
-        )
-        context.validation_results_store.set(key, result)
-    context.build_data_docs(site_names=["run"])
-    return str(directory / "index.html")
 
 
 # -- the summary page per dataset ------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Protocol
@@ -34,8 +33,8 @@ from great_expectations.core import ExpectationSuiteValidationResult
 from population.identity import mask_personal_id
 from validation.context import new_context, unique_name
 from validation.crossrow import CrossRowIndex
-from validation.reports import build_data_docs
-from validation.suites import BATCH_NUMBER, BOOKKEEPING, DIMENSIONS, HEADS, ROW_NUMBER, DatasetSuite, columns_of
+from validation.outcome import DatasetBlocked, RuleTally, ValidationFailed, ValidationOutcome
+from validation.suites import BATCH_NUMBER, BOOKKEEPING, HEADS, ROW_NUMBER, DatasetSuite, columns_of
 
 BATCH_ROWS = 100_000
 SAMPLE_VALUES = 20  # masked examples of failing values shown in Data Docs, per rule
@@ -46,98 +45,6 @@ RESULT_FORMAT = {
     "partial_unexpected_count": SAMPLE_VALUES,
     "return_unexpected_index_query": False,
 }
-
-
-class DatasetBlocked(Exception):
-    """A block-severity expectation failed: the dataset must not go out. The message names the expectation and
-    the figures; ``outcome`` holds the run's figures so far."""
-
-    def __init__(self, reasons: list[str], outcome: ValidationOutcome):
-        super().__init__(f"{outcome.dataset} is blocked: " + "; ".join(reasons))
-        self.reasons = reasons
-        self.outcome = outcome
-
-
-class ValidationFailed(Exception):
-    """An expectation could not be evaluated (not a data problem): nothing may be assumed to have passed."""
-
-
-# -- the run's figures ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RuleTally:
-    """One expectation over the whole run."""
-
-    rule: str
-    expectation: str
-    columns: list[str]
-    dimension: str
-    severity: str
-    description: str
-    mostly: float = 1.0
-    row_level: bool = True
-    evaluated: int = 0  # rows (or households) the rule judged: not missing, not ignored
-    unexpected: int = 0
-    table_failure: str | None = None  # what a table-level rule observed when it failed
-
-    @property
-    def share(self) -> float:
-        return self.unexpected / self.evaluated if self.evaluated else 0.0
-
-    @property
-    def success(self) -> bool:
-        if not self.row_level:
-            return self.table_failure is None
-        return self.share <= 1 - self.mostly + 1e-12
-
-    def as_dict(self) -> dict:
-        return dict(rule=self.rule, expectation=self.expectation, columns=self.columns, dimension=self.dimension,
-                    severity=self.severity, description=self.description, evaluated=self.evaluated,
-                    unexpected=self.unexpected, share=round(self.share, 6), success=self.success)  # fmt: skip
-
-
-@dataclass
-class ValidationOutcome:
-    dataset: str
-    suite: str
-    source: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    rows: int = 0
-    passed: int = 0
-    quarantined: int = 0  # rows held back
-    flagged: int = 0  # rows with any finding, warnings included
-    flagged_by_dimension: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
-    rules: list[RuleTally] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
-    run_id: int | None = None  # the validation_run row, when recorded in the database
-    data_docs: str | None = None  # index.html of the run's Data Docs site
-
-    @property
-    def scores(self) -> dict[str, float]:
-        """Per dimension, the share of rows with no finding in it."""
-        return {d: 1.0 - (self.flagged_by_dimension[d] / self.rows if self.rows else 0.0) for d in DIMENSIONS}
-
-    def summary(self) -> dict:
-        return {
-            "dataset": self.dataset,
-            "suite": self.suite,
-            "source": self.source,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "rows": self.rows,
-            "passed": self.passed,
-            "quarantined": self.quarantined,
-            "flagged": self.flagged,
-            "blocked": bool(self.blocked),
-            "block_reasons": self.blocked,
-            "scores": {d: round(s, 6) for d, s in self.scores.items()},
-            "flagged_by_dimension": self.flagged_by_dimension,
-            "expectations": [r.as_dict() for r in self.rules],
-            "run_id": self.run_id,
-            "data_docs": self.data_docs,
-        }
 
 
 class FindingSink(Protocol):
@@ -528,6 +435,32 @@ class StreamValidation(BatchedRun):
                 index.tally(findings, 0)
                 for sink in self.sinks:
                     sink.add(findings, pd.DataFrame())
+
+
+def build_data_docs(context, tallies: RunTallies, directory: Path) -> str:
+    """Write the run's Data Docs site (Great Expectations' own builder) into ``directory``; return its index."""
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    outcome = tallies.outcome
+    run_id = RunIdentifier(run_name=f"{outcome.dataset} {outcome.started_at:%Y-%m-%d %H:%M:%S}Z",
+                           run_time=outcome.started_at)  # fmt: skip
+    for suite in (tallies.suite.suite, tallies.suite.households):
+        if suite is not None:
+            context.suites.add(copy.deepcopy(suite))
+    for result in tallies.merged_results():
+        result.meta["run_id"] = run_id
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+            run_id=run_id,
+            batch_identifier=outcome.source.replace("/", "_")[-80:] or outcome.dataset,
+        )
+        context.validation_results_store.set(key, result)
+    context.build_data_docs(site_names=["run"])
+    return str(directory / "index.html")
 
 
 def _household_codes(keys: list) -> list[str]:

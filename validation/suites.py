@@ -25,18 +25,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
-from pathlib import Path
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.metadata_types import FailureSeverity
 
+from lienthong.settings import schema_file
 from population import reference_data as ref
 from validation import expectations as vx
+from validation.outcome import DIMENSIONS
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas" / "datasets"
-DIMENSIONS = ("đúng", "đủ", "sạch", "sống")
 SEVERITIES = ("block", "quarantine", "warn")
 GX_SEVERITY = {"block": FailureSeverity.CRITICAL, "quarantine": FailureSeverity.WARNING, "warn": FailureSeverity.INFO}
 
@@ -80,7 +79,7 @@ class DatasetSpec:
 
 @cache
 def _schema(file_name: str) -> dict:
-    return json.loads((SCHEMAS_DIR / file_name).read_text(encoding="utf-8"))
+    return json.loads(schema_file(f"datasets/{file_name}").read_text(encoding="utf-8"))
 
 
 PERSON_KEY = ("full_name", "date_of_birth", "sex", "birth_registration_province", "father_personal_id",

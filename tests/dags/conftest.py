@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from exchange.dag_runs import read_results, run_dags
+from lienthong.airflow_runner import read_results, run_dags
 from tests.partners.fixtures import *  # noqa: F403 - sandbox_pki, key_password_env
 from tests.partners.fixtures import ExchangeWorld, exchange_world
 

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from exchange import ledger
 from exchange.agreements import load_agreements
-from exchange.checkpoint import read_checkpoint
+from feeds.checkpoint import read_checkpoint
 from population.changelog import last_sequence
 from population.db import session_factory
 from population.models import Citizen, RegistryLink
-from tests.exchange.changes import changed_personal_ids, quarantined_ids
+from tests.feeds.changes import changed_personal_ids, quarantined_ids
 from validation.models import QuarantinedRecord, ValidationRun
 
 AGREEMENTS = load_agreements()
@@ -26,7 +26,7 @@ OUTBOUND = sorted(name for name, a in AGREEMENTS.items() if "outbound" in a.dire
 def dag_bag():
     from airflow.dag_processing.dagbag import DagBag
 
-    from exchange.dag_runs import PROJECT_ROOT
+    from lienthong.airflow_runner import PROJECT_ROOT
 
     bag = DagBag(str(PROJECT_ROOT / "dags"))
     assert not bag.import_errors

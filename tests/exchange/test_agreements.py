@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from exchange.agreements import AGREEMENTS_DIR, AgreementError, load_agreement, load_agreements
+from exchange.agreements import AgreementError, load_agreement, load_agreements
+from lienthong.settings import schema_file
 
-HEALTH = (AGREEMENTS_DIR / "health.yaml").read_text(encoding="utf-8")
+HEALTH = schema_file("agreements/health.yaml").read_text(encoding="utf-8")
 
 
 def test_the_partner_agreements_load():

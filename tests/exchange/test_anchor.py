@@ -11,7 +11,7 @@ from exchange.anchor import check_anchors, write_anchor
 from exchange.errors import LedgerBroken
 from population.db import session_factory
 from tests.exchange.conftest import tamper_ledger
-from tests.exchange.test_audit import send
+from tests.feeds.test_audit import send
 
 
 def test_an_anchor_is_signed_and_checked_and_written_once_per_head(exchange_engine, tmp_path, pki,
@@ -83,7 +83,7 @@ def test_an_edited_unsigned_or_partner_signed_anchor_is_a_problem(exchange_engin
 
 def test_the_audit_command_fails_on_an_anchor_the_ledger_contradicts(exchange_engine, tmp_path, pki,
                                                                      population_signer, health_signer):  # fmt: skip
-    from tests.exchange.test_audit import audit_command
+    from tests.feeds.test_audit import audit_command
 
     for _ in range(2):
         send(exchange_engine, tmp_path / "out", population_signer, health_signer)

@@ -1,4 +1,4 @@
-"""The sandbox PKI: what `init_pki` makes, how keys are protected, revocation, the key password."""
+"""The sandbox PKI: what `init_pki` makes, how keys are protected, revocation."""
 
 import stat
 import subprocess
@@ -11,17 +11,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from exchange.pki import (
     AGENCIES,
     ENCRYPTION,
-    KEYS_CONNECTION,
     PARTNERS,
-    PASSWORD_ENV,
     SIGNING,
     TLS_CLIENT,
     TLS_SERVER,
-    KeyPasswordMissing,
     PkiDirectory,
     agency_of,
     init_pki,
-    key_password,
     load_certificate,
     load_crl,
     load_private_key,
@@ -109,25 +105,6 @@ def test_revoke_adds_the_certificate_to_a_new_crl(tmp_path):
 def test_revoke_refuses_a_certificate_of_another_ca(pki, other_pki, tmp_path):
     with pytest.raises(ValueError, match="not issued by this PKI"):
         revoke(pki, load_certificate(other_pki.certificate("tax", SIGNING)), PASSWORD)
-
-
-def test_key_password_comes_from_the_environment(monkeypatch):
-    monkeypatch.delenv(f"AIRFLOW_CONN_{KEYS_CONNECTION.upper()}", raising=False)
-    monkeypatch.setenv(PASSWORD_ENV, "from the environment")
-    assert key_password() == b"from the environment"
-    monkeypatch.delenv(PASSWORD_ENV)
-    with pytest.raises(KeyPasswordMissing, match=PASSWORD_ENV):
-        key_password()
-
-
-@pytest.mark.slow
-def test_key_password_prefers_the_airflow_connection(monkeypatch):
-    """Imports Airflow (seconds): the connection comes from AIRFLOW_CONN_LIENTHONG_KEYS here, from the metadata
-    database or a secrets backend in a deployment."""
-    monkeypatch.setenv(PASSWORD_ENV, "from the environment")
-    connection = '{"conn_type": "generic", "password": "from Airflow"}'
-    monkeypatch.setenv(f"AIRFLOW_CONN_{KEYS_CONNECTION.upper()}", connection)
-    assert key_password() == b"from Airflow"
 
 
 def test_pki_directory_layout(tmp_path):

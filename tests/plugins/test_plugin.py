@@ -21,10 +21,10 @@ from sqlalchemy import Engine, select
 
 from exchange import ledger
 from exchange.agreements import load_agreements
-from exchange.checkpoint import hold_pending, move_checkpoint, read_checkpoint
-from exchange.dag_runs import PROJECT_ROOT, airflow_environment
-from exchange.overview import exchange_overview, partner_figures
-from exchange.pipeline import extract, validate
+from feeds.checkpoint import hold_pending, move_checkpoint, read_checkpoint
+from feeds.outbound import extract, validate
+from feeds.overview import exchange_overview, partner_figures
+from lienthong.airflow_runner import PROJECT_ROOT, airflow_environment
 from population.db import create_population_engine, session_factory
 from population.generator import generate
 from population.models import Citizen

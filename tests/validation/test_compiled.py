@@ -8,8 +8,9 @@ import pytest
 from tests.validation.conftest import AS_OF
 from validation.compiled import compile_rules, failing_rows, judged_counts, row_expectations
 from validation.context import new_context, unique_name
+from validation.outcome import DatasetBlocked
 from validation.pushdown import DatabaseValidation
-from validation.runner import RESULT_FORMAT, DatasetBlocked
+from validation.runner import RESULT_FORMAT
 from validation.suites import ROW_NUMBER, build_suite
 
 

@@ -1,0 +1,342 @@
+"""What the exchange DAGs' tasks call: the pipeline steps by agreement name, with XCom-sized values in and out.
+
+A DAG task is one line: ``feeds.validate_window("health-identity", window)``. Each function here loads the
+agreement, opens the workspace (database, PKI, folders) from the environment, calls the plain step in
+``feeds.outbound`` and hands back a dict of references and counts (never records), so that Airflow can pass it
+to the next task as an XCom.
+
+The workspace (database, folders, PKI, key password) comes from ``lienthong.settings``, as the ``lienthong``
+command line reads it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from exchange.agreements import Agreement, load_agreements
+from exchange.pki import PkiDirectory
+from lienthong.settings import Workspace
+
+
+@contextmanager
+def population_database() -> Iterator[Engine]:
+    """The population database, for one task."""
+    from lienthong.settings import database_url
+    from population.db import create_population_engine
+
+    engine = create_population_engine(database_url(None))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def agreement(name: str) -> Agreement:
+    try:
+        return load_agreements()[name]
+    except KeyError:
+        raise ValueError(f"no agreement named {name!r} in schemas/agreements") from None
+
+
+def outbound_agreements() -> list[Agreement]:
+    return [a for a in load_agreements().values() if "outbound" in a.directions]
+
+
+def inbound_agreements() -> list[Agreement]:
+    return [a for a in load_agreements().values() if "inbound" in a.directions]
+
+
+# -- XCom values ------------------------------------------------------------------------------------------------
+
+
+def _window(value: dict[str, Any]):
+    from feeds.outbound import FeedWindow
+
+    return FeedWindow(**value)
+
+
+def _checked(value: dict[str, Any]):
+    from feeds.outbound import CheckedRows, StagedFile
+
+    files = tuple(StagedFile(**f) for f in value["files"])
+    return CheckedRows(**(value | {"window": _window(value["window"]), "files": files}))
+
+
+def _sealed(value: dict[str, Any]):
+    from feeds.outbound import SealedPackage
+
+    return SealedPackage(**(value | {"window": _window(value["window"])}))
+
+
+def _delivery(value: dict[str, Any] | None):
+    from feeds.outbound import VerifiedDelivery
+
+    return None if value is None else VerifiedDelivery(**value)
+
+
+# -- the outbound feed, step by step ------------------------------------------------------------------------------
+
+
+def change_log_head() -> int:
+    """The last change number of the population's change log."""
+    from population.changelog import last_sequence
+    from population.db import session_factory
+
+    with population_database() as engine, session_factory(engine)() as session:
+        return last_sequence(session)
+
+
+def open_window(name: str, mode: str | None = None) -> dict[str, Any]:
+    """Step 1: the window this run delivers (a pending package's window first)."""
+    from feeds.outbound import extract
+
+    with population_database() as engine:
+        return asdict(extract(engine, agreement(name), mode=mode))
+
+
+def nothing_to_send(window: dict[str, Any]) -> bool:
+    """An incremental window without changes and without a pending package: the run has nothing to do."""
+    return window["mode"] == "incremental" and not window["citizens"] and window["pending"] is None
+
+
+def validate_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
+    """Steps 2-3: validate, quarantine, minimise and stage; nothing to do when the window's package is sealed
+    already (a rerun resends it)."""
+    from feeds.outbound import validate
+
+    if window["pending"] is not None:
+        return {"sealed_already": window["pending"]}
+    with population_database() as engine:
+        return asdict(validate(engine, agreement(name), _window(window), Workspace.from_environment().staging))
+
+
+def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+    """Step 4: the sealed, zipped package of the window (the pending one, when there is one)."""
+    from feeds.outbound import package, pending_package
+
+    if window["pending"] is not None:
+        return asdict(pending_package(_window(window)))
+    workspace = Workspace.from_environment()
+    with population_database() as engine:
+        return asdict(
+            package(engine, agreement(name), _checked(checked), PkiDirectory(workspace.pki_dir), workspace.packages)
+        )
+
+
+def send(name: str, sealed: dict[str, Any]) -> str | None:
+    """Step 5: deliver the package; the receipt folder, or None when the partner answers later (SFTP)."""
+    from feeds.outbound import deliver
+
+    return deliver(agreement(name), _sealed(sealed))
+
+
+def keep_receipt(sealed: dict[str, Any], receipt: dict[str, str]) -> str:
+    """Write a receipt fetched by a sensor (base64 ``receipt`` and ``signature``) beside its package."""
+    from connectors.base import DeliveredReceipt
+    from feeds.outbound import receipt_folder
+
+    delivered = DeliveredReceipt(base64.b64decode(receipt["receipt"]), base64.b64decode(receipt["signature"]))
+    return str(delivered.write_to(receipt_folder(_sealed(sealed))))
+
+
+def check_receipt(sealed: dict[str, Any], receipt_dir: str) -> dict[str, Any]:
+    """Step 6: the receipt is signed by the recipient and bound to the package; recorded in the ledger once."""
+    from feeds.outbound import verify
+
+    with population_database() as engine:
+        return asdict(verify(engine, _sealed(sealed), receipt_dir, PkiDirectory(Workspace.from_environment().pki_dir)))
+
+
+def close_window(name: str, window: dict[str, Any], delivery: dict[str, Any] | None) -> bool:
+    """Step 7: move the checkpoint to the window's end; False when it was there already."""
+    from feeds.outbound import advance
+
+    with population_database() as engine:
+        return advance(engine, agreement(name), _window(window), _delivery(delivery))
+
+
+def is_final(error: BaseException) -> bool:
+    """A failure a retry cannot fix, to fail the task at once: validation blocked the dataset, a package or
+    receipt did not verify (the partner rejected the package, a signature or a binding is wrong), or the partner
+    refused the request for good (a connector error that is not retryable: a client fault, a refused key)."""
+    from connectors.errors import ConnectorError
+    from exchange.errors import VerificationError
+    from lienthong.settings import KeyPasswordMissing
+    from validation.outcome import DatasetBlocked
+
+    if isinstance(error, ConnectorError):
+        return not error.retryable
+    return isinstance(error, (DatasetBlocked, VerificationError, KeyPasswordMissing))
+
+
+def partner_pool(partner: str) -> str:
+    """The Airflow pool that limits concurrent tasks against one partner."""
+    return f"partner-{partner}"
+
+
+def package_name(sealed: dict[str, Any]) -> str:
+    """The name of a sealed package (its zip without .zip): what an SFTP partner names its receipt folder."""
+    return Path(sealed["path"]).stem
+
+
+# -- the full snapshot, one mapped task per province ------------------------------------------------------------
+
+
+def snapshot_shards(name: str, window: dict[str, Any]) -> list[dict[str, Any]]:
+    """The snapshot's shards (a province each); none when the window's package is sealed already."""
+    from feeds.snapshot import snapshot_shards
+
+    if window["pending"] is not None:
+        return []
+    with population_database() as engine:
+        return [asdict(shard) for shard in snapshot_shards(engine, agreement(name), _window(window))]
+
+
+def _shard_result(value: dict[str, Any]):
+    from feeds.outbound import StagedFile
+    from feeds.snapshot import Shard, ShardResult
+
+    return ShardResult(**(value | {"window": _window(value["window"]), "shard": Shard(**value["shard"]),
+                                   "file": StagedFile(**value["file"])}))  # fmt: skip
+
+
+def validate_shard(name: str, window: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
+    """Validate one province's citizens, quarantine the failing, stage the passing rows minimised."""
+    from feeds.snapshot import Shard, validate_shard
+
+    staging = Workspace.from_environment().staging
+    with population_database() as engine:
+        return asdict(validate_shard(engine, agreement(name), _window(window), Shard(**shard), staging))
+
+
+def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One package of every shard's file (the pending one, when the snapshot is sealed already)."""
+    from feeds.outbound import pending_package
+    from feeds.snapshot import seal_snapshot
+
+    if window["pending"] is not None:
+        return asdict(pending_package(_window(window)))
+    workspace = Workspace.from_environment()
+    with population_database() as engine:
+        sealed = seal_snapshot(engine, agreement(name), _window(window), [_shard_result(r) for r in results],
+                               PkiDirectory(workspace.pki_dir), workspace.packages)  # fmt: skip
+    return asdict(sealed)
+
+
+# -- the inbound feed, step by step ----------------------------------------------------------------------------
+
+
+def fetch_inbound(name: str) -> dict[str, Any]:
+    """Download the partner's new packages on the agreement's inbound feed; the first in sequence is ``next``
+    (one package per run: the next depends on this one being accepted), ``waiting`` counts the others."""
+    from feeds.inbound import fetch
+
+    with population_database() as engine:
+        fetched = fetch(engine, agreement(name), Workspace.from_environment().inbound)
+    packages = [asdict(p) for p in fetched.packages]
+    return {"listed": fetched.listed, "next": packages[0] if packages else None, "waiting": len(packages[1:])}
+
+
+def verify_inbound(name: str, fetched: dict[str, Any]) -> dict[str, Any]:
+    """Verify the package; a package that fails gets a signed rejected receipt (``status`` rejected)."""
+    from feeds.inbound import FetchedPackage, verify
+
+    with population_database() as engine:
+        verified = verify(
+            engine, agreement(name), FetchedPackage(**fetched), PkiDirectory(Workspace.from_environment().pki_dir)
+        )
+    return asdict(verified)
+
+
+def _verified(value: dict[str, Any]):
+    from feeds.inbound import VerifiedInbound
+
+    return VerifiedInbound(**(value | {"payload": tuple(value["payload"])}))
+
+
+def validate_inbound(name: str, verified: dict[str, Any]) -> dict[str, Any]:
+    from feeds.inbound import validate
+
+    with population_database() as engine:
+        checked = validate(
+            engine, agreement(name), _verified(verified), reports_dir=Workspace.from_environment().reports
+        )
+    return asdict(checked)
+
+
+def reconcile_inbound(name: str, checked: dict[str, Any]) -> dict[str, Any]:
+    """Registry links written, mismatches reported (``mismatches`` CSV and ``report`` JSON paths, counts)."""
+    from feeds.inbound import CheckedInbound, reconcile
+
+    with population_database() as engine:
+        reconciled = reconcile(engine, agreement(name), CheckedInbound(**checked), Workspace.from_environment().reports)
+    return asdict(reconciled)
+
+
+def acknowledge_inbound(name: str, verified: dict[str, Any]) -> dict[str, Any]:
+    """The accepted receipt sent back, recorded in the ledger; the inbound feed moves."""
+    from feeds.inbound import acknowledge
+
+    with population_database() as engine:
+        acknowledged = acknowledge(
+            engine, agreement(name), _verified(verified), PkiDirectory(Workspace.from_environment().pki_dir)
+        )
+    return asdict(acknowledged)
+
+
+# -- the ledger audit ------------------------------------------------------------------------------------------
+
+
+def audit_chain() -> dict[str, Any]:
+    """The chain verifies from the first entry to the head (``LedgerBroken`` names the first bad entry)."""
+    from feeds.audit import audit_chain
+
+    with population_database() as engine:
+        return asdict(audit_chain(engine))
+
+
+def audit_signatures(sample: int, seed: str | None = None) -> dict[str, Any]:
+    """Re-verify a sample of the ledger's packages and receipts from the files kept under the workspace (the
+    sample is the day's unless a seed is given)."""
+    from feeds.audit import audit_signatures
+
+    workspace = Workspace.from_environment()
+    with population_database() as engine:
+        folders = [workspace.packages, workspace.inbound]
+        audit = audit_signatures(engine, folders, PkiDirectory(workspace.pki_dir), sample=sample, seed=seed)
+    return {"seed": audit.seed, "checked": audit.checked, "verified": audit.verified,
+            "problems": [str(problem) for problem in audit.problems]}  # fmt: skip
+
+
+def anchor_ledger() -> dict[str, Any]:
+    """The ledger's anchors checked against it (``exchange.anchor``); when none contradicts it, the head the audit
+    verified anchored under the workspace. Problems are listed, and then nothing is anchored."""
+    from exchange.anchor import check_anchors, write_anchor
+    from exchange.pki import POPULATION, load_signer
+    from lienthong.settings import key_password
+
+    workspace = Workspace.from_environment()
+    pki = PkiDirectory(workspace.pki_dir)
+    with population_database() as engine:
+        check = check_anchors(engine, workspace.ledger_anchors, pki)
+        anchor = None
+        if check.passed:
+            anchor = write_anchor(engine, load_signer(pki, POPULATION, key_password()), workspace.ledger_anchors)
+    return {"checked": check.checked, "problems": check.problems, "anchor": str(anchor) if anchor else None}
+
+
+def expiring_certificates(within_days: int) -> list[str]:
+    """The PKI's certificates (and CRL) expiring within the window, one line each."""
+    from feeds.audit import expiring_certificates
+
+    return [
+        str(c)
+        for c in expiring_certificates(PkiDirectory(Workspace.from_environment().pki_dir), within_days=within_days)
+    ]

@@ -1,0 +1,131 @@
+"""``lienthong ledger``: verify, show and audit the tamper-evident exchange ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lienthong.commands.common import (
+    DbOption,
+    PkiOption,
+    fail,
+    pki_directory,
+    population_engine,
+    require_schema,
+    run_checks,
+)
+from lienthong.settings import Workspace
+from population.db import session_factory
+
+ledger_app = typer.Typer(help="The tamper-evident ledger of packages and receipts.", no_args_is_help=True)
+
+
+@ledger_app.command("verify")
+def ledger_verify(db: DbOption = None) -> None:
+    """Walk the hash chain; name the first edited, deleted, inserted or reordered entry."""
+    from exchange import ledger
+
+    engine = population_engine(db)
+    require_schema(engine)
+    with session_factory(engine)() as session:
+        state = run_checks(ledger.verify, session)
+    typer.echo(f"ledger intact: {state.entries:,} entries, head {state.head_hash}")
+
+
+@ledger_app.command("show")
+def ledger_show(
+    after: Annotated[int, typer.Option(help="Show entries after this position.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 20,
+    db: DbOption = None,
+) -> None:
+    """List ledger entries in order, one line each."""
+    from itertools import islice
+
+    from exchange import ledger
+
+    engine = population_engine(db)
+    require_schema(engine)
+    with session_factory(engine)() as session:
+        for e in islice(ledger.entries(session, after), limit):
+            status = f" {e.status}" if e.status else ""
+            typer.echo(
+                f"{e.position:>8} {e.recorded_at:%Y-%m-%d %H:%M:%S} {e.kind:<16} {e.agreement} #{e.sequence} "
+                f"{e.sender}→{e.recipient} {e.record_count:,} records{status} manifest {e.manifest_sha256[:16]}"
+            )
+
+
+@ledger_app.command("audit")
+def ledger_audit(
+    sample: Annotated[int, typer.Option(min=0, help="How many entries to re-verify from their files.")] = 20,
+    packages: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--packages",
+            help="A folder of packages and their receipts (repeatable). Default: var/packages and var/inbound.",
+        ),
+    ] = None,
+    pki: PkiOption = None,
+    within_days: Annotated[int, typer.Option(min=0, help="Warn of certificates expiring within this many days.")] = 30,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(
+            help="The folder of signed ledger anchors to check the chain against. Default: var/ledger-anchors."
+        ),
+    ] = None,
+    seed: Annotated[
+        str | None, typer.Option(help="Seed of the sample: the same seed, the same entries. Default: today (UTC).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """The daily audit: the hash chain and its signed anchors, a sample of entries re-verified from the signed
+    files kept, and the certificates about to expire. One line each; exit 1 when the chain is broken, an anchor
+    contradicts it or a sampled entry fails; expiring certificates are warnings. (The audit DAG also anchors the
+    head it verified.)"""
+    from exchange.anchor import check_anchors
+    from exchange.errors import LedgerBroken
+    from feeds.audit import audit_chain, audit_signatures, expiring_certificates
+
+    directory, workspace = pki_directory(pki), Workspace.from_environment()
+    if not directory.root_ca.is_file() or not directory.crl.is_file():
+        fail(f"no root-ca.pem and crl.pem in {directory.path} (--pki)")
+    anchors = anchors or workspace.ledger_anchors
+    engine = population_engine(db)
+    require_schema(engine)
+    failed = []
+
+    try:
+        chain = audit_chain(engine)
+        typer.echo(f"chain: intact, {chain.entries:,} entries, head {chain.head_hash}")
+    except LedgerBroken as error:
+        failed.append("the chain is broken")
+        typer.secho(f"chain: BROKEN: {error}", fg="red", bold=True)
+
+    anchored = check_anchors(engine, anchors, directory)
+    typer.echo(f"anchors: {anchored.checked - len(anchored.problems):,} of {anchored.checked:,} in {anchors} hold")
+    for problem in anchored.problems:
+        typer.secho(f"  FAILED {problem}", fg="red")
+    if anchored.problems:
+        failed.append(f"{len(anchored.problems):,} of {anchored.checked:,} anchors contradict the ledger")
+
+    signatures = audit_signatures(
+        engine, packages or [workspace.packages, workspace.inbound], directory, sample=sample, seed=seed
+    )
+    typer.echo(f"signatures: {signatures.verified:,} of {signatures.checked:,} sampled entries verified "
+               f"(seed {signatures.seed})")  # fmt: skip
+    for problem in signatures.problems:
+        typer.secho(f"  FAILED {problem}", fg="red")
+    if signatures.problems:
+        failed.append(f"{signatures.checked - signatures.verified:,} of {signatures.checked:,} sampled entries failed")
+
+    expiring = expiring_certificates(directory, within_days=within_days)
+    if not expiring:
+        typer.echo(f"certificates: none expires within {within_days} days")
+    for certificate in expiring:
+        typer.secho(f"warning: {certificate}", fg="yellow")
+
+    if failed:
+        typer.secho(f"audit failed: {'; '.join(failed)}", fg="red", bold=True)
+        raise typer.Exit(code=1)
+    typer.echo("audit passed" + (f" with {len(expiring)} warning(s)" if expiring else ""))

@@ -1,0 +1,145 @@
+"""``lienthong package``: build a signed (and optionally encrypted) exchange package, verify one."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from exchange.pki import POPULATION
+from lienthong.commands.common import (
+    CrlOption,
+    DbOption,
+    PkiOption,
+    TrustOption,
+    fail,
+    key_password,
+    optional_key_password,
+    pki_directory,
+    population_engine,
+    require_schema,
+    run_checks,
+    trust_anchors,
+)
+
+package_app = typer.Typer(help="Exchange packages: build, verify, zip.", no_args_is_help=True)
+INPUT_FORMATS = {".csv": ".csv", ".jsonl": ".jsonl", ".ndjson": ".jsonl"}
+
+
+@package_app.command("build")
+def package_build(
+    agreement: Annotated[str, typer.Option(help="The sharing agreement the package is made under.")],
+    recipient: Annotated[str, typer.Option(help="The receiving agency: health, tax, land, business (or population).")],
+    input_file: Annotated[Path, typer.Option("--input", exists=True, dir_okay=False, help="CSV or JSONL records.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the package into.")],
+    encrypt: Annotated[bool, typer.Option(help="Encrypt the payload to the recipient's certificate.")] = False,
+    sender: Annotated[str, typer.Option(help="The sending agency (whose signing key is used).")] = POPULATION,
+    schema: Annotated[str, typer.Option(help="Schema name of the records.")] = "citizen-extract",
+    schema_version: Annotated[str, typer.Option(help="Schema version of the records.")] = "1",
+    mode: Annotated[str, typer.Option(help="full or incremental.")] = "full",
+    as_zip: Annotated[bool, typer.Option("--zip", help="Also write <package>.zip and print its path.")] = False,
+    pki: PkiOption = None,
+    db: DbOption = None,
+) -> None:
+    """Pack a CSV or JSONL file as an Exchange package v1 and print the package's path."""
+    from exchange.package import PackageBuilder, SchemaRef, zip_package
+    from exchange.pki import ENCRYPTION, load_certificate, load_signer
+
+    suffix = INPUT_FORMATS.get(input_file.suffix.lower())
+    if suffix is None:
+        fail(f"--input must be .csv or .jsonl, not {input_file.name}")
+    engine = population_engine(db)
+    require_schema(engine)
+    directory = pki_directory(pki)
+    try:
+        signer = load_signer(directory, sender, key_password())
+        encrypt_for = load_certificate(directory.certificate(recipient, ENCRYPTION)) if encrypt else None
+        out.mkdir(parents=True, exist_ok=True)
+        settings = dict(agreement=agreement, recipient=recipient, sender=sender, mode=mode, signer=signer,
+                        schema=SchemaRef(schema, schema_version), encrypt_for=encrypt_for)  # fmt: skip
+        with PackageBuilder(out, **settings) as builder:
+            name = input_file.with_suffix(suffix).name
+            if suffix == ".csv":
+                columns, records = _csv_records(input_file)
+                builder.add_records(name, records, columns=columns)
+            else:
+                builder.add_records(name, _jsonl_records(input_file))
+            built = run_checks(builder.seal, engine)
+    except (OSError, ValueError, KeyError) as error:
+        fail(error)
+    typer.echo(zip_package(built.path) if as_zip else built.path)
+
+
+def _csv_records(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    handle = path.open(encoding="utf-8-sig", newline="")
+    reader = csv.DictReader(handle, restkey="<cells beyond the header>")
+    columns = list(reader.fieldnames or [])
+
+    def records() -> Iterator[dict[str, Any]]:
+        with handle:
+            yield from reader
+
+    return columns, records()
+
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"{path.name} line {number} is not a JSON object")
+            yield record
+
+
+@package_app.command("verify")
+def package_verify(
+    path: Annotated[Path, typer.Argument(exists=True, help="The package: a directory or a .zip.")],
+    trust: TrustOption,
+    crl: CrlOption = None,
+    key: Annotated[Path | None, typer.Option(exists=True, help="Recipient's private key, to decrypt.")] = None,
+    cert: Annotated[Path | None, typer.Option(exists=True, help="Recipient's encryption certificate.")] = None,
+    decrypt_to: Annotated[
+        Path | None, typer.Option(help="Where decrypted files go. Default: <package>.decrypted")
+    ] = None,
+    record: Annotated[bool, typer.Option(help="Record the package as received (feed and ledger).")] = False,
+    sequence: Annotated[bool, typer.Option(help="Check the sequence against the database.")] = True,
+    db: DbOption = None,
+) -> None:
+    """Check signature, chain, dates, key usage, revocation, files and sequence; decrypt with --key/--cert.
+    Exit 0 with a one-line summary, or 1 with a message naming the check that failed."""
+    from exchange.package import accept_package, verify_package
+    from exchange.pki import load_recipient
+
+    if (key is None) != (cert is None):
+        fail("--key and --cert go together")
+    if record and not sequence:
+        fail("--record needs the sequence check")
+    anchors = trust_anchors(trust, crl)
+    engine = None
+    if sequence:
+        engine = population_engine(db)
+        require_schema(engine)
+    try:
+        recipient = load_recipient(cert, key, optional_key_password()) if key and cert else None
+    except (OSError, ValueError) as error:
+        fail(error)
+    verified = run_checks(verify_package, path, anchors, engine=engine, recipient=recipient, decrypt_to=decrypt_to)
+    if record:
+        run_checks(accept_package, engine, verified)
+    typer.echo(verified.summary() + ("; recorded as received" if record else ""))
+
+
+@package_app.command("zip")
+def package_zip(
+    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="The package directory.")],
+) -> None:
+    """Write <package>.zip (for transports that carry one file) and print its path."""
+    from exchange.package import zip_package
+
+    typer.echo(zip_package(path))

@@ -1,0 +1,173 @@
+"""``lienthong partners``: run the four reference partner registries on loopback, and misbehave on request."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lienthong.commands.common import DbOption, PkiOption, fail, key_password, pki_directory
+from lienthong.settings import Workspace
+from partners.faults import KINDS, Fault
+
+partners_app = typer.Typer(
+    help="The reference partner registries (health, tax, land, business) as real servers on loopback.",
+    no_args_is_help=True,
+)
+
+StateOption = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Where the partners keep their stores and files. Default: var/partners."),
+]
+
+
+@partners_app.command("serve")
+def serve(
+    only: Annotated[str, typer.Option(help="Comma-separated partners to start.")] = "health,tax,land,business",
+    state_dir: StateOption = None,
+    pki: PkiOption = None,
+    db: DbOption = None,
+    citizens: Annotated[int, typer.Option(min=10, help="Without a populated --db: citizens to generate.")] = 2_000,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the registries' disagreements (and of a generated population).")
+    ] = 2026,
+    require_tax_signature: Annotated[bool, typer.Option(help="The tax service demands XML-signed bodies.")] = False,
+) -> None:
+    """Seed the registries (once), start them, write <state-dir>/endpoints.json, and serve until Ctrl-C."""
+    from partners.sandbox import Sandbox
+
+    directory, state_dir = pki_directory(pki), state_dir or Workspace.from_environment().partners
+    if not directory.root_ca.exists():
+        fail(f"no PKI in {directory.path}: run 'lienthong pki init' first")
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    try:
+        sandbox = Sandbox(state_dir, directory, key_password(), only=names,
+                          require_tax_signature=require_tax_signature)  # fmt: skip
+    except ValueError as error:
+        fail(error)
+    if not all(p.store.is_seeded() for p in sandbox.partners.values()):
+        sandbox.seed(_population(db, state_dir, citizens, seed), seed)
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    sandbox.start()
+    try:
+        for line in sandbox.addresses().values():
+            typer.echo(line)
+        connections = sandbox.endpoints()["connections_env"]
+        typer.echo(f"endpoints: {state_dir / 'endpoints.json'}; Airflow connections: {connections}")
+        typer.echo("serving; Ctrl-C stops")
+        stopping.wait()
+    finally:
+        sandbox.stop()
+    typer.echo("stopped")
+
+
+def _population(db: str | None, state_dir: Path, citizens: int, seed: int):
+    """Citizens from the population database when it has some, else a generated population of our own."""
+    from sqlalchemy import func, inspect, make_url, select
+
+    from lienthong.settings import database_url
+    from partners.seed import citizens_from
+    from population.db import create_population_engine
+    from population.models import Citizen
+
+    url = make_url(database_url(db))
+    engine = create_population_engine(url.render_as_string(hide_password=False))
+    missing = url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
+    if not missing and inspect(engine).has_table("citizen"):
+        with engine.connect() as connection:
+            if connection.scalar(select(func.count()).select_from(Citizen)):
+                typer.echo(f"seeding from {engine.url.render_as_string(hide_password=True)}")
+                return list(citizens_from(engine))
+    from population.db import session_factory
+    from population.generator import generate
+    from population.migrate import upgrade
+    from population.simulation import DaySimulation
+
+    path = state_dir / "population.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    generated = create_population_engine(f"sqlite:///{path}")
+    upgrade(generated)
+    generate(generated, citizens, seed, 0.0)
+    DaySimulation(session_factory(generated), seed, date(2026, 7, 2)).run(max(10, citizens // 4))
+    typer.echo(f"seeding from a generated population of {citizens:,} citizens and a day of life events ({path})")
+    return list(citizens_from(generated))
+
+
+# -- faults through the admin endpoint ---------------------------------------------------------------------------
+
+
+def _admin(state_dir: Path | None, method: str, path: str, document: dict | None = None) -> dict:
+    endpoints_file = (state_dir or Workspace.from_environment().partners) / "endpoints.json"
+    if not endpoints_file.exists():
+        fail(f"no {endpoints_file}: is 'lienthong partners serve' running?")
+    admin = json.loads(endpoints_file.read_text(encoding="utf-8")).get("admin")
+    if admin is None:
+        fail("this sandbox runs without the admin endpoint")
+    token = Path(admin["token_file"]).read_text(encoding="utf-8").strip()
+    data = json.dumps(document).encode() if document is not None else None
+    request = urllib.request.Request(admin["url"] + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        fail(f"admin endpoint: HTTP {error.code}: {error.read().decode('utf-8', 'replace')}")
+    except urllib.error.URLError as error:
+        fail(f"admin endpoint unreachable ({error.reason}): is 'lienthong partners serve' running?")
+
+
+@partners_app.command("fault")
+def fault(
+    partner: Annotated[str, typer.Argument(help="health, tax, land or business")],
+    kind: Annotated[str, typer.Option(help=f"One of: {', '.join(KINDS)}.")],
+    operation: Annotated[str, typer.Option(help="Glob over operation names (packages, records, token …).")] = "*",
+    times: Annotated[int, typer.Option(min=1, help="How many requests it spoils.")] = 1,
+    status: Annotated[int, typer.Option(help="status: the HTTP status.")] = 503,
+    retry_after: Annotated[float | None, typer.Option(help="status: Retry-After seconds.")] = None,
+    seconds: Annotated[float, typer.Option(help="latency: seconds.")] = 0.0,
+    code: Annotated[str, typer.Option(help="soap_fault: the fault code.")] = "soap:Server.Busy",
+    size: Annotated[int, typer.Option(help="oversized: bytes.")] = 32 * 1024 * 1024,
+    after_bytes: Annotated[int, typer.Option(help="disconnect: bytes before the SFTP connection drops.")] = 0,
+    state_dir: StateOption = None,
+) -> None:
+    """Add a fault to a running partner's plan."""
+    try:
+        planned = Fault(kind, operation, times, seconds, status, retry_after, code, size, after_bytes)
+    except ValueError as error:
+        fail(error)
+    answer = _admin(state_dir, "POST", f"/faults/{partner}", {"faults": [asdict(planned)]})
+    typer.echo(f"{partner}: {len(answer['pending'])} fault(s) pending")
+
+
+@partners_app.command("faults")
+def faults(
+    clear: Annotated[str | None, typer.Option(help="Clear this partner's faults.")] = None,
+    state_dir: StateOption = None,
+) -> None:
+    """Show every partner's pending faults and what fired, or clear one partner's."""
+    if clear:
+        _admin(state_dir, "DELETE", f"/faults/{clear}")
+        typer.echo(f"{clear}: faults cleared")
+        return
+    typer.echo(json.dumps(_admin(state_dir, "GET", "/faults"), indent=2))
+
+
+@partners_app.command("endpoints")
+def endpoints(state_dir: StateOption = None) -> None:
+    """Print endpoints.json of the running sandbox."""
+    path = (state_dir or Workspace.from_environment().partners) / "endpoints.json"
+    if not path.exists():
+        fail(f"no {path}: is 'lienthong partners serve' running?")
+    typer.echo(path.read_text(encoding="utf-8"))

@@ -1,0 +1,47 @@
+"""``lienthong pki``: make the sandbox PKI and revoke certificates. Keys and passwords are never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from exchange.pki import DEFAULT_RSA_BITS
+from lienthong import settings
+from lienthong.commands.common import PkiOption, fail, key_password, pki_directory
+
+pki_app = typer.Typer(help="The sandbox PKI: root and issuing CA, agency certificates, CRL.", no_args_is_help=True)
+
+
+@pki_app.command("init")
+def pki_init(
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the PKI. Default: as --pki.")] = None,
+    rsa_bits: Annotated[int, typer.Option(min=2048, help="Size of the RSA encryption keys.")] = DEFAULT_RSA_BITS,
+    force: Annotated[bool, typer.Option(help="Replace an existing PKI in --out.")] = False,
+) -> None:
+    """Make a root CA, an issuing CA, signing, encryption and TLS certificates for every agency, and a CRL.
+    Keys are PKCS#8 encrypted with LIENTHONG_KEY_PASSWORD (or the Airflow connection lienthong_keys)."""
+    from exchange.pki import init_pki
+
+    try:
+        pki = init_pki(settings.pki_dir(out), key_password(), rsa_bits=rsa_bits, force=force)
+    except FileExistsError as error:
+        fail(f"{error} (use --force to replace it)")
+    typer.echo(f"PKI written to {pki.path}: trust root {pki.root_ca}, CRL {pki.crl}")
+
+
+@pki_app.command("revoke")
+def pki_revoke(
+    certificate: Annotated[Path, typer.Argument(help="The certificate (PEM) to revoke.")],
+    pki: PkiOption = None,
+) -> None:
+    """Add a certificate to the issuing CA's CRL (crl.pem is written again with the next CRL number)."""
+    from exchange.pki import load_certificate, revoke
+
+    try:
+        crl = revoke(pki_directory(pki), load_certificate(certificate), key_password())
+    except (OSError, ValueError) as error:
+        fail(error)
+    typer.echo(f"revoked serial {load_certificate(certificate).serial_number:x}; {pki_directory(pki).crl} lists "
+               f"{len(crl)} certificate(s)")  # fmt: skip

@@ -1,0 +1,79 @@
+"""``lienthong quarantine``: records held back by validation, for stewards to list, release or reject (audited)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lienthong.commands.common import DbOption, console, fail, population_engine, require_schema
+from population.db import session_factory
+from population.identity import mask_personal_id
+
+quarantine_app = typer.Typer(help="Records held back by validation: list them, release or reject them.",
+                             no_args_is_help=True)  # fmt: skip
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    status: Annotated[str, typer.Option(help="held, released, rejected or all.")] = "held",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 50,
+    after: Annotated[int, typer.Option(min=0, help="Records with an id after this one.")] = 0,
+    unmasked: Annotated[bool, typer.Option(help="Show whole personal IDs (stewards only).")] = False,
+    db: DbOption = None,
+) -> None:
+    """List quarantined records with why they are held and what was decided."""
+    from validation.quarantine import list_records
+
+    if status not in ("held", "released", "rejected", "all"):
+        fail("--status is one of held, released, rejected, all")
+    engine = population_engine(db)
+    require_schema(engine)
+    table = Table(title=f"Quarantined records ({status})")
+    for column in ("id", "dataset", "run", "row", "personal ID", "status"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("findings")
+    table.add_column("decisions")
+    with session_factory(engine)() as session:
+        records = list_records(session, dataset, None if status == "all" else status, limit, after)
+        for r in records:
+            findings = "\n".join(f"{f.dimension} · {f.reason}" for f in r.findings)
+            decisions = "\n".join(f"{d.decision} by {d.steward} {d.decided_at:%Y-%m-%d %H:%M}: {d.reason}"
+                                  for d in r.decisions)  # fmt: skip
+            pid = r.personal_id if unmasked else mask_personal_id(r.personal_id)
+            table.add_row(str(r.id), r.dataset, str(r.run_id), str(r.row_number), pid, r.status, findings, decisions)
+    console.print(table)
+    console.print(f"{len(records)} record(s)")
+
+
+def _decide(decision: str, ids: list[int], reason: str, steward: str | None, db: str | None) -> None:
+    from validation.quarantine import DecisionError, decide
+
+    engine = population_engine(db)
+    require_schema(engine)
+    with session_factory(engine)() as session:
+        try:
+            decisions = decide(session, ids, decision, reason, steward)
+        except DecisionError as error:
+            fail(str(error))
+    done = "released" if decision == "release" else "rejected"
+    console.print(f"{done} {len(decisions)} record(s) as {decisions[0].steward}: {', '.join(map(str, sorted(ids)))}")
+
+
+IdsArgument = Annotated[list[int], typer.Argument(help="Quarantined record ids (see 'quarantine list').")]
+ReasonOption = Annotated[str, typer.Option("--reason", "-r", help="Why: kept in the audit trail.")]
+StewardOption = Annotated[str | None, typer.Option(help="Who decides; default the OS user.")]
+
+
+@quarantine_app.command("release")
+def quarantine_release(ids: IdsArgument, reason: ReasonOption, steward: StewardOption = None, db: DbOption = None):
+    """Let records go out as they are; later runs let the same values pass (listed as warnings)."""
+    _decide("release", ids, reason, steward, db)
+
+
+@quarantine_app.command("reject")
+def quarantine_reject(ids: IdsArgument, reason: ReasonOption, steward: StewardOption = None, db: DbOption = None):
+    """Keep records out: they must be corrected at the source."""
+    _decide("reject", ids, reason, steward, db)

@@ -1,0 +1,100 @@
+"""An outbound feed run step by step as the outbound DAG's tasks run it (the same ``feeds.tasks`` calls, the
+XCom values kept in a JSON file), and killed with SIGKILL at a chosen point: ``python -m tests.feeds.feed_steps
+AGREEMENT XCOM_FILE --kill MODULE:ATTRIBUTE:before|after``.
+
+The kill replaces ``ATTRIBUTE`` of ``MODULE`` (a function, or ``Class.method``) with one that sends SIGKILL to this
+process before or after calling the original: no cleanup, no exception handler, no flushed buffer runs. The test
+then resumes the feed from the step that was killed, with the XComs of the steps that had finished, as Airflow
+retries a task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from feeds import tasks as feeds
+
+STEPS = ("extract", "validate", "package", "deliver", "receipt", "verify", "advance")
+
+
+def _wait_for_sftp_receipt(name: str, sealed: dict, timeout: float = 60.0) -> dict:
+    """What the deferred ``wait_for_receipt`` task does, without the triggerer: look until the receipt is there."""
+    from connectors.sensors import SftpReceiptSensor
+
+    sensor = SftpReceiptSensor(task_id="wait_for_receipt", sftp_conn_id=feeds.agreement(name).connection_id,
+                               package_name=feeds.package_name(sealed))  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not (found := sensor.poke(None)):
+        assert time.monotonic() < deadline, f"no receipt for {sealed['package_id']}"
+        time.sleep(0.1)
+    return found.xcom_value
+
+
+def run_step(step: str, name: str, xcoms: dict) -> object:
+    if step == "extract":
+        return feeds.open_window(name)
+    if step == "validate":
+        return feeds.validate_window(name, xcoms["extract"])
+    if step == "package":
+        return feeds.seal(name, xcoms["extract"], xcoms["validate"])
+    if step == "deliver":
+        return feeds.send(name, xcoms["package"])
+    if step == "receipt":
+        if feeds.agreement(name).transport != "sftp":
+            return xcoms["deliver"]  # REST and SOAP partners answered the delivery with the receipt
+        return feeds.keep_receipt(xcoms["package"], _wait_for_sftp_receipt(name, xcoms["package"]))
+    if step == "verify":
+        return feeds.check_receipt(xcoms["package"], xcoms["receipt"])
+    if step == "advance":
+        return feeds.close_window(name, xcoms["extract"], xcoms["verify"])
+    raise ValueError(step)
+
+
+def run_feed(name: str, xcoms: dict, xcom_file: Path | None = None) -> dict:
+    """Run the steps that have no XCom yet, in order, keeping each step's XCom (in ``xcom_file`` too)."""
+    for step in STEPS:
+        if step in xcoms:
+            continue
+        xcoms[step] = run_step(step, name, xcoms)
+        if xcom_file is not None:
+            xcom_file.write_text(json.dumps(xcoms), encoding="utf-8")
+    return xcoms
+
+
+def kill_at(target: str) -> None:
+    """Make ``MODULE:ATTRIBUTE:before|after`` send SIGKILL to this process."""
+    module_name, attribute, when = target.split(":")
+    owner = importlib.import_module(module_name)
+    *path, last = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    original = getattr(owner, last)
+
+    def killing(*args, **kwargs):
+        if when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, last, killing)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("agreement")
+    parser.add_argument("xcom_file", type=Path)
+    parser.add_argument("--kill", required=True)
+    arguments = parser.parse_args()
+    kill_at(arguments.kill)
+    run_feed(arguments.agreement, {}, arguments.xcom_file)
+
+
+if __name__ == "__main__":
+    main()
