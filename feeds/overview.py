@@ -1,6 +1,6 @@
 """Where the exchanges stand, read from the population database: per partner for the demo's table
 (``partner_figures``), per agreement for the stewards' and operators' page in Airflow (``exchange_overview``,
-served by the plugin in ``plugins/lienthong.py`` as HTML and JSON).
+served by the plugin in ``plugins/airflow_lienthong.py`` as HTML and JSON).
 
 Read-only, and no personal data: counts, package ids, change numbers, hashes and folder paths only (no personal
 ID, masked or not, is needed or read). Every figure comes from the tables the pipeline writes: the feed

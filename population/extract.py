@@ -18,13 +18,13 @@ from sqlalchemy.orm import aliased
 from lienthong.settings import schema_file
 from population.models import Citizen, Household, IdCard
 
-EXTRACT_SCHEMA = "datasets/citizen-extract.v1.json"
+EXTRACT_SCHEMA = schema_file("datasets/citizen-extract.v1.json")
 BATCH_ROWS = 10_000
 
 
 @cache
 def extract_schema() -> dict:
-    return json.loads(schema_file(EXTRACT_SCHEMA).read_text(encoding="utf-8"))
+    return json.loads(EXTRACT_SCHEMA.read_text(encoding="utf-8"))
 
 
 def extract_columns() -> list[str]:

@@ -1,1 +1,1 @@
-from tests.exchange.conftest import *  # noqa: F403 - the contract's fixtures: test PKIs, signers, exchange-ready databases
+from tests.validation.conftest import db, population  # noqa: F401 - the quality commands run on a generated population

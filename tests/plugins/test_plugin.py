@@ -103,7 +103,7 @@ def world(tmp_path_factory, sqlite_template) -> World:
 @pytest.fixture
 def client(world, monkeypatch):
     """The plugin's app, as Airflow's API server mounts it, with a signed-in user."""
-    from plugins.lienthong import app, signed_in
+    from plugins.airflow_lienthong import app, signed_in
 
     monkeypatch.setenv("LIENTHONG_DB_URL", world.url)
     monkeypatch.setenv("LIENTHONG_VAR_DIR", str(world.var))
@@ -179,7 +179,7 @@ def test_the_demo_table_reads_the_same_ledger(world):
 
 
 def test_the_page_asks_for_a_signed_in_airflow_user(world):
-    from plugins.lienthong import app
+    from plugins.airflow_lienthong import app
 
     anonymous = TestClient(app)
     assert anonymous.get("/").status_code == 401
@@ -219,3 +219,12 @@ def test_airflow_finds_the_plugin_in_the_plugins_folder(tmp_path):
         "nav",
     )
     assert "/lienthong" in result["mounted"]
+
+
+def test_no_module_of_the_plugins_or_dags_folder_shadows_a_project_package():
+    """Airflow puts its plugins and DAGs folders on sys.path: a module there named like one of the project's
+    packages (plugins/lienthong.py once did) hides that package from the scheduler's DAG processor."""
+    root = Path(__file__).resolve().parents[2]
+    packages = {path.parent.name for path in root.glob("*/__init__.py")}
+    modules = {path.stem for folder in ("plugins", "dags") for path in (root / folder).glob("*.py")}
+    assert packages and not modules & packages
