@@ -3,7 +3,7 @@
 ``cryptography`` signs CMS but cannot verify it, so ``verify_detached`` does what ``openssl cms -verify`` does,
 each step raising its own error: the signed attributes (content type, and the message digest equal to the
 digest of the content), the signature over them with the signer's key, the certificate path from the signer
-through the CA certificates carried in the signature to a trust root (names, signatures, CA constraints),
+through the CA certificates carried in the signature to a trust root (built by ``cryptography.x509.verification``),
 validity dates, the signer's key usage (digitalSignature and nonRepudiation) and revocation (CRL).
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -23,6 +24,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtensionOID
 
 from exchange.errors import (
     CertificateExpired,
@@ -46,7 +49,20 @@ USAGE_NAMES = {
     "content_commitment": "nonRepudiation",
     "key_encipherment": "keyEncipherment",
 }
-MAX_PATH = 6
+MAX_PATH = 6  # certificates from the signer to the root, both included
+# The extensions ``cryptography``'s path validation accounts for: a critical one of any other kind refuses a path.
+UNDERSTOOD = frozenset(
+    {
+        ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.NAME_CONSTRAINTS,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,10 @@ class TrustAnchors:
 
     roots: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
+
+    def __post_init__(self) -> None:
+        if not self.roots:
+            raise ValueError("trust anchors need at least one root certificate")
 
     @classmethod
     def from_files(cls, roots: Path, crls: Iterable[Path]) -> TrustAnchors:
@@ -116,7 +136,7 @@ def verify_certificate(
     at: datetime,
 ) -> tuple[x509.Certificate, ...]:
     """The checks on a certificate: path to a trust root, validity at ``at``, key usage, revocation."""
-    path = certificate_path(certificate, intermediates, trust)
+    path = certificate_path(certificate, intermediates, trust, usage, at=at)
     check_validity(path, at)
     check_key_usage(certificate, usage)
     check_revocation(path, trust, at)
@@ -277,50 +297,120 @@ def _check_signature_value(signed: _SignedData) -> None:
 
 
 def certificate_path(
-    certificate: x509.Certificate, intermediates: Sequence[x509.Certificate], trust: TrustAnchors
+    certificate: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust: TrustAnchors,
+    usage: frozenset[str],
+    *,
+    at: datetime,
 ) -> tuple[x509.Certificate, ...]:
-    """From ``certificate`` up through ``intermediates`` to one of the trust roots; each link checked by name,
-    signature and the issuer's CA constraints."""
+    """The path from ``certificate`` to a trust root, built by ``cryptography`` (issuers matched by name and key
+    identifier, with backtracking, so a CA re-keyed under the same name chains), valid at ``at``, with ``usage``."""
+    path = _library_path(certificate, intermediates, trust, usage, at)
+    if path is None:
+        _refuse(certificate, intermediates, trust, usage, at)
+    if len(path) < 2:  # a trust root used as a signer would escape the revocation check
+        raise ChainInvalid(f"certificate {describe(certificate)} is a trust root, not a certificate issued under one")
+    return path
+
+
+def _refuse(
+    certificate: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust: TrustAnchors,
+    usage: frozenset[str],
+    at: datetime,
+) -> NoReturn:
+    """Name the check a path refused by the library fails (it says only that it found none): the key usage when a
+    path is found without it; else the dates, the key usage or the chain along the path walked by names."""
+    if _library_path(certificate, intermediates, trust, frozenset(), at) is None:
+        check_validity(_walk(certificate, intermediates, trust, at), at)
+    check_key_usage(certificate, usage)
+    raise ChainInvalid(
+        f"no path of at most {MAX_PATH} certificates from {describe(certificate)} to the trust root that this "
+        "verifier accepts (CA constraints, algorithms)"
+    )
+
+
+def _library_path(
+    certificate: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust: TrustAnchors,
+    usage: frozenset[str],
+    at: datetime,
+) -> tuple[x509.Certificate, ...] | None:
+    """The path ``cryptography`` builds, or None when it refuses (its reasons are text, and name certificates)."""
+    # The web-PKI defaults would want a subjectAltName on every signer: ours have none, like most CMS signers.
+    ca_policy = (
+        verification.ExtensionPolicy.permit_all()
+        .require_present(x509.BasicConstraints, verification.Criticality.AGNOSTIC, None)  # cA is then enforced
+        .may_be_present(x509.KeyUsage, verification.Criticality.AGNOSTIC, _may_sign_certificates)
+    )
+    ee_policy = verification.ExtensionPolicy.permit_all()
+    if usage:
+        ee_policy = ee_policy.require_present(x509.KeyUsage, verification.Criticality.AGNOSTIC, _allows(usage))
+    verifier = (
+        verification.PolicyBuilder()
+        .store(verification.Store(list(trust.roots)))
+        .time(at)
+        .max_chain_depth(MAX_PATH - 2)  # the CA certificates between the signer and the root
+        .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+        .build_client_verifier()
+    )
+    try:
+        return tuple(verifier.verify(certificate, list(intermediates)).chain)
+    except verification.VerificationError:
+        return None
+
+
+def _may_sign_certificates(
+    policy: verification.Policy, certificate: x509.Certificate, key_usage: x509.KeyUsage | None
+) -> None:
+    if key_usage is not None and not key_usage.key_cert_sign:
+        raise ValueError("a CA without keyCertSign")
+
+
+def _allows(usage: frozenset[str]) -> Callable[[verification.Policy, x509.Certificate, x509.KeyUsage], None]:
+    def validate(policy: verification.Policy, certificate: x509.Certificate, key_usage: x509.KeyUsage) -> None:
+        if not all(getattr(key_usage, name) for name in usage):
+            raise ValueError("key usage missing")
+
+    return validate
+
+
+def _walk(
+    certificate: x509.Certificate, intermediates: Sequence[x509.Certificate], trust: TrustAnchors, at: datetime
+) -> tuple[x509.Certificate, ...]:
+    """Up from ``certificate`` by issuer names and signatures alone, preferring certificates valid at ``at``, to say
+    why there is no path: a critical extension not understood, an issuer not at hand, a signature that does not
+    verify. Only ever used to word a refusal, never to accept."""
     path = [certificate]
-    for _ in range(MAX_PATH):
+    while len(path) <= MAX_PATH:
         current = path[-1]
-        root = next((r for r in trust.roots if r.subject == current.issuer), None)
-        candidates = [root] if root is not None else [c for c in intermediates if c.subject == current.issuer]
-        candidates = [c for c in candidates if c not in path]
-        if not candidates:
+        unknown = [e.oid.dotted_string for e in current.extensions if e.critical and e.oid not in UNDERSTOOD]
+        if unknown:
+            raise ChainInvalid(f"certificate {describe(current)} has an unknown critical extension ({unknown[0]})")
+        if current in trust.roots:
+            return tuple(path)
+        named = [c for c in (*trust.roots, *intermediates) if c.subject == current.issuer and c not in path]
+        if not named:
             raise ChainInvalid(
                 f"certificate {describe(current)} was issued by '{current.issuer.rfc4514_string()}', "
                 "which is not the trust root nor a CA certificate leading to it"
             )
-        issuer = candidates[0]
-        try:
-            current.verify_directly_issued_by(issuer)
-        except (InvalidSignature, ValueError, TypeError):
-            raise ChainInvalid(
-                f"the signature on certificate {describe(current)} by its issuer does not verify"
-            ) from None
-        _check_ca(issuer, below=len(path) - 1)
-        path.append(issuer)
-        if issuer is root:
-            return tuple(path)
+        issuers = [c for c in named if _issued_by(current, c)]
+        if not issuers:
+            raise ChainInvalid(f"the signature on certificate {describe(current)} by its issuer does not verify")
+        path.append(min(issuers, key=lambda c: not c.not_valid_before_utc <= at <= c.not_valid_after_utc))
     raise ChainInvalid(f"no path of at most {MAX_PATH} certificates to the trust root")
 
 
-def _check_ca(issuer: x509.Certificate, below: int) -> None:
-    """``issuer`` must be a CA allowed to sign certificates, with ``below`` CA certificates under it."""
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
-        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.ca:
-        raise ChainInvalid(f"the issuer {describe(issuer)} is not a CA")
-    if constraints.path_length is not None and below > constraints.path_length:
-        raise ChainInvalid(f"the path is longer than the issuer {describe(issuer)} allows")
-    try:
-        if not issuer.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
-            raise ChainInvalid(f"the issuer {describe(issuer)} may not sign certificates (keyCertSign)")
-    except x509.ExtensionNotFound:
-        pass
+        certificate.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def check_validity(path: Sequence[x509.Certificate], at: datetime) -> None:
@@ -364,13 +454,15 @@ def check_revocation(path: Sequence[x509.Certificate], trust: TrustAnchors, at: 
 def _current_crl(
     issuer: x509.Certificate, crls: Sequence[x509.CertificateRevocationList], at: datetime
 ) -> x509.CertificateRevocationList | None:
-    """The newest CRL issued by ``issuer``, its signature checked, not past its next update."""
+    """The newest CRL signed by ``issuer``'s key (a CA re-keyed under the same name signs one with each key), not
+    past its next update."""
     mine = [crl for crl in crls if crl.issuer == issuer.subject]
     if not mine:
         return None
-    crl = max(mine, key=lambda c: c.last_update_utc)
-    if not crl.is_signature_valid(issuer.public_key()):
+    signed = [crl for crl in mine if crl.is_signature_valid(issuer.public_key())]
+    if not signed:
         raise CrlUnusable(f"the CRL of '{issuer.subject.rfc4514_string()}' has an invalid signature")
+    crl = max(signed, key=lambda c: c.last_update_utc)
     if crl.next_update_utc is not None and at > crl.next_update_utc:
         raise CrlUnusable(
             f"the CRL of '{issuer.subject.rfc4514_string()}' was due for renewal on {_stamp(crl.next_update_utc)}"

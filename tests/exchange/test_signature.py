@@ -1,13 +1,18 @@
 """Detached CMS signatures: stock OpenSSL accepts ours, we accept OpenSSL's, and every bad signature is
 rejected by the check it fails."""
 
+import re
 import subprocess
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from exchange.errors import (
     CertificateExpired,
@@ -24,9 +29,12 @@ from exchange.pki import (
     SIGNING,
     CertifiedKey,
     Signer,
+    agency_subject,
     init_pki,
+    key_path,
     load_certificate,
     load_crl,
+    load_private_key,
     load_signer,
     make_crl,
     revoke,
@@ -163,8 +171,6 @@ def test_a_certificate_without_non_repudiation_is_rejected(trust, issuing_ca):
 
 def test_an_encryption_certificate_cannot_sign(pki, trust):
     encryption = CertifiedKey(load_certificate(pki.certificate("tax", ENCRYPTION)), None)
-    from exchange.pki import load_private_key
-
     key = load_private_key(pki.key("tax", ENCRYPTION), PASSWORD)
     signer = Signer(encryption.certificate, key, (load_certificate(pki.issuing_ca),))
     with pytest.raises(KeyUsageMissing, match="lacks digitalSignature and nonRepudiation"):
@@ -225,3 +231,123 @@ def test_a_signer_from_the_wrong_issuer_name_is_reported_by_name(trust, other_pk
     signer = signer_with(issuing)
     with pytest.raises(ChainInvalid, match="Some Other Root"):
         verify_detached(CONTENT, sign_detached(CONTENT, signer), trust)
+
+
+# -- paths built by the library: re-keyed CAs, unknown critical extensions, impostors ------------------------------
+
+UNKNOWN_CRITICAL = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
+
+
+def _issue(
+    subject: x509.Name,
+    issuer: CertifiedKey | None,
+    *,
+    ca: bool,
+    extra: Sequence[x509.ExtensionType] = (),
+) -> CertifiedKey:
+    """A fresh EC key and its certificate, shaped as exchange/pki.py shapes a CA or signing certificate, signed by
+    ``issuer`` (self-signed without one); ``extra`` extensions are added as critical."""
+    key = ec.generate_private_key(ec.SECP384R1() if ca else ec.SECP256R1())
+    signing_key = issuer.private_key if issuer else key
+    now = datetime.now(UTC)
+    usage = x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=not ca,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.certificate.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()), critical=False)
+    )
+    for extension in extra:
+        builder = builder.add_extension(extension, critical=True)
+    return CertifiedKey(builder.sign(signing_key, hashes.SHA256()), key)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
+
+
+def _signer(issuer: CertifiedKey, *chain: x509.Certificate, extra: Sequence[x509.ExtensionType] = ()) -> Signer:
+    issued = _issue(agency_subject("tax", SIGNING), issuer, ca=False, extra=extra)
+    return Signer(issued.certificate, issued.private_key, chain)
+
+
+def _pem_bundle(path: Path, *objects: x509.Certificate | x509.CertificateRevocationList) -> Path:
+    path.write_bytes(b"".join(item.public_bytes(serialization.Encoding.PEM) for item in objects))
+    return path
+
+
+def _sandbox_root(pki) -> CertifiedKey:
+    return CertifiedKey(load_certificate(pki.root_ca), load_private_key(key_path(pki.root_ca), PASSWORD))
+
+
+def test_a_root_re_keyed_under_the_same_name_verifies_signers_under_either_key(tmp_path):
+    old_root = _issue(_name("Liên thông Re-keyed Root CA"), None, ca=True)
+    new_root = _issue(_name("Liên thông Re-keyed Root CA"), None, ca=True)
+    trust = TrustAnchors((old_root.certificate, new_root.certificate), (make_crl(old_root), make_crl(new_root)))
+    bundle = _pem_bundle(tmp_path / "roots-and-crls.pem", *trust.roots, *trust.crls)
+    for root in (old_root, new_root):
+        signer = _signer(root)
+        signature = sign_detached(CONTENT, signer)
+        assert verify_detached(CONTENT, signature, trust).path == (signer.certificate, root.certificate)
+        result = _openssl_verify(tmp_path, CONTENT, signature, bundle, "-crl_check")  # stock OpenSSL agrees
+        assert result.returncode == 0, result.stderr
+
+
+def test_an_issuing_ca_re_keyed_under_the_same_name_chains_whichever_generation_is_carried_first(pki, issuing_ca):
+    """A partner carrying both generations of its issuing CA: the path goes through the one whose key signed."""
+    new_issuing = _issue(issuing_ca.certificate.subject, _sandbox_root(pki), ca=True)
+    trust = TrustAnchors((load_certificate(pki.root_ca),), (load_crl(pki.crl), make_crl(new_issuing)))
+    generations = (issuing_ca.certificate, new_issuing.certificate)
+    for issuer in (issuing_ca, new_issuing):
+        for chain in (generations, generations[::-1]):
+            signer = _signer(issuer, *chain)
+            verified = verify_detached(CONTENT, sign_detached(CONTENT, signer), trust)
+            assert verified.path[1] == issuer.certificate
+
+
+@pytest.mark.parametrize(("where", "named"), [("signer", "tax signing"), ("issuing CA", "Test Issuing CA")])
+def test_an_unknown_critical_extension_is_refused_as_chain(tmp_path, pki, where, named):
+    root, name = _sandbox_root(pki), _name("Liên thông Test Issuing CA")
+    plain = _issue(name, root, ca=True)  # without the extension, these shapes verify
+    trust = TrustAnchors((root.certificate,), (make_crl(plain),))
+    assert verify_detached(CONTENT, sign_detached(CONTENT, _signer(plain, plain.certificate)), trust).agency == "tax"
+
+    issuing = _issue(name, root, ca=True, extra=[UNKNOWN_CRITICAL] if where == "issuing CA" else [])
+    signer = _signer(issuing, issuing.certificate, extra=[UNKNOWN_CRITICAL] if where == "signer" else [])
+    trust = TrustAnchors((root.certificate,), (make_crl(issuing),))
+    signature = sign_detached(CONTENT, signer)
+    oid = re.escape(UNKNOWN_CRITICAL.oid.dotted_string)
+    with pytest.raises(
+        ChainInvalid, match=f"^chain: certificate 'Liên thông {named}' .* unknown critical extension \\({oid}\\)"
+    ):
+        verify_detached(CONTENT, signature, trust)
+    result = _openssl_verify(tmp_path, CONTENT, signature, pki.root_ca)  # stock OpenSSL agrees
+    assert result.returncode != 0 and "unhandled critical extension" in result.stderr
+
+
+def test_an_issuer_with_the_right_name_but_another_key_is_refused_as_chain(tmp_path, pki, trust, issuing_ca):
+    impostor = _issue(issuing_ca.certificate.subject, None, ca=True)  # the issuing CA's name, its own key
+    for chain in [(issuing_ca.certificate,), (impostor.certificate, issuing_ca.certificate)]:
+        signature = sign_detached(CONTENT, _signer(impostor, *chain))
+        with pytest.raises(ChainInvalid, match="^chain: the signature on certificate .* by its issuer does not verify"):
+            verify_detached(CONTENT, signature, trust)
+        assert _openssl_verify(tmp_path, CONTENT, signature, pki.root_ca).returncode != 0  # stock OpenSSL agrees
