@@ -39,6 +39,7 @@ CrlOption = Annotated[
     list[Path] | None,
     typer.Option("--crl", help="A CRL to check revocation with (repeatable). Default: crl.pem beside --trust."),
 ]
+ReportsOption = Annotated[Path, typer.Option("--out", "-o", help="Directory for the reports.")]
 VarOption = Annotated[
     Path | None, typer.Option("--var", help="The demo's folder: population, PKI, partners, Airflow. Default: var.")
 ]

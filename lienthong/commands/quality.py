@@ -12,12 +12,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lienthong.commands.common import DbOption, console, errors, fail, parse_date, population_engine, require_schema
+from lienthong.commands.common import (
+    DbOption,
+    ReportsOption,
+    console,
+    errors,
+    fail,
+    parse_date,
+    population_engine,
+    require_schema,
+)
 from population.db import session_factory
 
 quality_app = typer.Typer(help="Validate datasets along đúng, đủ, sạch, sống (Great Expectations).",
                           no_args_is_help=True)  # fmt: skip
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Directory for the reports.")]
 AsOfOption = Annotated[str | None, typer.Option(help="Date the freshness window ends (YYYY-MM-DD); default today.")]
 FreshnessOption = Annotated[int | None, typer.Option(min=0, help="Freshness window in days (the agreement's).")]
 BLOCKED_EXIT = 2
@@ -46,7 +54,7 @@ def quality_check(
         str, typer.Argument(help="citizen-extract, health-insured, tax-registrants, land-owners, business-roles")
     ],  # fmt: skip
     input_file: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help="A .csv or .jsonl")],
-    out: OutOption,
+    out: ReportsOption,
     as_of: AsOfOption = None,
     freshness_days: FreshnessOption = None,
     record: Annotated[bool, typer.Option(help="Record the run and held records in the database.")] = True,
@@ -72,7 +80,7 @@ def quality_check(
 
 @quality_app.command("database")
 def quality_database(
-    out: OutOption,
+    out: ReportsOption,
     as_of: AsOfOption = None,
     freshness_days: FreshnessOption = None,
     db: DbOption = None,

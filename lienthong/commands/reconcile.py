@@ -10,17 +10,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lienthong.commands.common import DbOption, console, fail, population_engine, require_schema
+from lienthong.commands.common import DbOption, ReportsOption, console, fail, population_engine, require_schema
 
 reconcile_app = typer.Typer(help="Reconcile a partner's dataset with the population database.", no_args_is_help=True)
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Directory for the reports.")]
 
 
 @reconcile_app.command("run")
 def reconcile_run(
     partner: Annotated[str, typer.Argument(help="health, tax, land or business")],
     input_file: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help="A .csv or .jsonl")],
-    out: OutOption,
+    out: ReportsOption,
     db: DbOption = None,
 ) -> None:
     """Match a partner's dataset to the population, write registry links and the mismatch report per class."""
