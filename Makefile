@@ -11,15 +11,18 @@ PYTEST_ARGS ?=
 
 venv: $(INSTALLED)
 
-$(INSTALLED): requirements.txt pyproject.toml
+# The pinned runtime and dev sets (requirements-dev.txt includes requirements.txt), then this project from
+# pyproject.toml, editable; pip check fails the build if pyproject.toml asks for something the locks lack.
+$(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
 		|| { echo "Set PYTHON=/path/to/python3.11"; exit 1; }
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null \
 		|| { echo "installing python3-venv with apt-get"; apt-get update -qq && apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	@touch $@
 
 # The demo's key password is made per clone and kept under var/ (git-ignored): a sandbox, never a real secret.
@@ -75,9 +78,29 @@ bench: venv
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py
 
-requirements: venv
-	(echo "# The whole resolved set, pinned. Regenerate with: make requirements"; \
-	 $(BIN)/python -m pip freeze --exclude-editable | grep -iv '^lienthong') > requirements.txt
+# make requirements: the locks, resolved from pyproject.toml in a throwaway virtual environment (never .venv):
+# requirements.txt is what `pip install .` brings (no test or lint tools), requirements-dev.txt adds the `dev`
+# extra on top of those pins. Pins already in the locks are kept while they still fit (so the same pyproject.toml
+# gives the same locks); UPGRADE=1 resolves everything afresh. Built from a copy, so no build/ is left here.
+requirements:
+	@set -euo pipefail; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	keep=(); if [ -z "$(UPGRADE)" ]; then \
+		for lock in requirements.txt requirements-dev.txt; do \
+			if [ -f $$lock ]; then grep -v '^-r' $$lock > "$$tmp/kept-$$lock"; keep+=(-c "$$tmp/kept-$$lock"); fi; \
+		done; fi; \
+	$(PYTHON) -c 'import shutil, sys; shutil.copytree(".", sys.argv[1], ignore=shutil.ignore_patterns(*sys.argv[2:]))' \
+		"$$tmp/src" .git $(VENV) var build dist '*.egg-info' __pycache__ '.*_cache' .hypothesis; \
+	$(PYTHON) -m venv "$$tmp/venv"; pip="$$tmp/venv/bin/python -m pip"; \
+	$$pip install --quiet --upgrade pip; \
+	$$pip install --quiet "$${keep[@]}" "$$tmp/src"; \
+	{ echo "# What Liên thông runs on: the whole resolved set, pinned. Regenerate with: make requirements"; \
+	  $$pip freeze --exclude lienthong; } > "$$tmp/requirements.txt"; \
+	$$pip install --quiet -c "$$tmp/requirements.txt" "$${keep[@]}" "$$tmp/src[dev]"; \
+	{ echo "# Tests, lint and benchmarks: the runtime set plus the dev extra, pinned. Regenerate with: make requirements"; \
+	  echo "-r requirements.txt"; \
+	  $$pip freeze --exclude lienthong | grep -vxF -f "$$tmp/requirements.txt"; } > "$$tmp/requirements-dev.txt"; \
+	mv "$$tmp/requirements.txt" requirements.txt; mv "$$tmp/requirements-dev.txt" requirements-dev.txt; \
+	echo "requirements.txt: $$(grep -c '==' requirements.txt) pins; requirements-dev.txt: $$(grep -c '==' requirements-dev.txt) more"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """The Airflow plugin: the overview page and its JSON over a small population database whose feeds were moved
 through the real code paths (validation with quarantine, checkpoint, ledger, reconciliation), and Airflow's
-plugins manager finding the plugin in plugins/."""
+plugins manager finding the plugin by its entry point."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_the_page_asks_for_a_signed_in_airflow_user(world):
     assert anonymous.get("/api/overview").status_code == 401
 
 
-def test_airflow_finds_the_plugin_in_the_plugins_folder(tmp_path):
+def test_airflow_finds_the_plugin_by_its_entry_point(tmp_path):
     """In a process of its own: Airflow reads AIRFLOW__CORE__PLUGINS_FOLDER when it is first imported."""
     check = textwrap.dedent("""
         import json
@@ -202,14 +202,14 @@ def test_airflow_finds_the_plugin_in_the_plugins_folder(tmp_path):
                           "mounted": [route.path for route in app.routes]}, default=str))
     """)
     env = {**os.environ, **airflow_environment(tmp_path / "var")}
-    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(PROJECT_ROOT / "plugins")
+    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] != str(PROJECT_ROOT / "plugins")
     done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300,
                           cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert not result["errors"]
     plugin = next(p for p in result["plugins"] if p["name"] == "lienthong")
-    assert plugin["source"].endswith("lienthong.py")
+    assert "plugins.airflow_lienthong:LienThongPlugin" in plugin["source"]  # the airflow.plugins entry point
     assert [(a["name"], a["url_prefix"]) for a in plugin["fastapi_apps"]] == [("lienthong", "/lienthong")]
     [view] = plugin["external_views"]
     assert (view["href"], view["url_route"], view["category"], view["destination"]) == (
