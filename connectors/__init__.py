@@ -1,4 +1,5 @@
-"""Transports as Airflow hooks: SOAP (zeep), REST, SFTP (paramiko).
+"""Transports as Airflow hooks behind one delivery protocol (``connectors.base.PartnerHook``): SOAP (zeep), REST,
+SFTP (paramiko). ``connectors.transport`` gives the hook for an agreement's transport.
 
 ``get_provider_info`` is the Airflow provider entry point (``apache_airflow_provider`` in pyproject.toml): it
 declares the three connection types and their fields, so each appears in Airflow's connection form. Importing

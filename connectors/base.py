@@ -1,30 +1,27 @@
-"""What the three hooks share: reading the Airflow connection, TLS contexts, receipts handed back.
-
-Every hook offers the same exchange operations, so exchange code calls them whatever the transport:
-
-- ``deliver_package`` sends a package to the partner (outbound);
-- ``outbox_packages() -> list[str]`` names the packages the partner has published for the population database;
-- ``download_package(name, target_dir) -> Path`` fetches one of them into ``target_dir`` (complete or not at all);
-- ``send_receipt(name, DeliveredReceipt)`` answers one with the population database's signed receipt; the partner
-  keeps a receipt once, so sending it again is harmless.
-"""
+"""The delivery protocol every transport implements (``PartnerHook``), and what the hooks share: reading the
+Airflow connection, TLS contexts, receipts handed back (``DeliveredReceipt``)."""
 
 from __future__ import annotations
 
+import base64
 import re
 import ssl
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
 from connectors.errors import ConfigurationError, MalformedResponse
 from connectors.retry import RetryPolicy
 from lienthong.settings import key_password
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseSensorOperator, XComArg
 
 RECEIPT, RECEIPT_SIGNATURE = "receipt.json", "receipt.json.p7s"
 _PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,119}\.zip")
@@ -74,13 +71,32 @@ class Extras:
         return path
 
 
-class PartnerHook(BaseHook):
-    """Base of the Liên thông hooks: the connection is read once, lazily; retries follow its extras."""
+class PartnerHook(BaseHook, ABC):
+    """A partner's transport, behind the one delivery protocol the feeds use whatever the transport.
+
+    Exchange code gets a hook from ``connectors.transport.partner_hook(kind, conn_id)`` and calls only what this
+    class declares, so that any partner works on any transport by configuration alone. A transport fills in:
+
+    - ``deliver_package`` — send a sealed, zipped package; the partner's receipt when it answers with one;
+    - ``receipt_comes_later`` — True when the partner writes its receipt after the delivery (then
+      ``deliver_package`` returns None) and, for such a transport, ``fetch_receipt`` (look once) and
+      ``receipt_sensor`` (wait, deferred, in a DAG);
+    - ``outbox_packages``, ``download_package``, ``send_receipt`` — the inbound direction: what the partner
+      published for us, one package fetched, our signed receipt sent back;
+    - ``get_conn``, ``test_connection`` — for Airflow (the connection form's *Test* button).
+
+    Failures are ``connectors.errors``: a ``TransientError`` is retried by the hook (``retry_policy``, from the
+    connection's extras) and then by Airflow; a ``PermanentError`` fails the task at once. A new transport is
+    a subclass registered in ``connectors.transport.TRANSPORTS`` and declared in ``get_provider_info``.
+    The connection is read once, lazily; ``with hook:`` keeps one connection for several operations.
+    """
 
     conn_name_attr: ClassVar[str]
     default_conn_name: ClassVar[str]
     conn_type: ClassVar[str]
     hook_name: ClassVar[str]
+    receipt_comes_later: ClassVar[bool] = False
+    """Whether the partner writes its receipt after the delivery instead of answering the delivery with it."""
 
     def __init__(self, conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -101,8 +117,51 @@ class PartnerHook(BaseHook):
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy.from_extras(self.extras.values)
 
+    # -- outbound ---------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def deliver_package(self, package_zip: Path, package_id: str) -> DeliveredReceipt | None:
+        """Deliver a sealed, zipped package (``package_id`` is its manifest's). Returns the partner's signed
+        receipt when the transport answers the delivery with it, None when it comes later
+        (``receipt_comes_later``). Partners deduplicate by package id, so delivering again is harmless and is
+        answered with the receipt of the first delivery."""
+
+    def fetch_receipt(self, package_name: str) -> DeliveredReceipt | None:
+        """Override when ``receipt_comes_later``: the partner's signed receipt for a delivered package
+        (``package_name``: its zip's name without ``.zip``) once it is there, None until then."""
+        raise NotImplementedError(f"{type(self).__name__} answers the delivery with the receipt")
+
+    @classmethod
+    def receipt_sensor(
+        cls, *, task_id: str, conn_id: str, package_name: str | XComArg, **operator_args: Any
+    ) -> BaseSensorOperator:
+        """Override when ``receipt_comes_later``: the deferrable sensor that waits, in a DAG, for the receipt of a
+        package delivered on ``conn_id`` (``package_name`` as for ``fetch_receipt``, templated: a task's output
+        will do). Its XCom is the receipt as ``DeliveredReceipt.as_base64`` gives it. ``operator_args`` are the
+        sensor's (pool, timeout, poke_interval…)."""
+        raise NotImplementedError(f"{cls.__name__} answers the delivery with the receipt")
+
+    # -- inbound ----------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def outbox_packages(self) -> list[str]:
+        """The names of the packages the partner has published for the population database, sorted; each a plain
+        package file name (``package_file_name``)."""
+
+    @abstractmethod
+    def download_package(self, name: str, target_dir: Path) -> Path:
+        """Fetch one published package into ``target_dir`` under its name: complete, or not at all."""
+
+    @abstractmethod
+    def send_receipt(self, name: str, receipt: DeliveredReceipt) -> None:
+        """Answer a published package with the population database's signed receipt; the partner keeps a receipt
+        once, so sending it again is harmless."""
+
+    # -- Airflow ----------------------------------------------------------------------------------------------
+
+    @abstractmethod
     def get_conn(self) -> Any:
-        raise NotImplementedError
+        """The transport's client (an HTTP client, a zeep client, an SFTP session)."""
 
     def close(self) -> None:
         """Release the connection (hooks holding one override this)."""
@@ -114,8 +173,9 @@ class PartnerHook(BaseHook):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    @abstractmethod
     def test_connection(self) -> tuple[bool, str]:
-        raise NotImplementedError
+        """Reach the partner with the connection's credentials: (worked, a message for the connection form)."""
 
 
 def tls_context(extras: Extras) -> ssl.SSLContext:
@@ -139,11 +199,27 @@ def tls_context(extras: Extras) -> ssl.SSLContext:
 
 @dataclass(frozen=True)
 class DeliveredReceipt:
-    """The partner's signed receipt for a delivered package, as the exact bytes it signed.
-    ``write_to`` lays it out as ``exchange.receipt.verify_receipt`` reads it."""
+    """A signed receipt as the exact bytes its signer signed: the partner's for a delivered package, or ours for
+    one the partner published. ``write_to`` lays it out as ``exchange.receipt.verify_receipt`` reads it."""
 
     receipt: bytes
     signature: bytes
+
+    @classmethod
+    def from_base64(cls, document: Mapping[str, Any]) -> DeliveredReceipt:
+        """From ``{"receipt": base64, "signature": base64}`` (``as_base64``); a ``binascii.Error`` or a
+        ``KeyError`` when the document is not that."""
+        return cls(
+            base64.b64decode(document["receipt"], validate=True), base64.b64decode(document["signature"], validate=True)
+        )
+
+    def as_base64(self) -> dict[str, str]:
+        """``{"receipt": base64, "signature": base64}``: how a receipt travels in JSON (a REST body, a trigger
+        event, an XCom)."""
+        return {
+            "receipt": base64.b64encode(self.receipt).decode("ascii"),
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+        }
 
     def write_to(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

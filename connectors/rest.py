@@ -391,9 +391,7 @@ class RestHook(PartnerHook):
     def send_receipt(self, name: str, receipt: DeliveredReceipt) -> None:
         """Answer a published package with our signed receipt (``POST outbox/<name>/receipt``); the idempotency
         key comes from the receipt's bytes, and the partner keeps a receipt once."""
-        document = {"receipt": base64.b64encode(receipt.receipt).decode("ascii"),
-                    "signature": base64.b64encode(receipt.signature).decode("ascii")}  # fmt: skip
-        self.post_json(f"{self.outbox_path}/{quote(package_file_name(name))}/receipt", document)
+        self.post_json(f"{self.outbox_path}/{quote(package_file_name(name))}/receipt", receipt.as_base64())
 
     # -- Airflow ------------------------------------------------------------------------------------------------
 
@@ -414,9 +412,7 @@ def idempotency_key_for(path: str, body: bytes) -> str:
 def receipt_from_json(document: Any) -> DeliveredReceipt:
     """The partners answer a delivery with {"receipt": base64, "signature": base64}."""
     try:
-        return DeliveredReceipt(
-            base64.b64decode(document["receipt"], validate=True), base64.b64decode(document["signature"], validate=True)
-        )
+        return DeliveredReceipt.from_base64(document)
     except (KeyError, TypeError, binascii.Error):
         raise MalformedResponse("the delivery answer carries no base64 receipt and signature") from None
 

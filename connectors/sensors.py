@@ -1,14 +1,17 @@
-"""``SftpReceiptSensor``: wait, deferred, for an SFTP partner's signed receipt of a delivered package."""
+"""``SftpReceiptSensor``: wait, deferred, for an SFTP partner's signed receipt of a delivered package.
+
+``SftpHook.receipt_sensor`` gives it to the DAGs; it reaches the hook through ``connectors.transport`` (it does not
+import the hook that names it)."""
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 
+from connectors.transport import SFTP, partner_hook
 from connectors.triggers import RECEIVED, SftpReceiptTrigger
 
 
@@ -34,14 +37,9 @@ class SftpReceiptSensor(BaseSensorOperator):
         self.sftp_conn_id, self.package_name, self.deferrable = sftp_conn_id, package_name, deferrable
 
     def _fetch(self) -> dict[str, str] | None:
-        from connectors.sftp import SftpHook
-
-        with SftpHook(self.sftp_conn_id) as hook:
+        with partner_hook(SFTP, self.sftp_conn_id) as hook:
             receipt = hook.fetch_receipt(self.package_name)
-        if receipt is None:
-            return None
-        return {"receipt": base64.b64encode(receipt.receipt).decode("ascii"),
-                "signature": base64.b64encode(receipt.signature).decode("ascii")}  # fmt: skip
+        return None if receipt is None else receipt.as_base64()
 
     def poke(self, context) -> PokeReturnValue:
         found = self._fetch()
@@ -58,6 +56,7 @@ class SftpReceiptSensor(BaseSensorOperator):
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, str]:
         if event.get("status") != RECEIVED:
-            raise ReceiptNotReceived(f"no receipt for {self.package_name} from {self.sftp_conn_id} "
-                                     f"within {self.timeout} s")  # fmt: skip
+            raise ReceiptNotReceived(
+                f"no receipt for {self.package_name} from {self.sftp_conn_id} within {self.timeout} s"
+            )
         return {"receipt": event["receipt"], "signature": event["signature"]}

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
 
@@ -40,6 +40,11 @@ from connectors.errors import (
     TransientError,
 )
 from connectors.retry import retrying
+
+if TYPE_CHECKING:
+    from airflow.sdk import XComArg
+
+    from connectors.sensors import SftpReceiptSensor
 
 T = TypeVar("T")
 DEFAULT_WINDOW = 64 * 1024 * 1024
@@ -102,6 +107,7 @@ class SftpHook(PartnerHook):
     default_conn_name = "lienthong_sftp_default"
     conn_type = "lienthong_sftp"
     hook_name = "Liên thông SFTP partner"
+    receipt_comes_later = True  # the partner takes the package from its inbox and writes the receipt when done
 
     def __init__(self, sftp_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(sftp_conn_id, **kwargs)
@@ -367,9 +373,10 @@ class SftpHook(PartnerHook):
 
     # -- what the exchange needs ---------------------------------------------------------------------------------
 
-    def deliver_package(self, package_zip: Path) -> RemoteFile:
-        """Upload a zipped package into the partner's inbox (``inbox`` extra, default ``inbox``)."""
-        return self.upload(package_zip, posixpath.join(self.extras.text("inbox", "inbox"), package_zip.name))
+    def deliver_package(self, package_zip: Path, package_id: str | None = None) -> None:
+        """Upload a zipped package into the partner's inbox (``inbox`` extra, default ``inbox``). The partner
+        answers later (``fetch_receipt``); it reads the package id from the manifest and deduplicates by it."""
+        self.upload(package_zip, posixpath.join(self.extras.text("inbox", "inbox"), package_zip.name))
 
     def fetch_receipt(self, package_name: str) -> DeliveredReceipt | None:
         """The partner's signed receipt for a package (``receipts/<package name>/``), or None if not there yet."""
@@ -379,6 +386,15 @@ class SftpHook(PartnerHook):
         return DeliveredReceipt(
             self.read_bytes(posixpath.join(folder, RECEIPT)), self.read_bytes(posixpath.join(folder, RECEIPT_SIGNATURE))
         )
+
+    @classmethod
+    def receipt_sensor(
+        cls, *, task_id: str, conn_id: str, package_name: str | XComArg, **operator_args: Any
+    ) -> SftpReceiptSensor:
+        """``SftpReceiptSensor``: it looks in ``receipts/<package name>/``, deferred to ``SftpReceiptTrigger``."""
+        from connectors.sensors import SftpReceiptSensor
+
+        return SftpReceiptSensor(task_id=task_id, sftp_conn_id=conn_id, package_name=package_name, **operator_args)
 
     def outbox(self, pattern: str = "*.zip") -> list[RemoteFile]:
         """The packages the partner has published for us (``outbox`` extra, default ``outbox``)."""

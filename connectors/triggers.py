@@ -9,12 +9,16 @@ and its signature, base64-encoded, or with ``timeout`` when the partner has not 
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from connectors.transport import SFTP, partner_hook
+
+if TYPE_CHECKING:
+    from connectors.base import DeliveredReceipt
 
 RECEIVED, TIMEOUT = "received", "timeout"
 
@@ -26,16 +30,16 @@ class SftpReceiptTrigger(BaseTrigger):
         self.poll_interval, self.timeout = poll_interval, timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {"sftp_conn_id": self.sftp_conn_id, "package_name": self.package_name,
-             "poll_interval": self.poll_interval, "timeout": self.timeout},
-        )  # fmt: skip
+        arguments = {
+            "sftp_conn_id": self.sftp_conn_id,
+            "package_name": self.package_name,
+            "poll_interval": self.poll_interval,
+            "timeout": self.timeout,
+        }
+        return f"{type(self).__module__}.{type(self).__qualname__}", arguments
 
-    def _look(self):
-        from connectors.sftp import SftpHook
-
-        with SftpHook(self.sftp_conn_id) as hook:
+    def _look(self) -> DeliveredReceipt | None:
+        with partner_hook(SFTP, self.sftp_conn_id) as hook:
             return hook.fetch_receipt(self.package_name)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -43,9 +47,7 @@ class SftpReceiptTrigger(BaseTrigger):
         while True:
             receipt = await asyncio.to_thread(self._look)
             if receipt is not None:
-                yield TriggerEvent({"status": RECEIVED, "package": self.package_name,
-                                    "receipt": base64.b64encode(receipt.receipt).decode("ascii"),
-                                    "signature": base64.b64encode(receipt.signature).decode("ascii")})  # fmt: skip
+                yield TriggerEvent({"status": RECEIVED, "package": self.package_name, **receipt.as_base64()})
                 return
             if time.monotonic() >= deadline:
                 yield TriggerEvent({"status": TIMEOUT, "package": self.package_name})

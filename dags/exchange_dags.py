@@ -7,7 +7,8 @@ each agreement with an inbound direction gets ``<agreement>.inbound``. ``populat
 the change log advanced (the Asset the outbound DAGs wait on) and ``ledger.audit`` checks the ledger daily.
 
 Thin on purpose: every task is one call into ``feeds.tasks`` (or ``feeds.snapshot``, ``feeds.inbound``,
-``feeds.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool.
+``feeds.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool. What
+differs between transports is the hook's to say (``connectors.base.PartnerHook``), never a transport's name here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from connectors.sensors import SftpReceiptSensor
+from connectors.transport import hook_class
 from feeds import tasks as feeds
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,10 @@ def on_asset_or_cron(agreement, asset: Asset):
 
 
 def deliver_and_verify(agreement, sealed, pool: str):
-    """Deliver, then verify the receipt: at once for REST and SOAP; for SFTP after a deferred wait."""
-    name = agreement.name
-    if agreement.transport == "sftp":
+    """Deliver, then verify the receipt: at once when the transport answers the delivery with it; when it comes
+    later (an SFTP partner writes it when done), after a deferred wait by the transport's own sensor."""
+    name, transport = agreement.name, hook_class(agreement.transport)
+    if transport.receipt_comes_later:
 
         @task(pool=pool)
         def deliver(sealed: dict) -> str:
@@ -69,9 +71,14 @@ def deliver_and_verify(agreement, sealed, pool: str):
             return feeds.package_name(sealed)
 
         deadline = agreement.directions["outbound"].delivery_deadline_hours or 24  # the receipt is due by then
-        wait = SftpReceiptSensor(task_id="wait_for_receipt", sftp_conn_id=agreement.connection_id,
-                                 package_name=deliver(sealed), pool=pool, deferrable=True,
-                                 timeout=timedelta(hours=deadline), poke_interval=2.0)  # fmt: skip
+        wait = transport.receipt_sensor(
+            task_id="wait_for_receipt",
+            conn_id=agreement.connection_id,
+            package_name=deliver(sealed),
+            pool=pool,
+            timeout=timedelta(hours=deadline),
+            poke_interval=2.0,
+        )
 
         @task
         def keep_receipt(sealed: dict, receipt: dict) -> str:

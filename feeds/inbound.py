@@ -11,11 +11,12 @@ partner publishes for the population database, fetched, verified, validated, rec
 Each step returns a small frozen dataclass of references and counts (XCom values for the DAG layer) and is safe to
 rerun after a crash at any point:
 
-- ``fetch`` lists the partner's outbox through the agreement's transport (every hook has ``outbox_packages``,
-  ``download_package`` and ``send_receipt``) and downloads the packages of this agreement's inbound feed whose
-  sequence (in the package's name, ``<agreement>-<partner>-inbound-<sequence>.zip``) is after the last one the
-  feed accepted, in order, into ``work_dir/<agreement>/`` (``<package>.zip``, beside it ``<package>.receipt/``
-  for our receipt and ``<package>.work/`` for the steps' files, as outbound packages are kept). Partners keep
+- ``fetch`` lists the partner's outbox through the agreement's transport (the inbound side of the protocol every
+  hook implements, ``PartnerHook``: ``outbox_packages``, ``download_package``, ``send_receipt``) and downloads
+  the packages of this agreement's inbound feed whose sequence (in the package's name,
+  ``<agreement>-<partner>-inbound-<sequence>.zip``) is after the last one the feed accepted, in order, into
+  ``work_dir/<agreement>/`` (``<package>.zip``, beside it ``<package>.receipt/`` for our receipt and
+  ``<package>.work/`` for the steps' files, as outbound packages are kept). Partners keep
   acknowledged packages in their outbox; the population side skips them by the feed's sequence. A rerun
   downloads a pending package again.
 - ``verify`` checks the package with ``exchange.package.verify_package`` (signature, chain, validity, key usage,

@@ -3,8 +3,8 @@
     window = extract(engine, agreement)                   # which changes: after the checkpoint, up to a mark
     checked = validate(engine, agreement, window, work)   # rows that passed, minimised; the rest quarantined
     sealed = package(engine, agreement, checked, pki, out)
-    receipt = deliver(agreement, sealed)                  # through the partner's connector (SFTP: None, then
-                                                          #   collect_receipt until the partner has answered)
+    receipt = deliver(agreement, sealed)                  # through the partner's transport (None when the receipt
+                                                          #   comes later: collect_receipt until it is there)
     verified = verify(engine, sealed, receipt, pki)       # signed by the recipient, bound to the manifest; ledger
     advance(engine, agreement, window, verified)          # the checkpoint moves only now
 
@@ -25,8 +25,9 @@ retry:
   says, with the validation outcome) and zips it. It is held as pending on the checkpoint, under the name it
   will get, before sealing; a retry finds it (zipped or not) and returns it rather than numbering another.
 - ``deliver`` sends the zip; partners deduplicate by package id, so a resend is answered with the stored receipt.
-  REST and SOAP partners answer with the receipt; an SFTP partner writes it later, which ``collect_receipt``
-  looks for (the DAG waits for it in a deferred task).
+  Most transports answer the delivery with the receipt; on one whose receipt comes later
+  (``PartnerHook.receipt_comes_later``: SFTP) the partner writes it when done, which ``collect_receipt`` looks for
+  (the DAG waits for it in a deferred task, the transport's ``receipt_sensor``).
 - ``verify`` checks the receipt and records it in the ledger once; a rejected receipt raises ``ReceiptRejected``.
 - ``advance`` moves the checkpoint to the window's end; moving it twice is a no-op.
 
@@ -47,7 +48,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, distinct, func, select
 
-from connectors.base import DeliveredReceipt
 from connectors.transport import partner_hook
 from exchange.agreements import Agreement, Direction
 from exchange.errors import VerificationError
@@ -358,21 +358,18 @@ def receipt_folder(sealed: SealedPackage) -> Path:
 
 def deliver(agreement: Agreement, sealed: SealedPackage) -> str | None:
     """Send the package through the agreement's transport. Returns the folder holding the partner's receipt when
-    the transport answers with it (REST, SOAP); None when the partner answers later (SFTP: ``collect_receipt``)."""
+    the transport answers the delivery with it; None when the receipt comes later (``collect_receipt``)."""
     with partner_hook(agreement.transport, agreement.connection_id) as hook:
-        if agreement.transport == "sftp":
-            hook.deliver_package(Path(sealed.path))
-            return None
-        receipt: DeliveredReceipt = hook.deliver_package(Path(sealed.path), sealed.package_id)
-    return str(receipt.write_to(receipt_folder(sealed)))
+        receipt = hook.deliver_package(Path(sealed.path), sealed.package_id)
+    return None if receipt is None else str(receipt.write_to(receipt_folder(sealed)))
 
 
 def collect_receipt(agreement: Agreement, sealed: SealedPackage) -> str | None:
-    """The partner's receipt for a package delivered by SFTP, once it is there (None until then)."""
-    if agreement.transport != "sftp":
-        raise ValueError(f"{agreement.name}: {agreement.transport} partners answer the delivery with the receipt")
+    """The partner's receipt for a package whose receipt comes later, once it is there (None until then)."""
     with partner_hook(agreement.transport, agreement.connection_id) as hook:
-        receipt = hook.fetch_receipt(Path(sealed.path).stem)  # receipts/<package name>/
+        if not hook.receipt_comes_later:
+            raise ValueError(f"{agreement.name}: {agreement.transport} partners answer the delivery with the receipt")
+        receipt = hook.fetch_receipt(Path(sealed.path).stem)  # the package's zip name without .zip
     return None if receipt is None else str(receipt.write_to(receipt_folder(sealed)))
 
 
@@ -417,8 +414,8 @@ def run_outbound(
     as_of: date | None = None,
     receipt_timeout: float = 60.0,
 ) -> OutboundRun:
-    """Every step in order, for one agreement (what the DAG does task by task; it waits for an SFTP receipt in
-    a deferred task where this polls for up to ``receipt_timeout`` seconds)."""
+    """Every step in order, for one agreement (what the DAG does task by task; it waits for a receipt that comes
+    later in a deferred task where this polls for up to ``receipt_timeout`` seconds)."""
     window = extract(engine, agreement, mode=mode)
     if window.pending is not None:
         sealed = pending_package(window)
@@ -433,8 +430,8 @@ def run_outbound(
 def deliver_and_advance(
     engine: Engine, agreement: Agreement, sealed: SealedPackage, pki: PkiDirectory, receipt_timeout: float = 60.0
 ) -> OutboundRun:
-    """Steps 5-7 for a sealed package: deliver, wait for the receipt (an SFTP partner writes it later: looked for
-    every 0.2 s for up to ``receipt_timeout`` seconds), verify it, move the checkpoint."""
+    """Steps 5-7 for a sealed package: deliver, wait for the receipt (one that comes later is looked for every
+    0.2 s for up to ``receipt_timeout`` seconds), verify it, move the checkpoint."""
     receipt_dir = deliver(agreement, sealed)
     deadline = time.monotonic() + receipt_timeout
     while receipt_dir is None:

@@ -11,7 +11,6 @@ command line reads it.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -131,19 +130,19 @@ def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str
 
 
 def send(name: str, sealed: dict[str, Any]) -> str | None:
-    """Step 5: deliver the package; the receipt folder, or None when the partner answers later (SFTP)."""
+    """Step 5: deliver the package; the receipt folder, or None when the receipt comes later (the transport's
+    ``receipt_sensor`` waits for it, ``keep_receipt`` keeps it)."""
     from feeds.outbound import deliver
 
     return deliver(agreement(name), _sealed(sealed))
 
 
 def keep_receipt(sealed: dict[str, Any], receipt: dict[str, str]) -> str:
-    """Write a receipt fetched by a sensor (base64 ``receipt`` and ``signature``) beside its package."""
+    """Write a receipt fetched by a sensor (``DeliveredReceipt.as_base64``) beside its package."""
     from connectors.base import DeliveredReceipt
     from feeds.outbound import receipt_folder
 
-    delivered = DeliveredReceipt(base64.b64decode(receipt["receipt"]), base64.b64decode(receipt["signature"]))
-    return str(delivered.write_to(receipt_folder(_sealed(sealed))))
+    return str(DeliveredReceipt.from_base64(receipt).write_to(receipt_folder(_sealed(sealed))))
 
 
 def check_receipt(sealed: dict[str, Any], receipt_dir: str) -> dict[str, Any]:
@@ -182,7 +181,7 @@ def partner_pool(partner: str) -> str:
 
 
 def package_name(sealed: dict[str, Any]) -> str:
-    """The name of a sealed package (its zip without .zip): what an SFTP partner names its receipt folder."""
+    """The name of a sealed package (its zip without .zip): what a receipt that comes later is looked for by."""
     return Path(sealed["path"]).stem
 
 

@@ -18,6 +18,7 @@ import signal
 import time
 from pathlib import Path
 
+from connectors.transport import hook_class
 from feeds import tasks as feeds
 
 STEPS = ("extract", "validate", "package", "deliver", "receipt", "verify", "advance")
@@ -46,8 +47,8 @@ def run_step(step: str, name: str, xcoms: dict) -> object:
     if step == "deliver":
         return feeds.send(name, xcoms["package"])
     if step == "receipt":
-        if feeds.agreement(name).transport != "sftp":
-            return xcoms["deliver"]  # REST and SOAP partners answered the delivery with the receipt
+        if not hook_class(feeds.agreement(name).transport).receipt_comes_later:
+            return xcoms["deliver"]  # the partner answered the delivery with the receipt
         return feeds.keep_receipt(xcoms["package"], _wait_for_sftp_receipt(name, xcoms["package"]))
     if step == "verify":
         return feeds.check_receipt(xcoms["package"], xcoms["receipt"])
