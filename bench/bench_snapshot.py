@@ -175,7 +175,7 @@ def children_peak_rss_mib() -> float:
 
 def child_ours(url: str, work: Path, fast: str, workers: int) -> dict:
     from exchange.pki import PkiDirectory
-    from feeds import outbound as pipeline
+    from feeds import outbound
     from feeds.snapshot import seal_snapshot, snapshot_shards, validate_shards
     from population.db import create_population_engine
 
@@ -183,7 +183,7 @@ def child_ours(url: str, work: Path, fast: str, workers: int) -> dict:
     agreement, pki = land_agreement(), PkiDirectory(work / "pki")
     marks = {}
     started = time.perf_counter()
-    window = pipeline.extract(engine, agreement, mode="full")
+    window = outbound.extract(engine, agreement, mode="full")
     shards = snapshot_shards(engine, agreement, window)
     marks["shards_s"] = time.perf_counter() - started
     path = {"auto": None, "copy": True, "python": False}[fast]
@@ -193,14 +193,14 @@ def child_ours(url: str, work: Path, fast: str, workers: int) -> dict:
     marks["validated_s"] = time.perf_counter() - started
     sealed = seal_snapshot(engine, agreement, window, results, pki, work / "ours" / "packages")
     marks["sealed_s"] = time.perf_counter() - started
-    receipt = pipeline.deliver(agreement, sealed)
+    receipt = outbound.deliver(agreement, sealed)
     marks["delivered_s"] = time.perf_counter() - started
     while receipt is None:
         time.sleep(0.2)
-        receipt = pipeline.collect_receipt(agreement, sealed)
+        receipt = outbound.collect_receipt(agreement, sealed)
     marks["receipt_s"] = time.perf_counter() - started
-    delivery = pipeline.verify(engine, sealed, receipt, pki)
-    pipeline.advance(engine, agreement, window, delivery)
+    delivery = outbound.verify(engine, sealed, receipt, pki)
+    outbound.close_window(engine, agreement, window, delivery)
     seconds = time.perf_counter() - started
     return {"seconds": round(seconds, 3), **{k: round(v, 3) for k, v in marks.items()},
             "peak_rss_mib": round(peak_rss_mib() + workers_peak, 1), "workers": workers,

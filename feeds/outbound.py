@@ -6,7 +6,7 @@
     receipt = deliver(agreement, sealed)                  # through the partner's transport (None when the receipt
                                                           #   comes later: collect_receipt until it is there)
     verified = verify(engine, sealed, receipt, pki)       # signed by the recipient, bound to the manifest; ledger
-    advance(engine, agreement, window, verified)          # the checkpoint moves only now
+    close_window(engine, agreement, window, verified)     # the checkpoint moves only now
 
 Each step returns a small frozen dataclass of references and counts (XCom values for the DAG layer) and is safe to
 retry:
@@ -29,7 +29,7 @@ retry:
   (``PartnerHook.receipt_comes_later``: SFTP) the partner writes it when done, which ``collect_receipt`` looks for
   (the DAG waits for it in a deferred task, the transport's ``receipt_sensor``).
 - ``verify`` checks the receipt and records it in the ledger once; a rejected receipt raises ``ReceiptRejected``.
-- ``advance`` moves the checkpoint to the window's end; moving it twice is a no-op.
+- ``close_window`` moves the checkpoint to the window's end; moving it twice is a no-op.
 
 An incremental window with no changes produces no package (``run_outbound`` stops after ``extract``): packages
 are numbered without gaps, and an empty one would only say "nothing happened". A window whose changed citizens
@@ -385,7 +385,7 @@ def verify(engine: Engine, sealed: SealedPackage, receipt_dir: str, pki: PkiDire
     return VerifiedDelivery(manifest.package_id, verified.receipt.status, verified.receipt.record_count, recorded)
 
 
-def advance(engine: Engine, agreement: Agreement, window: FeedWindow, delivery: VerifiedDelivery | None) -> bool:
+def close_window(engine: Engine, agreement: Agreement, window: FeedWindow, delivery: VerifiedDelivery | None) -> bool:
     """Move the checkpoint to the window's end; only with a verified, accepted receipt (or an empty window)."""
     if delivery is None and window.citizens:
         raise ValueError("a window with changes moves the checkpoint only with a verified receipt")
@@ -424,10 +424,10 @@ def run_outbound(
     else:
         checked = validate(engine, agreement, window, Path(work_dir) / "staging", as_of=as_of)
         sealed = package(engine, agreement, checked, pki, Path(work_dir) / "packages")
-    return deliver_and_advance(engine, agreement, sealed, pki, receipt_timeout)
+    return deliver_and_close_window(engine, agreement, sealed, pki, receipt_timeout)
 
 
-def deliver_and_advance(
+def deliver_and_close_window(
     engine: Engine, agreement: Agreement, sealed: SealedPackage, pki: PkiDirectory, receipt_timeout: float = 60.0
 ) -> OutboundRun:
     """Steps 5-7 for a sealed package: deliver, wait for the receipt (one that comes later is looked for every
@@ -441,5 +441,5 @@ def deliver_and_advance(
         time.sleep(0.2)
         receipt_dir = collect_receipt(agreement, sealed)
     delivery = verify(engine, sealed, receipt_dir, pki)
-    advance(engine, agreement, sealed.window, delivery)
+    close_window(engine, agreement, sealed.window, delivery)
     return OutboundRun(sealed.window, sealed, delivery)

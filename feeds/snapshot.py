@@ -7,7 +7,7 @@ references and counts::
     shards = snapshot_shards(engine, agreement, window)                # 34 provinces in force + "none"
     results = [validate_shard(engine, agreement, window, s, work) for s in shards]      # mapped, retryable
     sealed = seal_snapshot(engine, agreement, window, results, pki, out)               # one package, 35 files
-    # then pipeline.deliver / collect_receipt / verify / advance, as for any package
+    # then outbound.deliver / collect_receipt / verify / close_window, as for any package
 
 **Shards.** A citizen's shard is the province (one of the 34 in force since 2025-07-01) of the ward of their
 permanent residence, looked up in the administrative-unit catalogue (wards in force, ``effective_to`` null).
@@ -74,7 +74,7 @@ from feeds.outbound import (
     SealedPackage,
     StagedFile,
     check_quarantine_limit,
-    deliver_and_advance,
+    deliver_and_close_window,
     extract,
     minimise,
     outbound_of,
@@ -564,4 +564,4 @@ def run_snapshot(
         shards = snapshot_shards(engine, agreement, window)
         results = validate_shards(engine, agreement, window, shards, staging, as_of, fast=fast, workers=workers)
         sealed = seal_snapshot(engine, agreement, window, results, pki, Path(work_dir) / "packages")
-    return deliver_and_advance(engine, agreement, sealed, pki, receipt_timeout)
+    return deliver_and_close_window(engine, agreement, sealed, pki, receipt_timeout)

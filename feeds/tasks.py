@@ -155,10 +155,10 @@ def check_receipt(sealed: dict[str, Any], receipt_dir: str) -> dict[str, Any]:
 
 def close_window(name: str, window: dict[str, Any], delivery: dict[str, Any] | None) -> bool:
     """Step 7: move the checkpoint to the window's end; False when it was there already."""
-    from feeds.outbound import advance
+    from feeds.outbound import close_window as close
 
     with population_database() as engine:
-        return advance(engine, agreement(name), _window(window), _delivery(delivery))
+        return close(engine, agreement(name), _window(window), _delivery(delivery))
 
 
 def is_final(error: BaseException) -> bool:
