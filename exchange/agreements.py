@@ -3,32 +3,26 @@
 An agreement says what may cross to or from one partner and why: legal basis and purpose, the transport and its
 Airflow connection, the format, and per direction the dataset, the fields allowed (each with its legal basis),
 encryption, the validation suite and its thresholds, and the delivery deadline. It is checked against
-``schemas/agreements/agreement.schema.json`` and against the dataset schema it names; any problem is an
-``AgreementError`` naming the file and the line.
+``schemas/agreements/agreement.schema.json``, against the dataset schema it names, and against its partner's
+agency file (``schemas/agencies/<partner>.yaml``: the partner must be an agency, and what it sends in is what the
+agency publishes); any problem is an ``AgreementError`` naming the file and the line.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-from jsonschema import Draft202012Validator
-
-from lienthong.settings import schema_file, schema_files
+from exchange.agencies import load_agencies
+from exchange.documents import DocumentError, dataset_fields, read_yaml
+from lienthong.settings import schema_files
 
 AGREEMENT_SCHEMA = "agreements/agreement.schema.json"
 
 
-class AgreementError(ValueError):
+class AgreementError(DocumentError):
     """An agreement file that cannot be used, with the file and line where the problem is."""
-
-    def __init__(self, source: Path, line: int, message: str):
-        self.source, self.line, self.problem = source, line, message
-        super().__init__(f"{source}:{line}: {message}")
 
 
 @dataclass(frozen=True)
@@ -59,63 +53,30 @@ class Agreement:
     source: Path
 
 
-def dataset_schema_path(dataset: str, version: int) -> Path:
-    return schema_file(f"datasets/{dataset}.v{version}.json")
-
-
-@cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_file(AGREEMENT_SCHEMA).read_text(encoding="utf-8")))
-
-
 def load_agreement(path: Path) -> Agreement:
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        raise AgreementError(path, mark.line + 1 if mark else 1, f"not valid YAML: {error.problem}") from None
-    if root is None:
-        raise AgreementError(path, 1, "the file is empty")
-    _refuse_duplicate_keys(path, root)
-    errors = sorted(_validator().iter_errors(document), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
-    if errors:
-        error = errors[0]
-        node, key = _node_at(root, list(error.absolute_path)), None
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
-            key = next(k for k in error.instance if k not in allowed)
-            message = f"unknown key '{key}' at {_where(error.absolute_path)}"
-        elif error.validator == "required":
-            message = f"{_where(error.absolute_path)}: {error.message}"
-        else:
-            message = f"{_where(error.absolute_path)}: {error.message}"
-        raise AgreementError(path, _line(node, key), message)
+    document = read_yaml(path, AGREEMENT_SCHEMA, AgreementError)
+    content = document.content
+    partner = content["partner"]
+    agency = load_agencies().get(partner)
+    if agency is None or not agency.is_partner:
+        document.fail([], "partner", f"partner '{partner}' is not a partner agency (schemas/agencies/{partner}.yaml)")
     directions = {}
-    for name, spec in document["directions"].items():
-        schema_file = dataset_schema_path(spec["dataset"], spec["schema_version"])
-        direction_node = _node_at(root, ["directions", name])
-        if not schema_file.exists():
-            raise AgreementError(
-                path, _line(direction_node, "dataset"),
-                f"directions.{name}: no dataset schema {spec['dataset']} version {spec['schema_version']} "
-                f"(datasets/{schema_file.name})",
-            )  # fmt: skip
-        columns = json.loads(schema_file.read_text(encoding="utf-8"))["properties"]
+    for name, spec in content["directions"].items():
+        at, dataset, version = ["directions", name], spec["dataset"], spec["schema_version"]
+        columns = dataset_fields(dataset, version)
+        if columns is None:
+            missing = f"no dataset schema {dataset} version {version} (datasets/{dataset}.v{version}.json)"
+            document.fail(at, "dataset", f"directions.{name}: {missing}")
         for field in spec["fields"]:
             if field not in columns:
-                raise AgreementError(
-                    path, _line(_node_at(root, ["directions", name, "fields"]), field),
-                    f"directions.{name}.fields: '{field}' is not a field of dataset {spec['dataset']} "
-                    f"version {spec['schema_version']}",
-                )  # fmt: skip
+                unknown = f"'{field}' is not a field of dataset {dataset} version {version}"
+                document.fail([*at, "fields"], field, f"directions.{name}.fields: {unknown}")
+        published = agency.publishes
+        if name == "inbound" and published and (published.dataset, published.version) != (dataset, version):
+            mismatch = f"{partner} publishes {published.dataset} version {published.version} ({agency.source.name})"
+            document.fail(at, "dataset", f"directions.inbound: dataset {dataset} version {version}, but {mismatch}")
         if spec.get("encryption") and not spec.get("recipient_certificate") and name == "outbound":
-            raise AgreementError(
-                path, _line(direction_node, "encryption"),
-                f"directions.{name}: encryption asks for a recipient_certificate",
-            )  # fmt: skip
+            document.fail(at, "encryption", f"directions.{name}: encryption asks for a recipient_certificate")
         directions[name] = Direction(
             name=name,
             dataset=spec["dataset"],
@@ -127,19 +88,19 @@ def load_agreement(path: Path) -> Agreement:
             validation=spec.get("validation"),
             delivery_deadline_hours=spec.get("delivery_deadline_hours"),
         )
-    transport = document["transport"]
+    transport = content["transport"]
     return Agreement(
-        name=document["agreement"],
-        partner=document["partner"],
-        legal_basis=tuple(document["legal_basis"]),
-        purpose=document["purpose"],
-        schedule=document.get("schedule"),
+        name=content["agreement"],
+        partner=partner,
+        legal_basis=tuple(content["legal_basis"]),
+        purpose=content["purpose"],
+        schedule=content.get("schedule"),
         transport=transport["kind"],
         connection_id=transport["connection_id"],
         pool_slots=transport.get("pool_slots", 2),
-        format=document["format"],
+        format=content["format"],
         directions=directions,
-        source=path,
+        source=Path(path),
     )
 
 
@@ -155,39 +116,3 @@ def load_agreements(folder: Path | None = None) -> dict[str, Agreement]:
             raise AgreementError(path, 1, f"agreement '{agreement.name}' is also defined in {other}")
         agreements[agreement.name] = agreement
     return agreements
-
-
-def _where(path) -> str:
-    return ".".join(str(p) for p in path) or "the top level"
-
-
-def _node_at(root: yaml.Node, path: list) -> yaml.Node:
-    node = root
-    for step in path:
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == step), node)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-            node = node.value[step]
-    return node
-
-
-def _line(node: yaml.Node, key: str | None = None) -> int:
-    """1-based line of a mapping's key, or of the node itself."""
-    if key is not None and isinstance(node, yaml.MappingNode):
-        for k, _ in node.value:
-            if k.value == key:
-                return k.start_mark.line + 1
-    return node.start_mark.line + 1
-
-
-def _refuse_duplicate_keys(path: Path, node: yaml.Node) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key, value in node.value:
-            if key.value in seen:
-                raise AgreementError(path, key.start_mark.line + 1, f"key '{key.value}' appears twice")
-            seen.add(key.value)
-            _refuse_duplicate_keys(path, value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _refuse_duplicate_keys(path, item)

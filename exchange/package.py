@@ -38,6 +38,7 @@ from sqlalchemy import Engine, Select
 from sqlalchemy.orm import Session
 
 from exchange import ledger
+from exchange.agencies import load_agencies
 from exchange.envelope import decrypt, encrypt_file
 from exchange.errors import (
     FileHashMismatch,
@@ -48,7 +49,7 @@ from exchange.errors import (
     SignerMismatch,
     VerificationError,
 )
-from exchange.pki import AGENCIES, POPULATION, CertifiedKey, Signer, common_name, describe, fingerprint
+from exchange.pki import POPULATION, CertifiedKey, Signer, common_name, describe, fingerprint
 from exchange.sequence import RECEIVED, SENT, Feed, advance, check_next, direction_of, locked_state, state
 from exchange.signature import (
     SIGNING_USAGE,
@@ -148,7 +149,8 @@ class Manifest:
         _require(_is_uuid(document["package_id"]), "package_id must be a UUID")
         _require(bool(_NAME.fullmatch(document["agreement"])), "agreement is not a valid agreement name")
         _require(bool(_RFC3339_UTC.fullmatch(document["created_at"])), "created_at must be RFC 3339 in UTC")
-        _require(document["sender"] in AGENCIES and document["recipient"] in AGENCIES, "unknown sender or recipient")
+        agencies = load_agencies()
+        _require(document["sender"] in agencies and document["recipient"] in agencies, "unknown sender or recipient")
         _require(document["direction"] == direction_of(document["sender"]), "direction does not match the sender")
         _require(document["mode"] in MODES, "mode must be full or incremental")
         sequence, previous = document["sequence"], document["previous_manifest_sha256"]
@@ -389,8 +391,9 @@ class PackageBuilder:
     ) -> None:
         if not _NAME.fullmatch(agreement):
             raise ValueError(f"agreement name {agreement!r}: lowercase letters, digits, '.', '_' and '-'")
-        if sender not in AGENCIES or recipient not in AGENCIES or sender == recipient:
-            raise ValueError(f"sender and recipient must be two of {', '.join(AGENCIES)}")
+        agencies = load_agencies()
+        if sender not in agencies or recipient not in agencies or sender == recipient:
+            raise ValueError(f"sender and recipient must be two of {', '.join(agencies)}")
         if POPULATION not in (sender, recipient):
             raise ValueError("every exchange is between the population database and one partner")
         if mode not in MODES:

@@ -1,4 +1,5 @@
-"""The sandbox PKI: a government root CA, an issuing CA, and the certificates each agency needs.
+"""The sandbox PKI: a government root CA, an issuing CA, and the certificates each agency needs (every agency of
+``schemas/agencies``, whose file gives the organisation in its certificates' subject).
 
 ``init_pki`` writes, under one directory (``var/pki/`` by default)::
 
@@ -32,15 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-POPULATION = "population"
-AGENCIES = {
-    POPULATION: "Bộ Công an - Trung tâm dữ liệu quốc gia về dân cư",
-    "health": "Bảo hiểm xã hội Việt Nam",
-    "tax": "Cục Thuế",
-    "land": "Văn phòng đăng ký đất đai",
-    "business": "Cục Quản lý đăng ký kinh doanh",
-}
-PARTNERS = tuple(agency for agency in AGENCIES if agency != POPULATION)
+from exchange.agencies import POPULATION as POPULATION  # re-exported: most modules take it from here
+from exchange.agencies import load_agencies
 
 DEFAULT_RSA_BITS = 3072
 CRL_DAYS = 365
@@ -128,11 +122,15 @@ class PkiDirectory:
 
 
 def agency_subject(agency: str, purpose: str) -> x509.Name:
-    """The subject of an agency certificate. OU carries the agency code that manifests and receipts name."""
+    """The subject of an agency certificate: O is the organisation of its agency file; OU carries the agency code
+    that manifests and receipts name."""
+    agencies = load_agencies()
+    if agency not in agencies:
+        raise ValueError(f"unknown agency {agency!r}: no schemas/agencies/{agency}.yaml")
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, AGENCIES[agency]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, agencies[agency].organisation),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, agency),
             x509.NameAttribute(NameOID.COMMON_NAME, f"Liên thông {agency} {purpose}"),
         ]
@@ -276,19 +274,22 @@ def make_crl(
 
 
 def init_pki(out: Path, password: bytes, *, rsa_bits: int = DEFAULT_RSA_BITS, force: bool = False) -> PkiDirectory:
-    """Make the whole sandbox PKI under ``out``. Refuses to overwrite one unless ``force``."""
+    """Make the whole sandbox PKI under ``out``, for every agency of the schema folders (``schemas/agencies``, and
+    an operator's on ``LIENTHONG_SCHEMAS_PATH``); partners get a TLS server certificate too. Refuses to overwrite
+    one unless ``force``."""
     pki = PkiDirectory(out)
     if pki.root_ca.exists() and not force:
         raise FileExistsError(f"a PKI already exists in {out}")
+    agencies = load_agencies()  # a broken agency file refuses the PKI before anything is written
     root = make_root_ca()
     issuing = make_issuing_ca(root)
     write_certified_key(root, pki.root_ca, password)
     write_certified_key(issuing, pki.issuing_ca, password)
-    for agency in AGENCIES:
-        purposes = [SIGNING, ENCRYPTION, TLS_CLIENT] + ([TLS_SERVER] if agency in PARTNERS else [])
+    for agency in agencies.values():
+        purposes = [SIGNING, ENCRYPTION, TLS_CLIENT] + ([TLS_SERVER] if agency.is_partner else [])
         for purpose in purposes:
-            issued = make_agency_certificate(issuing, agency, purpose, rsa_bits=rsa_bits)
-            write_certified_key(issued, pki.certificate(agency, purpose), password)
+            issued = make_agency_certificate(issuing, agency.name, purpose, rsa_bits=rsa_bits)
+            write_certified_key(issued, pki.certificate(agency.name, purpose), password)
     write_pem(pki.crl, make_crl(issuing).public_bytes(serialization.Encoding.PEM))
     return pki
 

@@ -1,32 +1,68 @@
-"""What the four partner servers share: a store, an intake for packages, a fault plan, an outbox."""
+"""What the partner servers share: a store, an intake for packages, a fault plan, an outbox; and which agencies
+the sandbox plays and under which agreements."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from exchange.agreements import dataset_schema_path, load_agreements
+from exchange.agencies import Agency, load_agencies
+from exchange.agreements import Agreement, load_agreements
+from exchange.documents import dataset_fields
 from exchange.package import SchemaRef
 from partners.faults import FaultPlan
 from partners.intake import Acknowledgement, PackageIntake, PartnerKeys, outbox_package
 from partners.store import PersonRow, RegistryStore
 
-# What each partner sends to the population database (validation/suites.py checks these datasets).
-INBOUND_DATASETS = {"health": "health-insured", "tax": "tax-registrants", "land": "land-owners",
-                    "business": "business-roles"}  # fmt: skip
 RECORDED_AT = "2026-07-01T00:00:00Z"  # when the seeded registries last verified their records
 
 
-def agreement_of(partner: str) -> str:
-    """The name of the partner's sharing agreement (``schemas/agreements``), which inbound packages use too."""
-    for agreement in load_agreements().values():
-        if agreement.partner == partner:
-            return agreement.name
-    raise ValueError(f"no agreement with {partner} in schemas/agreements")
+class UnknownAgreement(LookupError):
+    """A name that is not one of the partner's agreements."""
+
+
+def sandbox_agencies() -> dict[str, Agency]:
+    """The agencies the sandbox can play (their file says which server plays them), by name."""
+    return {name: agency for name, agency in load_agencies().items() if agency.sandbox is not None}
+
+
+def agreements_with(partner: str, direction: str | None = None) -> list[Agreement]:
+    """The partner's agreements (with that direction, if given), by name."""
+    found = [agreement for agreement in load_agreements().values() if agreement.partner == partner]
+    return [agreement for agreement in found if direction is None or direction in agreement.directions]
+
+
+def agreement_of(partner: str, name: str) -> Agreement:
+    """The agreement a package names (its manifest's ``agreement``), which must be one of the partner's: a partner
+    with several agreements is never guessed for."""
+    agreement = load_agreements().get(name)
+    if agreement is None or agreement.partner != partner:
+        known = ", ".join(a.name for a in agreements_with(partner)) or "none"
+        raise UnknownAgreement(f"{partner} has no agreement {name!r} (its agreements: {known})")
+    return agreement
+
+
+class _InboundDatasets(Mapping[str, str]):
+    """The dataset each partner agency publishes, by agency, read from the agency files when asked."""
+
+    def _current(self) -> dict[str, str]:
+        return {name: agency.publishes.dataset for name, agency in load_agencies().items() if agency.publishes}
+
+    def __getitem__(self, partner: str) -> str:
+        return self._current()[partner]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+
+INBOUND_DATASETS: Mapping[str, str] = _InboundDatasets()  # validation.suites checks these datasets
 
 
 def inbound_row(person: PersonRow, columns: list[str]) -> dict[str, str | None]:
@@ -38,6 +74,14 @@ def inbound_row(person: PersonRow, columns: list[str]) -> dict[str, str | None]:
     return {column: None if item.get(column) is None else str(item[column]) for column in columns}
 
 
+def inbound_dataset(agreement: Agreement) -> SchemaRef:
+    """The dataset and version the agreement's inbound direction takes in."""
+    if "inbound" not in agreement.directions:
+        raise UnknownAgreement(f"agreement {agreement.name!r} has no inbound direction")
+    direction = agreement.directions["inbound"]
+    return SchemaRef(direction.dataset, str(direction.schema_version))
+
+
 class NoSuchPackage(LookupError):
     """A name that is not a package in the partner's outbox."""
 
@@ -45,10 +89,10 @@ class NoSuchPackage(LookupError):
 class Partner:
     """A partner registry: subclasses add the transport (``start``, ``stop``, ``endpoint``)."""
 
-    name: str
     transport: str
 
     def __init__(self, keys: PartnerKeys, state_dir: Path) -> None:
+        self.name = keys.name
         self.keys = keys
         self.state_dir = state_dir
         self.store = RegistryStore(state_dir / "registry.db")
@@ -60,16 +104,22 @@ class Partner:
     def outbox(self) -> Path:
         return self.state_dir / "outbox"
 
-    def publish_links(self) -> Path | None:
-        """Publish the registry's links (its identifier by personal ID) as the next inbound package, in the
-        inbound dataset the population side validates (``schemas/datasets/<dataset>.v1.json``), unless the
-        outbox already holds one."""
-        if any(self.outbox.glob("*.zip")):
-            return None
-        dataset = INBOUND_DATASETS[self.name]
-        columns = list(json.loads(dataset_schema_path(dataset, 1).read_text(encoding="utf-8"))["properties"])
+    def publish_links(self) -> list[Path]:
+        """Publish the registry's links (its identifier by personal ID) as the next inbound package of each of the
+        partner's agreements with an inbound direction, unless the outbox already holds one of that agreement."""
+        published = []
+        for agreement in agreements_with(self.name, "inbound"):
+            if not any(self.outbox.glob(f"{agreement.name}-{self.name}-inbound-*.zip")):
+                published.append(self.publish(agreement.name))
+        return published
+
+    def publish(self, agreement_name: str) -> Path:
+        """The registry's links as the next package of the named agreement's inbound feed, in the dataset the
+        agreement takes in (``schemas/datasets/<dataset>.v<version>.json``), which the population side validates."""
+        dataset = inbound_dataset(agreement_of(self.name, agreement_name))
+        columns = list(dataset_fields(dataset.name, int(dataset.version)))
         rows = (inbound_row(person, columns) for person in self.store.all_people())
-        return self.intake.publish_outbox(self.outbox, agreement_of(self.name), SchemaRef(dataset, "1"), rows)
+        return self.intake.publish_outbox(self.outbox, agreement_name, dataset, rows)
 
     def published(self) -> list[Path]:
         """The packages in the outbox, by name (acknowledged ones too: the population database skips those)."""

@@ -29,9 +29,8 @@ from typing import Any
 
 import asyncssh
 
-from exchange.package import SchemaRef
 from exchange.receipt import RECEIPT, SIGNATURE
-from partners.base import RECORDED_AT, Partner, agreement_of
+from partners.base import RECORDED_AT, Partner, agreement_of, inbound_dataset
 from partners.faults import Fault, FaultPlan
 from partners.intake import IntakeRefused, PackageIntake, PartnerKeys, ReceiptRefused, outbox_package
 from partners.store import PersonRow
@@ -202,7 +201,6 @@ class _LandSshServer(asyncssh.SSHServer):
 
 
 class LandPartner(Partner):
-    name = "land"
     transport = "sftp"
 
     def __init__(self, keys: PartnerKeys, state_dir: Path, *, user: str, authorized_keys: list[str]) -> None:
@@ -225,16 +223,14 @@ class LandPartner(Partner):
     def outbox(self) -> Path:
         return self.root / "outbox"
 
-    def publish_links(self) -> Path | None:
-        """The registry's owners as an XML batch per ``schemas/xsd/land-owners.v1.xsd`` (what land offices
-        publish), as the next inbound package, unless the outbox already holds one."""
-        if any(self.outbox.glob("*.zip")):
-            return None
+    def publish(self, agreement_name: str) -> Path:
+        """The registry's owners as an XML batch per ``schemas/xsd/land-owners.v1.xsd`` (what land offices publish),
+        as the next package of the named agreement's inbound feed."""
+        dataset = inbound_dataset(agreement_of(self.name, agreement_name))
         people = self.store.all_people()
         batch = {"office": OFFICE, "createdAt": RECORDED_AT, "count": len(people)}
         rows = (owner_row(person) for person in people)
-        return self.intake.publish_outbox(self.outbox, agreement_of(self.name), SchemaRef("land-owners", "1"), rows,
-                                          suffix=".xml", batch=batch)  # fmt: skip
+        return self.intake.publish_outbox(self.outbox, agreement_name, dataset, rows, suffix=".xml", batch=batch)
 
     @property
     def host_key_line(self) -> str:
@@ -244,7 +240,7 @@ class LandPartner(Partner):
         if self._thread is not None:
             return
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="partner-land", daemon=True)
+        thread = threading.Thread(target=loop.run_forever, name=f"partner-{self.name}", daemon=True)
         thread.start()
         self._loop, self._thread = loop, thread
         self._acceptor = asyncio.run_coroutine_threadsafe(self._listen(), loop).result(timeout=30)

@@ -1,7 +1,8 @@
-"""The REST partners: health insurance (OAuth2 client credentials over TLS, ``schemas/openapi/health.v1.yaml``)
-and business registration (mutual TLS, items per ``schemas/jsonschema/business-enterprise-role.v1.json``).
+"""The REST partners: health insurance (OAuth2 client credentials over TLS, ``schemas/openapi/health.v1.yaml``),
+business registration (mutual TLS, items per ``schemas/jsonschema/business-enterprise-role.v1.json``), and any
+agency whose file asks for ``server: {kind: rest, auth: oauth2 | mutual-tls, collection: …}``.
 
-Both accept packages at ``POST /v1/packages`` (Idempotency-Key required: a repeated key with the same body
+All accept packages at ``POST /v1/packages`` (Idempotency-Key required: a repeated key with the same body
 gets the first answer again, with another body 409), serve their registry page by page at
 ``GET /v1/<collection>?cursor=&limit=`` and their published packages at ``GET /v1/outbox[/<name>]``, and take
 the population database's signed receipt for a published package at ``POST /v1/outbox/<name>/receipt``
@@ -48,7 +49,6 @@ class RestPartner(Partner):
 
     def __init__(
         self,
-        name: str,
         keys: PartnerKeys,
         state_dir: Path,
         *,
@@ -57,10 +57,14 @@ class RestPartner(Partner):
         oauth_clients: dict[str, str] | None = None,
         mutual_tls: bool = False,
         token_lifetime: float = 300.0,
+        openapi: str | None = None,
+        item_schema: str | None = None,
     ) -> None:
-        self.name = name
+        """``openapi``, ``item_schema``: the descriptions of its API and items that ``endpoint`` names (paths
+        under ``schemas/``)."""
         super().__init__(keys, state_dir)
         self.collection = collection
+        self.openapi, self.item_schema = openapi, item_schema
         self.oauth_clients = oauth_clients or {}
         self.mutual_tls = mutual_tls
         self.token_lifetime = token_lifetime
@@ -68,7 +72,7 @@ class RestPartner(Partner):
         self._tokens: dict[str, float] = {}
         self._idempotent: dict[str, tuple[str, int, dict]] = {}  # key → (body sha256, status, answer)
         tls = TlsSettings(self.tls_chain, keys.tls_key, keys.key_password, root_ca if mutual_tls else None)
-        self.server = ServerThread(self._app(), f"partner-{name}", tls)
+        self.server = ServerThread(self._app(), f"partner-{self.name}", tls)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -92,9 +96,10 @@ class RestPartner(Partner):
         }
         if self.oauth_clients:
             document["token_url"] = f"{self.server.url}/oauth/token"
-            document["openapi"] = "schemas/openapi/health.v1.yaml"
-        else:
-            document["item_schema"] = "schemas/jsonschema/business-enterprise-role.v1.json"
+        if self.openapi:
+            document["openapi"] = f"schemas/{self.openapi}"
+        if self.item_schema:
+            document["item_schema"] = f"schemas/{self.item_schema}"
         return document
 
     def revoke_tokens(self) -> None:

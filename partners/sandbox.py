@@ -1,11 +1,16 @@
-"""The partner sandbox: the four registries started together on loopback, their endpoints written down.
+"""The partner sandbox: the partner registries started together on loopback, their endpoints written down.
+
+Which partners it plays, and how, comes from the agency files (``schemas/agencies/*.yaml``, and an operator's on
+``LIENTHONG_SCHEMAS_PATH``): each with a ``sandbox`` part gets the server its ``server`` names (``rest`` with
+OAuth2 client credentials or mutual TLS, ``soap``, ``sftp``), the credentials that server asks for, and a
+registry seeded as its ``registry`` says. Its Airflow connections are named by its agreements.
 
 ``Sandbox(state_dir, pki, key_password).start()`` seeds each registry (once) and starts its server, then
 writes, under ``state_dir`` (``var/partners`` by default):
 
 - ``endpoints.json``   where each partner listens, how it authenticates, its host key, the CA file (no secrets);
 - ``credentials.json`` the sandbox credentials it made (OAuth2 client, WS-Security user), mode 0600;
-- ``connections.env``  ``AIRFLOW_CONN_LIENTHONG_<PARTNER>='{…}'`` lines for the hooks, mode 0600;
+- ``connections.env``  ``AIRFLOW_CONN_<CONNECTION ID>='{…}'`` lines for the hooks, mode 0600;
 - ``admin-token``      the bearer token of the admin endpoint, mode 0600.
 
 The admin endpoint (plain HTTP on loopback) sets fault plans and stops or starts a partner; see
@@ -18,24 +23,30 @@ import json
 import secrets
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
+from exchange.agencies import Server
 from exchange.pki import POPULATION, SIGNING, TLS_CLIENT, PkiDirectory, key_path
-from partners.base import Partner, write_chain, write_private
+from partners.base import Partner, agreements_with, sandbox_agencies, write_chain, write_private
 from partners.intake import PartnerKeys
 from partners.land import LandPartner
 from partners.rest import RestPartner
 from partners.seed import Citizen, seed_registry
 from partners.tax import TaxPartner
 
-PARTNERS = ("health", "tax", "land", "business")
-DEFAULT_STATE_DIR = Path("var") / "partners"
-CONNECTION_IDS = {name: f"lienthong_{name}" for name in PARTNERS}
 FORMAT = "lienthong-partners/1"
+CLIENT = "population"  # the user or client the population database is known by at every partner
+
+
+def connection_ids(partner: str) -> list[str]:
+    """The Airflow connections of the partner's agreements (else ``lienthong_<partner>``), in order."""
+    named = sorted({agreement.connection_id for agreement in agreements_with(partner)})
+    return named or [f"lienthong_{partner.replace('-', '_')}"]
 
 
 class Sandbox:
@@ -45,64 +56,42 @@ class Sandbox:
         pki: PkiDirectory,
         key_password: bytes,
         *,
-        only: Iterable[str] = PARTNERS,
+        only: Iterable[str] | None = None,
         token_lifetime: float = 300.0,
         require_tax_signature: bool = False,
     ) -> None:
+        """``only``: the partners to play (default: every agency with a sandbox part)."""
         self.state_dir = state_dir.resolve()
         self.pki = PkiDirectory(pki.path.resolve())
         self.key_password = key_password
-        self.only = tuple(only)
-        unknown = set(self.only) - set(PARTNERS)
+        self.token_lifetime = token_lifetime
+        self.require_tax_signature = require_tax_signature
+        agencies = sandbox_agencies()
+        self.only = tuple(agencies if only is None else only)
+        unknown = set(self.only) - set(agencies)
         if unknown:
-            raise ValueError(f"unknown partners: {', '.join(sorted(unknown))}; choose from {', '.join(PARTNERS)}")
+            raise ValueError(f"unknown partners: {', '.join(sorted(unknown))}; choose from {', '.join(agencies)}")
+        self.servers = {name: server_for(agencies[name].sandbox.server) for name in self.only}
         self.credentials = self._credentials()
-        self.partners: dict[str, Partner] = {name: self._make(name, token_lifetime, require_tax_signature)
-                                             for name in self.only}  # fmt: skip
+        self.partners: dict[str, Partner] = {name: self._make(name) for name in self.only}
         self.admin = None
 
-    # -- credentials -------------------------------------------------------------------------------------------
-
     def _credentials(self) -> dict[str, Any]:
-        """The sandbox's credentials: made once, kept in ``credentials.json`` (0600) across restarts."""
+        """The sandbox's credentials, by partner: made once, kept in ``credentials.json`` (0600) across restarts; a
+        partner played for the first time gets its own added."""
         path = self.state_dir / "credentials.json"
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))
-        client_key = self.state_dir / "clients" / "population_ed25519"
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="population@lienthong")
-        client_key.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():  # bcrypt frowns on 16 rounds; it is ssh-keygen's default all the same
-            warnings.simplefilter("ignore", UserWarning)
-            key.write_private_key(str(client_key), passphrase=self.key_password.decode("utf-8"), rounds=16)
-        client_key.chmod(0o600)
-        credentials = {
-            "health": {"client_id": "population", "client_secret": secrets.token_urlsafe(24)},
-            "tax": {"username": "population", "password": secrets.token_urlsafe(24)},
-            "land": {
-                "user": "population",
-                "private_key_file": str(client_key),
-                "public_key": key.export_public_key("openssh").decode("ascii").strip(),
-            },  # fmt: skip
-        }
-        write_private(path, json.dumps(credentials, indent=2))
+        credentials = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        added = False
+        for name in self.only:
+            if name not in credentials and (made := self.servers[name].new_credentials(self, credentials)):
+                credentials[name], added = made, True
+        if added or not path.exists():
+            write_private(path, json.dumps(credentials, indent=2))
         return credentials
 
-    def _make(self, name: str, token_lifetime: float, require_tax_signature: bool) -> Partner:
+    def _make(self, name: str) -> Partner:
         keys = PartnerKeys.load(self.pki, name, self.key_password)
-        state = self.state_dir / name
-        if name == "health":
-            clients = {self.credentials["health"]["client_id"]: self.credentials["health"]["client_secret"]}
-            return RestPartner("health", keys, state, collection="insured", root_ca=self.pki.root_ca,
-                               oauth_clients=clients, token_lifetime=token_lifetime)  # fmt: skip
-        if name == "business":
-            return RestPartner("business", keys, state, collection="enterprise-roles", root_ca=self.pki.root_ca,
-                               mutual_tls=True)  # fmt: skip
-        if name == "tax":
-            tax = self.credentials["tax"]
-            return TaxPartner(keys, state, users={tax["username"]: tax["password"]}, issuing_ca=self.pki.issuing_ca,
-                              require_signature=require_tax_signature)  # fmt: skip
-        land = self.credentials["land"]
-        return LandPartner(keys, state, user=land["user"], authorized_keys=[land["public_key"]])
+        return self.servers[name].make(self, keys, self.state_dir / name)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -152,59 +141,16 @@ class Sandbox:
         for name, partner in self.partners.items():
             document["partners"][name] = {
                 **partner.endpoint(),
-                "connection_id": CONNECTION_IDS[name],
+                "connection_id": connection_ids(name)[0],
                 "store": str(partner.store.path),
             }
         return document
 
     def connections(self) -> dict[str, dict[str, Any]]:
-        """Airflow connections (JSON form) for the running partners, keyed by connection id."""
-        return {CONNECTION_IDS[name]: self._connection(name, partner) for name, partner in self.partners.items()}
-
-    def _connection(self, name: str, partner: Partner) -> dict[str, Any]:
-        info = partner.endpoint()
-        ca_file = str(self.pki.root_ca)
-        common = {"host": "127.0.0.1", "port": info["port"]}
-        if name == "health":
-            health = self.credentials["health"]
-            extra = {"token_url": info["token_url"], "ca_file": ca_file}
-            return common | {
-                "conn_type": "lienthong_rest",
-                "schema": "v1",
-                "login": health["client_id"],
-                "password": health["client_secret"],
-                "extra": extra,
-            }
-        if name == "business":
-            certificate = self.pki.certificate(POPULATION, TLS_CLIENT)
-            chain = write_chain(self.state_dir / "clients" / "population-tls-client-chain.pem", certificate,
-                                self.pki.issuing_ca)  # fmt: skip
-            extra = {"ca_file": ca_file, "client_cert": str(chain), "client_key": str(key_path(certificate))}
-            return common | {"conn_type": "lienthong_rest", "schema": "v1", "extra": extra}
-        if name == "tax":
-            tax, signing = self.credentials["tax"], self.pki.certificate(POPULATION, SIGNING)
-            extra = {
-                "wsdl": "wsdl/tax-exchange.v1.wsdl",
-                "ca_file": ca_file,
-                "sign_body": bool(getattr(partner, "require_signature", False)),
-                "signing_cert": str(signing),
-                "signing_key": str(key_path(signing)),
-            }
-            return common | {
-                "conn_type": "lienthong_soap",
-                "schema": info["path"],
-                "login": tax["username"],
-                "password": tax["password"],
-                "extra": extra,
-            }
-        land = self.credentials["land"]
-        extra = {"host_key": info["host_key"], "remote_folder": "/", "private_key_file": land["private_key_file"]}
-        return common | {
-            "conn_type": "lienthong_sftp",
-            "login": land["user"],
-            "password": self.key_password.decode("utf-8"),
-            "extra": extra,
-        }
+        """Airflow connections (JSON form) for the running partners, keyed by connection id: one for each
+        connection the partner's agreements name."""
+        return {conn_id: self.servers[name].connection(self, name, partner)
+                for name, partner in self.partners.items() for conn_id in connection_ids(name)}  # fmt: skip
 
     def connection_environment(self) -> dict[str, str]:
         """The connections as Airflow reads them from the environment: ``AIRFLOW_CONN_<ID>`` → JSON."""
@@ -228,3 +174,131 @@ class Sandbox:
         partial.write_text(json.dumps(self.endpoints(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         partial.replace(target)
         return target
+
+
+# -- the servers that play an agency ------------------------------------------------------------------------------
+
+
+class SandboxServer:
+    """A kind of server the sandbox plays an agency with (its file's ``sandbox.server``): the credentials it asks
+    of the population database, the partner it runs, and the Airflow connection that reaches it."""
+
+    def new_credentials(self, sandbox: Sandbox, made: dict[str, Any]) -> dict[str, str] | None:
+        """Credentials for a partner played for the first time (``made``: every partner's so far), if any."""
+        return None
+
+    def make(self, sandbox: Sandbox, keys: PartnerKeys, state: Path) -> Partner:
+        raise NotImplementedError
+
+    def connection(self, sandbox: Sandbox, name: str, partner: Partner) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RestServer(SandboxServer):
+    """REST (``partners.rest``) with OAuth2 client credentials over TLS, or with mutual TLS."""
+
+    server: Server
+
+    @property
+    def oauth2(self) -> bool:
+        return self.server.auth == "oauth2"
+
+    def new_credentials(self, sandbox: Sandbox, made: dict[str, Any]) -> dict[str, str] | None:
+        return {"client_id": CLIENT, "client_secret": secrets.token_urlsafe(24)} if self.oauth2 else None
+
+    def make(self, sandbox: Sandbox, keys: PartnerKeys, state: Path) -> Partner:
+        client = sandbox.credentials.get(keys.name)
+        clients = {client["client_id"]: client["client_secret"]} if self.oauth2 else None
+        return RestPartner(keys, state, collection=self.server.collection, root_ca=sandbox.pki.root_ca,
+                           oauth_clients=clients, mutual_tls=not self.oauth2, token_lifetime=sandbox.token_lifetime,
+                           openapi=self.server.openapi, item_schema=self.server.item_schema)  # fmt: skip
+
+    def connection(self, sandbox: Sandbox, name: str, partner: Partner) -> dict[str, Any]:
+        info, ca_file = partner.endpoint(), str(sandbox.pki.root_ca)
+        common = {"conn_type": "lienthong_rest", "host": "127.0.0.1", "port": info["port"], "schema": "v1"}
+        if self.oauth2:
+            client = sandbox.credentials[name]
+            extra = {"token_url": info["token_url"], "ca_file": ca_file}
+            return common | {"login": client["client_id"], "password": client["client_secret"], "extra": extra}
+        certificate = sandbox.pki.certificate(POPULATION, TLS_CLIENT)
+        chain = write_chain(sandbox.state_dir / "clients" / "population-tls-client-chain.pem", certificate,
+                            sandbox.pki.issuing_ca)  # fmt: skip
+        return common | {
+            "extra": {"ca_file": ca_file, "client_cert": str(chain), "client_key": str(key_path(certificate))}
+        }
+
+
+class SoapServer(SandboxServer):
+    """SOAP with WS-Security (``partners.tax``, ``schemas/wsdl/tax-exchange.v1.wsdl``): a user and password."""
+
+    def new_credentials(self, sandbox: Sandbox, made: dict[str, Any]) -> dict[str, str] | None:
+        return {"username": CLIENT, "password": secrets.token_urlsafe(24)}
+
+    def make(self, sandbox: Sandbox, keys: PartnerKeys, state: Path) -> Partner:
+        user = sandbox.credentials[keys.name]
+        return TaxPartner(keys, state, users={user["username"]: user["password"]}, issuing_ca=sandbox.pki.issuing_ca,
+                          require_signature=sandbox.require_tax_signature)  # fmt: skip
+
+    def connection(self, sandbox: Sandbox, name: str, partner: Partner) -> dict[str, Any]:
+        info, user, signing = (
+            partner.endpoint(),
+            sandbox.credentials[name],
+            sandbox.pki.certificate(POPULATION, SIGNING),
+        )
+        extra = {
+            "wsdl": "wsdl/tax-exchange.v1.wsdl",
+            "ca_file": str(sandbox.pki.root_ca),
+            "sign_body": bool(getattr(partner, "require_signature", False)),
+            "signing_cert": str(signing),
+            "signing_key": str(key_path(signing)),
+        }
+        return {
+            "host": "127.0.0.1",
+            "port": info["port"],
+            "conn_type": "lienthong_soap",
+            "schema": info["path"],
+            "login": user["username"],
+            "password": user["password"],
+            "extra": extra,
+        }
+
+
+class SftpServer(SandboxServer):
+    """SFTP batches (``partners.land``): the population database's SSH key, one for every SFTP partner."""
+
+    def new_credentials(self, sandbox: Sandbox, made: dict[str, Any]) -> dict[str, str] | None:
+        for other in made.values():
+            if "public_key" in other:
+                return dict(other)
+        client_key = sandbox.state_dir / "clients" / "population_ed25519"
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="population@lienthong")
+        client_key.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # bcrypt frowns on 16 rounds; it is ssh-keygen's default all the same
+            warnings.simplefilter("ignore", UserWarning)
+            key.write_private_key(str(client_key), passphrase=sandbox.key_password.decode("utf-8"), rounds=16)
+        client_key.chmod(0o600)
+        public_key = key.export_public_key("openssh").decode("ascii").strip()
+        return {"user": CLIENT, "private_key_file": str(client_key), "public_key": public_key}
+
+    def make(self, sandbox: Sandbox, keys: PartnerKeys, state: Path) -> Partner:
+        client = sandbox.credentials[keys.name]
+        return LandPartner(keys, state, user=client["user"], authorized_keys=[client["public_key"]])
+
+    def connection(self, sandbox: Sandbox, name: str, partner: Partner) -> dict[str, Any]:
+        info, client = partner.endpoint(), sandbox.credentials[name]
+        extra = {"host_key": info["host_key"], "remote_folder": "/", "private_key_file": client["private_key_file"]}
+        return {
+            "host": "127.0.0.1",
+            "port": info["port"],
+            "conn_type": "lienthong_sftp",
+            "login": client["user"],
+            "password": sandbox.key_password.decode("utf-8"),
+            "extra": extra,
+        }
+
+
+def server_for(server: Server) -> SandboxServer:
+    if server.kind == "rest":
+        return RestServer(server)
+    return SoapServer() if server.kind == "soap" else SftpServer()

@@ -1,8 +1,11 @@
-"""Seed the four partner registries from a synthetic population, with deliberate disagreements.
+"""Seed the partner registries from a synthetic population, with deliberate disagreements.
 
-Each registry holds the people it would really hold (the insured, taxpayers, land-use right holders, founders
-and legal representatives) under its own identifiers, and its own copy of names and dates of birth. Some of
-that copy is made to disagree with the population database, and the store keeps the ground truth:
+Each registry holds the people it would really hold (its agency file's ``sandbox.registry``: from what age, what
+share of them) under its own identifiers, and its own copy of names and dates of birth. The four reference
+registries make their own records (the insured with their cards, taxpayers and their tax offices, land-use right
+holders and their parcels, founders and legal representatives and their enterprises: ``records``); any other
+agency's registry gives each person it holds an identifier of the agency's kind. Some of that copy is made to
+disagree with the population database, and the store keeps the ground truth:
 
 - ``missing``          the person is not in the registry although they belong there;
 - ``name_differs``     the registry's name lost its diacritics or a middle name;
@@ -23,6 +26,7 @@ from datetime import date, timedelta
 from sqlalchemy import Engine
 from stdnum.vn import mst
 
+from exchange.agencies import Identifier, load_agencies
 from partners.store import Disagreement, PersonRow
 from population.extract import extract_columns, iter_extract
 
@@ -92,14 +96,23 @@ def _health(citizen: Citizen, rng: random.Random) -> PersonRow:
     return _row(citizen, number, "deceased" if dead else "active", details)
 
 
+def _personal_tax_code(citizen: Citizen, rng: random.Random) -> str:
+    """Since 2025-07-01 the personal ID is the personal tax code; older taxpayers keep their 10-digit code."""
+    return citizen.personal_id if rng.random() < 0.3 else _tax_code(rng)
+
+
+def _certificate_serial(rng: random.Random) -> str:
+    return f"{rng.choice('ABCDEFGHKLMNPS')}{rng.choice('ABCDEFGHKLMNPS')} {_digits(rng, 6)}"
+
+
 def _tax(citizen: Citizen, rng: random.Random) -> PersonRow:
-    code = citizen.personal_id if rng.random() < 0.3 else _tax_code(rng)
+    code = _personal_tax_code(citizen, rng)
     details = {"tax_code": code, "tax_office": f"Chi cục Thuế khu vực {rng.randint(1, 20)}"}
     return _row(citizen, code, "closed" if citizen.date_of_death else "active", details)
 
 
 def _land(citizen: Citizen, rng: random.Random) -> PersonRow:
-    serial = f"{rng.choice('ABCDEFGHKLMNPS')}{rng.choice('ABCDEFGHKLMNPS')} {_digits(rng, 6)}"
+    serial = _certificate_serial(rng)
     commune = (citizen.ward_code or _digits(rng, 5))[:5]
     details = {"certificate_serial": serial, "commune_code": commune, "map_sheet": rng.randint(1, 60),
                "parcel_number": rng.randint(1, 900), "area_square_metres": round(rng.uniform(40, 2500), 1)}  # fmt: skip
@@ -123,6 +136,32 @@ def _row(citizen: Citizen, identifier: str, status: str, details: dict) -> Perso
     return PersonRow(identifier, citizen.personal_id, citizen.full_name, dob, status, {**details, "sex": citizen.sex})
 
 
+def _identifier_of(identifier: Identifier, citizen: Citizen, rng: random.Random) -> str:
+    """An identifier of the agency's kind for the citizen."""
+    if identifier.kind == "digits":
+        return _digits(rng, identifier.length)
+    if identifier.kind == "tax-code":
+        return _tax_code(rng)
+    if identifier.kind == "personal-tax-code":
+        return _personal_tax_code(citizen, rng)
+    return _certificate_serial(rng)
+
+
+def _identified(identifier: Identifier) -> Callable[[Citizen, random.Random], PersonRow]:
+    """People under an identifier of the agency's kind, for a registry without records of its own here. The store's
+    key qualifies it with the personal ID: an identifier may have several holders."""
+
+    def make(citizen: Citizen, rng: random.Random) -> PersonRow:
+        value = _identifier_of(identifier, citizen, rng)
+        status = "deceased" if citizen.date_of_death else "active"
+        return _row(citizen, f"{value}/{citizen.personal_id}", status, {identifier.field: value})
+
+    return make
+
+
+RECORDS = {"insured": _health, "taxpayers": _tax, "land-owners": _land, "enterprise-roles": _business}
+
+
 @dataclass(frozen=True)
 class RegistryProfile:
     """Who a registry holds (minimum age, share of those) and how it names them."""
@@ -133,12 +172,14 @@ class RegistryProfile:
     active_status: str = "active"
 
 
-PROFILES = {
-    "health": RegistryProfile(0, 0.92, _health),
-    "tax": RegistryProfile(18, 0.7, _tax),
-    "land": RegistryProfile(25, 0.35, _land),
-    "business": RegistryProfile(22, 0.08, _business),
-}
+def registry_profile(partner: str) -> RegistryProfile:
+    """The profile of a partner's sandbox registry, from its agency file."""
+    agency = load_agencies().get(partner)
+    if agency is None or agency.sandbox is None:
+        raise ValueError(f"the sandbox does not play {partner!r}: no schemas/agencies/{partner}.yaml with a sandbox")
+    part = agency.sandbox
+    make = RECORDS[part.records] if part.records else _identified(agency.reconciliation.identifier)
+    return RegistryProfile(part.minimum_age, part.share, make)
 
 
 # -- disagreements ----------------------------------------------------------------------------------------------------
@@ -165,7 +206,7 @@ def _other_date(value: date, rng: random.Random) -> date:
 
 def seed_registry(partner: str, citizens: Iterable[Citizen], seed: int) -> tuple[list[PersonRow], list[Disagreement]]:
     """The people of one partner's registry and the disagreements seeded into it."""
-    profile = PROFILES[partner]
+    profile = registry_profile(partner)
     rng = random.Random(f"{seed}:{partner}")
     people: list[PersonRow] = []
     truth: list[Disagreement] = []

@@ -74,7 +74,6 @@ def envelope(body: etree._Element) -> bytes:
 
 
 class TaxPartner(Partner):
-    name = "tax"
     transport = "soap"
 
     def __init__(
@@ -92,8 +91,8 @@ class TaxPartner(Partner):
         self.issuing_ca = issuing_ca
         self._nonces: dict[str, float] = {}
         self._nonce_lock = threading.Lock()
-        self.server = ServerThread(self._app(), "partner-tax", TlsSettings(self.tls_chain, keys.tls_key,
-                                                                            keys.key_password))  # fmt: skip
+        tls = TlsSettings(self.tls_chain, keys.tls_key, keys.key_password)
+        self.server = ServerThread(self._app(), f"partner-{self.name}", tls)
 
     def start(self) -> None:
         self.server.start()

@@ -8,13 +8,15 @@ and date of birth (a unique match only). Each row gets one or more classes:
 - ``name_differs``, ``date_of_birth_differs``, ``sex_differs``: linked, but the partner holds another value (a
   date of birth or sex the partner does not hold — land offices hold no sex — differs from nothing);
 - ``dead_but_active``: the citizen is dead in the population database, the partner's record is still active;
-- ``duplicate_link``: for identifiers with one holder who holds only one (social insurance number, tax code):
-  the identifier is linked to another citizen (earlier in this dataset, or already recorded), or the citizen
-  holds another one;
+- ``duplicate_link``: for identifiers with one holder who holds only one (social insurance number, tax code: the
+  agency file's ``one_holder``): the identifier is linked to another citizen (earlier in this dataset, or already
+  recorded), or the citizen holds another one;
 - ``unmatched``: no citizen found (or several with that name and date of birth).
 
-Linked rows become registry links (``population.models.RegistryLink``): active when matched and active at the
-partner, inactive when the partner's status is anything but ``active`` (``inactive``; land: ``transferred`` or
+Which of the partner's fields hold the personal ID, name, date of birth and sex, the identifier and the status
+come from the partner's agency file (``schemas/agencies/<partner>.yaml``, ``reconciliation``). Linked rows become
+registry links (``population.models.RegistryLink``): active when matched and active at the partner, inactive
+when the partner's status is not one of its file's active values (``inactive``; land: ``transferred`` or
 ``cancelled``), disputed when a class other than matched applies. Every row that is not plainly matched is
 written to ``reconciliation_mismatch`` with the partner's and the population's values, and the run keeps counts
 per class; ``mismatch_report`` gives rates per class, and the CSV for stewards.
@@ -41,13 +43,10 @@ from population.names import fold_name
 from validation.crossrow import CrossRowIndex
 from validation.models import ReconciliationMismatch, ReconciliationRun
 from validation.reports import neutralise
-from validation.suites import PARTNER_DATASETS
+from validation.suites import partner_dataset
 
 CLASSES = ("matched", "unknown_id", "name_differs", "date_of_birth_differs", "sex_differs", "dead_but_active",
            "duplicate_link", "unmatched")  # fmt: skip
-# Identifiers with one holder, and one per person: a social insurance number, a personal tax code. A land
-# certificate may have co-owners and a person several; an enterprise has several founders.
-ONE_HOLDER = {"health", "tax"}
 LOOKUP_ROWS = 500
 REPORT_COLUMNS = ("row_number", "personal_id", "identifier", "mismatch", "partner_value", "population_value")
 
@@ -140,10 +139,8 @@ class Reconciler:
     """Reconciles one partner dataset, batch by batch; ``finish`` returns the report."""
 
     def __init__(self, engine: Engine, partner: str, source: str, scratch_dir: Path | None = None):
-        if partner not in PARTNER_DATASETS:
-            raise ValueError(f"unknown partner {partner!r}; known: {', '.join(PARTNER_DATASETS)}")
         self.engine = engine
-        self.spec = PARTNER_DATASETS[partner]
+        self.spec = partner_dataset(partner)  # ValueError for an unknown partner
         self.sessions = session_factory(engine)
         self.index = CrossRowIndex(directory=scratch_dir)
         self.started = datetime.now(UTC)
@@ -156,13 +153,17 @@ class Reconciler:
 
     def add(self, batch: pd.DataFrame) -> pd.Series:
         """Reconcile a batch (text, indexed by row number); returns each row's classes."""
+        registry = self.spec.registry
+        names, born = batch[registry.match["full_name"]], batch[registry.match["date_of_birth"]]
+        status = batch[registry.status] if registry.status else None
         rows = pd.DataFrame(index=batch.index)
-        rows["personal_id"] = batch["personal_id"]
-        rows["identifier"] = batch[self.spec.identifier]
-        rows["fold"] = batch["full_name"].fillna("").map(fold_name)
-        rows["dob"] = batch["date_of_birth"].map(_iso_date_or_none)
-        rows["sex"] = batch.get("sex")  # land offices hold no sex
-        rows["active"] = batch["status"] == "active"
+        rows["personal_id"] = batch[registry.match["personal_id"]]
+        rows["identifier"] = batch[registry.identifier]
+        rows["fold"] = names.fillna("").map(fold_name)
+        rows["dob"] = born.map(_iso_date_or_none)
+        sex = registry.match.get("sex")  # land offices hold no sex
+        rows["sex"] = batch.get(sex) if sex else None
+        rows["active"] = status.isin(registry.active) if status is not None else True
         with self.sessions() as session:
             population = _lookup(session, rows)
         linked = population["citizen_id"].notna()
@@ -177,13 +178,13 @@ class Reconciler:
         flag(
             linked & (rows["fold"] != population["population_fold"]),
             "name_differs",
-            batch["full_name"],
+            names,
             population["population_name"],
         )
         flag(
-            linked & batch["date_of_birth"].notna() & (rows["dob"] != population["population_dob"]),
+            linked & born.notna() & (rows["dob"] != population["population_dob"]),
             "date_of_birth_differs",
-            batch["date_of_birth"],
+            born,
             population["population_dob"],
         )
         flag(
@@ -195,10 +196,10 @@ class Reconciler:
         flag(
             linked & population["death"].notna() & rows["active"],
             "dead_but_active",
-            batch["status"],
+            status,
             "died " + population["death"].astype(str),
         )
-        flag(~linked, "unmatched", batch["full_name"], None)
+        flag(~linked, "unmatched", names, None)
         self._duplicates(rows, population, linked, flag)
         classes = pd.DataFrame(mismatches, columns=["row_number", "mismatch", "partner_value", "population_value"])
         self._write(rows, population, linked, classes)
@@ -214,7 +215,7 @@ class Reconciler:
     def _duplicates(self, rows: pd.DataFrame, population: pd.DataFrame, linked: pd.Series, flag) -> None:
         """The partner's identifier tied to two citizens, or a citizen holding two identifiers of a one-per-person
         kind: within this dataset (the first row seen keeps the link), and against links already recorded."""
-        if self.spec.partner not in ONE_HOLDER:
+        if not self.spec.registry.one_holder:
             return
         both = linked & rows["identifier"].notna()
         identifiers = rows.loc[both, "identifier"]

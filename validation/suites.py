@@ -31,6 +31,7 @@ import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.metadata_types import FailureSeverity
 
+from exchange.agencies import Agency, partner_agencies
 from lienthong.settings import schema_file
 from population import reference_data as ref
 from validation import expectations as vx
@@ -52,6 +53,22 @@ ETHNICITY_CODES = tuple(code for code, _, _ in ref.ETHNIC_GROUPS)
 
 
 @dataclass(frozen=True)
+class Registry:
+    """A partner's registry as its inbound dataset shows it, from the partner's agency file (``schemas/agencies``):
+    which fields hold the population's, the identifier and the rule of its kind, the status."""
+
+    partner: str
+    match: dict[str, str]  # population field → the dataset's field
+    identifier: str  # the partner's identifier column
+    kind: str  # digits | tax-code | personal-tax-code | certificate-serial: the rule its values follow
+    length: int | None  # digits: how many
+    parcel: dict[str, str]  # certificate-serial: commune, map_sheet, parcel_number → the dataset's fields
+    one_holder: bool  # one holder, who holds only one
+    status: str | None  # the column saying whether the record is in force
+    active: tuple[str, ...]  # its values that say it is
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """What the suites need to know about a dataset beyond its schema."""
 
@@ -59,8 +76,7 @@ class DatasetSpec:
     schema_file: str
     freshness_days: int  # default window of the freshness rule; an agreement may set its own
     record_date: str = "updated_at"  # the record's date: codes must be in force on it, dates not after it
-    partner: str | None = None
-    identifier: str | None = None  # the partner's identifier column
+    registry: Registry | None = None  # a partner's inbound dataset
     person_key: tuple[str, ...] = ()  # one person under two IDs: same values here, different personal IDs
     repeat_key: str | None = None  # a column whose values should each appear on one row only
     repeat_severity: str = "quarantine"
@@ -76,6 +92,18 @@ class DatasetSpec:
     def columns(self) -> list[str]:
         return list(self.schema["properties"])
 
+    @property
+    def partner(self) -> str | None:
+        return self.registry.partner if self.registry else None
+
+    @property
+    def identifier(self) -> str | None:
+        return self.registry.identifier if self.registry else None
+
+    def column(self, population_field: str) -> str:
+        """The dataset's column holding a population field (``full_name`` …): a partner's names it in its file."""
+        return self.registry.match.get(population_field, population_field) if self.registry else population_field
+
 
 @cache
 def _schema(file_name: str) -> dict:
@@ -86,54 +114,72 @@ PERSON_KEY = ("full_name", "date_of_birth", "sex", "birth_registration_province"
               "mother_personal_id")  # fmt: skip
 RESIDENCES = ("permanent", "temporary", "current")
 STRICT_SHAPES = {"personal_id": "quarantine", "sex": "quarantine"}
+CITIZEN_EXTRACT = DatasetSpec(
+    "citizen-extract",
+    "citizen-extract.v1.json",
+    freshness_days=365,
+    person_key=PERSON_KEY,
+    repeat_key="personal_id",
+    households=True,
+    severity_of=STRICT_SHAPES,
+    coded=("birth_registration_province", "ethnicity_code", *(f"{k}_ward_code" for k in RESIDENCES)),
+)
 
 
-def _partner(
-    name: str, partner: str, identifier: str, repeats: bool = True, record_date: str = "updated_at"
-) -> DatasetSpec:
-    """A partner's inbound dataset: people linked to the partner's identifier. An identifier seen on two rows
-    is listed for stewards (reconciliation classifies it as a duplicate link)."""
+def _partner_spec(agency: Agency) -> DatasetSpec:
+    """A partner's inbound dataset: people linked to the partner's identifier. An identifier that should be on one
+    row only and is seen on two is listed for stewards (reconciliation classifies it as a duplicate link)."""
+    publishes, reconciliation = agency.publishes, agency.reconciliation
+    identifier, status = reconciliation.identifier, reconciliation.status
+    registry = Registry(
+        partner=agency.name,
+        match=dict(reconciliation.match),
+        identifier=identifier.field,
+        kind=identifier.kind,
+        length=identifier.length,
+        parcel=dict(identifier.parcel or {}),
+        one_holder=identifier.one_holder,
+        status=status.field if status else None,
+        active=status.active if status else (),
+    )
     return DatasetSpec(
-        name,
-        f"{name}.v1.json",
+        publishes.dataset,
+        f"{publishes.dataset}.v{publishes.version}.json",
         freshness_days=365,
-        record_date=record_date,
-        partner=partner,
-        identifier=identifier,
-        repeat_key=identifier if repeats else None,
+        record_date=publishes.record_date,
+        registry=registry,
+        repeat_key=registry.identifier if identifier.one_row else None,
         repeat_severity="warn",
-        severity_of={**STRICT_SHAPES, identifier: "quarantine"},
-        coded=("commune_code",) if partner == "land" else (),
+        severity_of={**STRICT_SHAPES, registry.identifier: "quarantine"},
+        coded=(registry.parcel["commune"],) if registry.parcel else (),
     )
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec(
-            "citizen-extract",
-            "citizen-extract.v1.json",
-            freshness_days=365,
-            person_key=PERSON_KEY,
-            repeat_key="personal_id",
-            households=True,
-            severity_of=STRICT_SHAPES,
-            coded=("birth_registration_province", "ethnicity_code", *(f"{k}_ward_code" for k in RESIDENCES)),
-        ),
-        _partner("health-insured", "health", "social_insurance_number"),
-        _partner("tax-registrants", "tax", "tax_code"),
-        _partner("land-owners", "land", "certificate_serial", record_date="created_at"),  # the batch's createdAt
-        _partner("business-roles", "business", "enterprise_code", repeats=False),  # many founders per enterprise
-    )
-}
-PARTNER_DATASETS = {spec.partner: spec for spec in DATASETS.values() if spec.partner}
+def partner_datasets() -> dict[str, DatasetSpec]:
+    """Each partner agency's inbound dataset, by agency."""
+    specs = (_partner_spec(agency) for agency in partner_agencies().values() if agency.publishes)
+    return {spec.partner: spec for spec in specs}
+
+
+def partner_dataset(partner: str) -> DatasetSpec:
+    specs = partner_datasets()
+    try:
+        return specs[partner]
+    except KeyError:
+        raise ValueError(f"unknown partner {partner!r}; known: {', '.join(specs)}") from None
+
+
+def datasets() -> dict[str, DatasetSpec]:
+    """Every dataset with a suite, by name: the population's extract and each partner's inbound dataset."""
+    return {CITIZEN_EXTRACT.name: CITIZEN_EXTRACT, **{spec.name: spec for spec in partner_datasets().values()}}
 
 
 def dataset_spec(name: str) -> DatasetSpec:
+    known = datasets()
     try:
-        return DATASETS[name]
+        return known[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(known)}") from None
 
 
 # -- rules ------------------------------------------------------------------------------------------------------
@@ -222,11 +268,11 @@ def _shape_rules(spec: DatasetSpec) -> list[Expectation]:
                     f"{column} is an ISO 8601 date that exists",
                 )  # fmt: skip
             )
-    if "personal_id" in schema["properties"]:
+    if spec.column("personal_id") in schema["properties"]:
         rules.append(
             rule(
                 vx.ExpectColumnValuesToMatchCodePattern(
-                    column="personal_id", pattern="^[0-9]{12}$", mostly=1 - BLOCK_SHARE_OF_BAD_IDS
+                    column=spec.column("personal_id"), pattern="^[0-9]{12}$", mostly=1 - BLOCK_SHARE_OF_BAD_IDS
                 ),
                 "đúng",
                 "block",
@@ -240,16 +286,17 @@ def _shape_rules(spec: DatasetSpec) -> list[Expectation]:
 def _person_rules(spec: DatasetSpec, since: str) -> list[Expectation]:
     """Rules on any dataset that describes people: names, birth, the personal ID's digits, freshness."""
     on = spec.record_date
+    name, born, pid, sex = (spec.column(f) for f in ("full_name", "date_of_birth", "personal_id", "sex"))
     rules = [
-        rule(vx.ExpectColumnValuesToBeNfc(column="full_name"), "sạch", "quarantine", "full_name is stored in NFC"),
-        rule(vx.ExpectColumnValuesToBeFreeOfLegacyD(column="full_name"), "sạch", "quarantine",
-             "full_name has no legacy 'Ð' (U+00D0) typed for 'Đ'"),
-        rule(vx.ExpectDateOfBirthToBePlausible(column_A="date_of_birth", column_B=on), "đúng", "quarantine",
-             f"date_of_birth is from 1900-01-01 and not after {on}"),
-        rule(vx.ExpectPersonalIdToAgreeWithRecord(column_A="personal_id", column_B="date_of_birth", part="birth_year"),
-             "đúng", "warn", "the personal ID's century/sex digit and year digits agree with date_of_birth"),
-        rule(vx.ExpectPersonalIdToAgreeWithRecord(column_A="personal_id", column_B="sex", part="sex"), "đúng", "warn",
-             "the personal ID's century/sex digit agrees with sex"),
+        rule(vx.ExpectColumnValuesToBeNfc(column=name), "sạch", "quarantine", f"{name} is stored in NFC"),
+        rule(vx.ExpectColumnValuesToBeFreeOfLegacyD(column=name), "sạch", "quarantine",
+             f"{name} has no legacy 'Ð' (U+00D0) typed for 'Đ'"),
+        rule(vx.ExpectDateOfBirthToBePlausible(column_A=born, column_B=on), "đúng", "quarantine",
+             f"{born} is from 1900-01-01 and not after {on}"),
+        rule(vx.ExpectPersonalIdToAgreeWithRecord(column_A=pid, column_B=born, part="birth_year"),
+             "đúng", "warn", f"the personal ID's century/sex digit and year digits agree with {born}"),
+        rule(vx.ExpectPersonalIdToAgreeWithRecord(column_A=pid, column_B=sex, part="sex"), "đúng", "warn",
+             f"the personal ID's century/sex digit agrees with {sex}"),
         rule(vx.ExpectColumnValuesToBeOnOrAfter(column=on, since=since), "sống", "warn",
              f"{on} is on or after {since} (the agreement's freshness window)"),
     ]  # fmt: skip
@@ -306,17 +353,27 @@ def _citizen_rules(spec: DatasetSpec) -> list[Expectation]:
 
 
 def _partner_rules(spec: DatasetSpec) -> list[Expectation]:
-    on = spec.record_date
-    identifier = {
-        "tax": rule(vx.ExpectPersonalTaxCodeToBeValid(column_list=["tax_code", "personal_id", on]), "đúng",
-                    "quarantine", "tax_code has a valid check digit, or is the holder's personal ID on records "
-                    f"from {vx.PERSONAL_TAX_CODE_SINCE}"),
-        "land": rule(vx.ExpectAdministrativeUnitInForce(column_A="commune_code", column_B=on, level="ward"), "đúng",
-                     "quarantine", f"commune_code is a commune or ward in force on {on}"),
-        "business": rule(vx.ExpectColumnValuesToBeTaxCode(column="enterprise_code"), "đúng", "quarantine",
-                         "enterprise_code is a tax code with a valid check digit"),
-    }  # fmt: skip
-    return [identifier[spec.partner]] if spec.partner in identifier else []
+    """The rule of the partner's identifier, chosen by its kind (the agency file's ``identifier.kind``)."""
+    registry, on = spec.registry, spec.record_date
+    column = registry.identifier
+    if registry.kind == "personal-tax-code":
+        expectation = vx.ExpectPersonalTaxCodeToBeValid(column_list=[column, spec.column("personal_id"), on])
+        since = vx.PERSONAL_TAX_CODE_SINCE
+        reason = f"{column} has a valid check digit, or is the holder's personal ID on records from {since}"
+    elif registry.kind == "tax-code":
+        expectation = vx.ExpectColumnValuesToBeTaxCode(column=column)
+        reason = f"{column} is a tax code with a valid check digit"
+    elif registry.kind == "certificate-serial":
+        commune = registry.parcel["commune"]
+        expectation = vx.ExpectAdministrativeUnitInForce(column_A=commune, column_B=on, level="ward")
+        reason = f"{commune} is a commune or ward in force on {on}"
+    else:  # digits
+        digits = f"^[0-9]{{{registry.length}}}$"
+        if spec.schema["properties"][column].get("pattern") == digits:
+            return []  # the dataset's own pattern is the rule, among the shape rules
+        expectation = vx.ExpectColumnValuesToMatchCodePattern(column=column, pattern=digits)
+        reason = f"{column} is {registry.length} digits"
+    return [rule(expectation, "đúng", "quarantine", reason)]
 
 
 def household_rules() -> list[Expectation]:

@@ -31,7 +31,9 @@ StateOption = Annotated[
 
 @partners_app.command("serve")
 def serve(
-    only: Annotated[str, typer.Option(help="Comma-separated partners to start.")] = "health,tax,land,business",
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated partners to start. Default: every agency with a sandbox part.")
+    ] = None,
     state_dir: StateOption = None,
     pki: PkiOption = None,
     db: DbOption = None,
@@ -47,7 +49,7 @@ def serve(
     directory, state_dir = pki_directory(pki), state_dir or Workspace.from_environment().partners
     if not directory.root_ca.exists():
         fail(f"no PKI in {directory.path}: run 'lienthong pki init' first")
-    names = [name.strip() for name in only.split(",") if name.strip()]
+    names = [name.strip() for name in only.split(",") if name.strip()] if only else None
     try:
         sandbox = Sandbox(state_dir, directory, key_password(), only=names,
                           require_tax_signature=require_tax_signature)  # fmt: skip
@@ -130,7 +132,7 @@ def _admin(state_dir: Path | None, method: str, path: str, document: dict | None
 
 @partners_app.command("fault")
 def fault(
-    partner: Annotated[str, typer.Argument(help="health, tax, land or business")],
+    partner: Annotated[str, typer.Argument(help="The partner agency, e.g. health, tax, land or business.")],
     kind: Annotated[str, typer.Option(help=f"One of: {', '.join(KINDS)}.")],
     operation: Annotated[str, typer.Option(help="Glob over operation names (packages, records, token …).")] = "*",
     times: Annotated[int, typer.Option(min=1, help="How many requests it spoils.")] = 1,

@@ -22,12 +22,15 @@ def pki_init(
 ) -> None:
     """Make a root CA, an issuing CA, signing, encryption and TLS certificates for every agency, and a CRL.
     Keys are PKCS#8 encrypted with LIENTHONG_KEY_PASSWORD (or the Airflow connection lienthong_keys)."""
+    from exchange.documents import DocumentError
     from exchange.pki import init_pki
 
     try:
         pki = init_pki(settings.pki_dir(out), key_password(), rsa_bits=rsa_bits, force=force)
     except FileExistsError as error:
         fail(f"{error} (use --force to replace it)")
+    except DocumentError as error:  # an agency file that cannot be used: its file and line
+        fail(error)
     typer.echo(f"PKI written to {pki.path}: trust root {pki.root_ca}, CRL {pki.crl}")
 
 

@@ -17,7 +17,7 @@ reconcile_app = typer.Typer(help="Reconcile a partner's dataset with the populat
 
 @reconcile_app.command("run")
 def reconcile_run(
-    partner: Annotated[str, typer.Argument(help="health, tax, land or business")],
+    partner: Annotated[str, typer.Argument(help="The partner agency, e.g. health, tax, land or business.")],
     input_file: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help="A .csv or .jsonl")],
     out: ReportsOption,
     db: DbOption = None,
@@ -47,7 +47,7 @@ def reconcile_run(
 
 @reconcile_app.command("sample")
 def reconcile_sample(
-    partner: Annotated[str, typer.Argument(help="health, tax, land or business")],
+    partner: Annotated[str, typer.Argument(help="The partner agency, e.g. health, tax, land or business.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")],
     rows: Annotated[int, typer.Option(min=1, help="How many partner rows.")] = 1_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,

@@ -81,3 +81,17 @@ def test_two_files_with_one_agreement_name(tmp_path):
     (tmp_path / "b.yaml").write_text(HEALTH, encoding="utf-8")
     with pytest.raises(AgreementError, match="also defined in a.yaml"):
         load_agreements(tmp_path)
+
+
+def test_an_inbound_dataset_other_than_the_agency_publishes_is_refused(tmp_path, monkeypatch):
+    agency = schema_file("agencies/health.yaml").read_text(encoding="utf-8")
+    agency = agency.replace("dataset: health-insured", "dataset: tax-registrants").replace(
+        "    field: social_insurance_number\n    kind: digits\n    length: 10\n",
+        "    field: tax_code\n    kind: tax-code\n",
+    )
+    (tmp_path / "agencies").mkdir()
+    (tmp_path / "agencies" / "health.yaml").write_text(agency, encoding="utf-8")
+    monkeypatch.setenv("LIENTHONG_SCHEMAS_PATH", str(tmp_path))
+    error = rejected(tmp_path, HEALTH)
+    assert "directions.inbound: dataset health-insured version 1, but health publishes tax-registrants" in error.problem
+    assert error.line == line_of(HEALTH, "dataset: health-insured")

@@ -8,10 +8,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from exchange.agencies import load_agencies, partner_agencies
 from exchange.pki import (
-    AGENCIES,
     ENCRYPTION,
-    PARTNERS,
     SIGNING,
     TLS_CLIENT,
     TLS_SERVER,
@@ -31,7 +30,7 @@ def _key_usage(certificate: x509.Certificate) -> x509.KeyUsage:
 
 
 def test_every_agency_gets_signing_encryption_and_tls_certificates(pki):
-    for agency in AGENCIES:
+    for agency in load_agencies():
         signing = load_certificate(pki.certificate(agency, SIGNING))
         assert agency_of(signing) == agency
         usage = _key_usage(signing)
@@ -42,7 +41,7 @@ def test_every_agency_gets_signing_encryption_and_tls_certificates(pki):
         client = load_certificate(pki.certificate(agency, TLS_CLIENT))
         eku = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    for partner in PARTNERS:
+    for partner in partner_agencies():
         server = load_certificate(pki.certificate(partner, TLS_SERVER))
         names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert "localhost" in names.get_values_for_type(x509.DNSName)
@@ -56,7 +55,7 @@ def test_cas_are_constrained_and_openssl_accepts_every_chain(pki):
     assert issuing.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     assert _key_usage(issuing).key_cert_sign and _key_usage(issuing).crl_sign
     leaves = [str(p) for p in sorted(pki.path.glob("*/*.pem")) if not p.name.endswith(".key.pem")]
-    assert len(leaves) == 3 * len(AGENCIES) + len(PARTNERS)
+    assert len(leaves) == 3 * len(load_agencies()) + len(partner_agencies())
     result = subprocess.run(
         ["openssl", "verify", "-CAfile", str(pki.root_ca), "-untrusted", str(pki.issuing_ca), *leaves],
         capture_output=True,

@@ -82,3 +82,14 @@ def test_a_missing_key_password_is_one_line_naming_both_sources(monkeypatch, tmp
     ]
     with pytest.raises(KeyPasswordMissing):
         key_password()
+
+
+def test_pki_init_names_the_file_and_line_of_a_broken_agency_file(monkeypatch, tmp_path):
+    (tmp_path / "agencies").mkdir()
+    (tmp_path / "agencies" / "broken.yaml").write_text("agency: broken\norganisation: [not, a, name]\n")
+    monkeypatch.setenv(settings.SCHEMAS_ENV, str(tmp_path))
+    monkeypatch.setenv(PASSWORD_ENV, "a password")
+    result = CliRunner().invoke(app, ["pki", "init", "--out", str(tmp_path / "pki"), "--rsa-bits", "2048"])
+    assert result.exit_code == 1 and not (tmp_path / "pki").exists()
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'agencies' / 'broken.yaml'}:2: ")

@@ -302,8 +302,15 @@ class ExchangeWorld:
 
 
 def exchange_world(
-    var: Path, pki: PkiDirectory, seed: int, citizens: int = 400, defects: float = 0.03, kind: type = ExchangeWorld
+    var: Path,
+    pki: PkiDirectory,
+    seed: int,
+    citizens: int = 400,
+    defects: float = 0.03,
+    kind: type = ExchangeWorld,
+    only: Iterable[str] | None = None,
 ):
+    """``only``: the partners the sandbox plays (default: every agency with a sandbox part)."""
     from population.db import session_factory
     from population.generator import generate
     from population.simulation import DaySimulation
@@ -314,7 +321,7 @@ def exchange_world(
     upgrade(engine)
     generate(engine, citizens, seed, defects)
     DaySimulation(session_factory(engine), seed, date(2026, 7, 2)).run(citizens // 3)
-    sandbox = Sandbox(var / "partners", pki, PASSWORD)
+    sandbox = Sandbox(var / "partners", pki, PASSWORD, only=only)
     sandbox.seed(list(citizens_from(engine)), seed)
     sandbox.start()
     env = sandbox.connection_environment()

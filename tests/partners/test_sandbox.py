@@ -16,7 +16,8 @@ import jsonschema
 import pytest
 
 from connectors.rest import RestHook
-from exchange.agreements import dataset_schema_path, load_agreements
+from exchange.agreements import load_agreements
+from exchange.documents import dataset_schema_path
 from exchange.package import verify_package
 from partners.intake import read_records
 from tests.partners.fixtures import PASSWORD, wait_for

@@ -5,9 +5,12 @@ from sqlalchemy import func, select
 
 from population.db import session_factory
 from population.models import RegistryLink
+from tests.partners.social_insurance import PARTNER, write_partner_files
+from tests.validation.conftest import AS_OF
 from validation.models import ReconciliationMismatch, ReconciliationRun
 from validation.partner_sample import partner_sample
 from validation.reconciliation import CLASSES, Reconciler, reconcile, write_mismatch_csv
+from validation.suites import build_suite
 
 EXPECTED = {"missing_id": "matched"}  # a row without ID is linked by folded name and date of birth
 
@@ -47,3 +50,19 @@ def test_a_second_delivery_linking_a_known_identifier_to_someone_else_is_a_dupli
     assert second.counts["duplicate_link"] == 2  # row 1 takes row 2's number; row 2 now shares it
     again = reconcile(population, "health", [sample.rows])  # the same delivery again adds nothing new
     assert again.counts["duplicate_link"] == 2
+
+
+def test_an_agency_from_an_operators_folder_is_sampled_validated_and_reconciled(population, tmp_path, monkeypatch):
+    """A fifth partner from files alone: its identifier's kind (10 digits, one holder) makes its sample, its rule and
+    its duplicate links."""
+    monkeypatch.setenv("LIENTHONG_SCHEMAS_PATH", str(write_partner_files(tmp_path / "operator-schemas")))
+    sample = partner_sample(population, PARTNER, 300, seed=4, disagreement_rate=0.15)
+    numbers = sample.rows["social_insurance_number"]
+    assert numbers.str.fullmatch(r"[0-9]{10}").all() and "duplicate_link" in sample.truth.values()
+    suite = build_suite("social-insured", as_of=AS_OF)
+    assert "expect_column_values_to_match_code_pattern(social_insurance_number)" in {r["rule"] for r in suite.rules()}
+    report = reconcile(population, PARTNER, [sample.rows])
+    assert report.counts["duplicate_link"] >= 1 and report.links_written > 250
+    with session_factory(population)() as session:
+        kinds = set(session.scalars(select(RegistryLink.identifier_kind).where(RegistryLink.partner == PARTNER)))
+    assert kinds == {"social_insurance_number"}
