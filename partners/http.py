@@ -1,5 +1,6 @@
 """HTTP plumbing shared by the health, business and tax servers: a uvicorn server in its own thread on a
-loopback port, TLS (optionally mutual), request bodies read to disk within a limit, and fault injection."""
+loopback port, TLS (optionally mutual, with the client certificate handed to the app), request bodies read within
+a limit per endpoint, and fault injection."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from exchange.errors import VerificationError
 from partners.faults import FaultPlan
 
 BILLION_LAUGHS = (
@@ -79,6 +83,7 @@ class ServerThread:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=0,
+            http=_TlsPeerProtocol,
             ssl_context_factory=(lambda _config, _default: tls.context()) if tls else None,
         )
         server = uvicorn.Server(config)
@@ -107,24 +112,117 @@ def _quiet_stop(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Cancel %s running task(s)")
 
 
+# -- request bodies ----------------------------------------------------------------------------------------------
+
+
+class BodyTooLarge(VerificationError):
+    """A request body over its endpoint's limit: answered 413 (``BODY_ERRORS``) without reading any more of it."""
+
+    check = "body_size"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a request body here may have at most {limit:,} bytes")
+
+
+def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's blocks, refused with ``BodyTooLarge`` as soon as it is over ``limit`` bytes: by its Content-Length
+    now, before a byte is read, else (a chunked body, or one longer than it said) by counting as it arrives."""
+    declared = request.headers.get("content-length", "")
+    # the HTTP parser has checked it is a number; more digits than any limit here is over it (and int() refuses
+    # strings of thousands of digits)
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise BodyTooLarge(limit)
+    return _counted(request.stream(), limit)
+
+
+async def _counted(blocks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for block in blocks:
+        size += len(block)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        yield block
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body in memory, for endpoints whose bodies are small (a receipt, a token request)."""
+    return b"".join([block async for block in bounded_stream(request, limit)])
+
+
+@asynccontextmanager
+async def body_file(request: Request, limit: int, directory: Path) -> AsyncIterator[Path]:
+    """The body streamed into a temporary file in ``directory``, removed when the block ends, whatever ends it."""
+    path = await _spool(request, limit, directory)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 async def read_body_to_file(request: Request, limit: int, directory: Path) -> Path | None:
-    """The request body streamed into a temporary file; None when it is over ``limit`` bytes."""
+    """The body in a temporary file that the caller removes; None when it is over ``limit`` bytes (nothing is left
+    on disk then, nor when the client goes away mid-body: ``ClientDisconnect`` is raised)."""
+    try:
+        return await _spool(request, limit, directory)
+    except BodyTooLarge:
+        return None
+
+
+async def _spool(request: Request, limit: int, directory: Path) -> Path:
+    """The body written to a new temporary file; the file is removed again if anything stops the writing (a body
+    over the limit, a client gone mid-body, a server stopping)."""
+    blocks = bounded_stream(request, limit)  # a Content-Length over the limit is refused before a file exists
     with tempfile.NamedTemporaryFile(dir=directory, prefix="upload-", suffix=".zip", delete=False) as handle:
         path = Path(handle.name)
-        size = 0
-        async for block in request.stream():
-            size += len(block)
-            if size > limit:
-                break
-            handle.write(block)
-    if size > limit:
-        path.unlink(missing_ok=True)
-        return None
+        try:
+            async for block in blocks:
+                handle.write(block)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
     return path
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+CLOSE = {"Connection": "close"}  # on a refusal before the body is read: the client may not send the rest of it
+
+
+async def _too_large(request: Request, error: Exception) -> Response:
+    return problem(413, str(error), CLOSE)
+
+
+async def _client_gone(request: Request, error: Exception) -> Response:
+    """Nobody is left to read the answer; answering keeps a broken-off upload from logging a traceback."""
+    return Response(status_code=400, headers=CLOSE)
+
+
+# Starlette's ``exception_handlers`` for an app that reads bodies with the readers above.
+BODY_ERRORS = {BodyTooLarge: _too_large, ClientDisconnect: _client_gone}
+
+
+# -- the client certificate ----------------------------------------------------------------------------------------
+
+PEER_CERTIFICATE = "tls_peer_certificate"
+
+
+class _TlsPeerProtocol(AutoHTTPProtocol):
+    """uvicorn's HTTP protocol, putting the client certificate of a TLS connection (DER, or None) in the state of
+    each of its requests' scope: ASGI has no place for it, and a partner must check more than the handshake does
+    (the agency, revocation, the extended key usage)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.app_state = {**self.app_state, PEER_CERTIFICATE: certificate}
+
+
+def peer_certificate(request: Request) -> bytes | None:
+    """The client certificate the TLS handshake of the request's connection received (DER), if any."""
+    return request.scope.get("state", {}).get(PEER_CERTIFICATE)
 
 
 class FaultInjection:

@@ -8,6 +8,10 @@ gets the first answer again, with another body 409), serve their registry page b
 the population database's signed receipt for a published package at ``POST /v1/outbox/<name>/receipt``
 ({"receipt": base64, "signature": base64}, as they answer deliveries): 200 with {status, duplicate,
 package_id} once verified and kept, 404 for a name not in the outbox, 422 for a receipt that does not verify.
+
+A caller is authenticated from its connection and headers before any body is read (the bearer token; or the client
+certificate, checked beyond the handshake by ``partners.trust``), and each body is bounded by its endpoint's limit
+(``partners.http``: 413). Every refusal is a one-line ``{"detail": "<check>: …"}`` without personal data.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import secrets
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,12 +34,38 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from exchange.errors import VerificationError
+from exchange.pki import POPULATION, load_certificates
 from partners.base import NoSuchPackage, Partner, decode_cursor, encode_cursor
-from partners.http import FaultInjection, ServerThread, TlsSettings, problem, read_body_to_file
+from partners.http import (
+    BODY_ERRORS,
+    CLOSE,
+    FaultInjection,
+    ServerThread,
+    TlsSettings,
+    body_file,
+    peer_certificate,
+    problem,
+    read_body,
+)
 from partners.intake import IntakeRefused, PartnerKeys, ReceiptRefused, outbox_package, sha256_file
+from partners.trust import check_client_certificate
 
+log = logging.getLogger("lienthong.partners")
+
+# The body limits, one per endpoint that takes a body (``partners.http.bounded_stream``):
+# a package: the largest province's shard of a full snapshot (Hồ Chí Minh City, ~10 M people at ~100 bytes a
+# record, encrypted) stays under it; it is streamed to disk, never held in memory, and only after authentication.
 MAX_PACKAGE_BYTES = 1024**3
+# a receipt: receipt v1 is a few hundred bytes plus its errors and the CMS signature with its chain ~2 KB, a third
+# more in base64; 1 MiB leaves room for a long list of errors and is read into memory.
+MAX_RECEIPT_BYTES = 1024**2
+# a token request: grant_type, client_id and client_secret form-encoded are under 200 bytes; it is read before the
+# client is known, so it gets little.
+MAX_TOKEN_REQUEST_BYTES = 8 * 1024
+MAX_TOKEN_FIELDS = 8  # grant_type, client_id, client_secret, scope, and room for a client's extras
 MAX_PAGE = 5000
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest integer: a cursor past it would overflow the query
 _OPERATIONS = {  # path prefix → operation name for fault plans (first match wins)
     "oauth": "token",
     "v1/packages": "packages",
@@ -71,6 +102,7 @@ class RestPartner(Partner):
         self.root_ca = root_ca
         self._tokens: dict[str, float] = {}
         self._idempotent: dict[str, tuple[str, int, dict]] = {}  # key → (body sha256, status, answer)
+        self._client_issuers = tuple(load_certificates(keys.issuing_ca))  # what a client's chain passes through
         tls = TlsSettings(self.tls_chain, keys.tls_key, keys.key_password, root_ca if mutual_tls else None)
         self.server = ServerThread(self._app(), f"partner-{self.name}", tls)
 
@@ -119,7 +151,8 @@ class RestPartner(Partner):
         ]
         if self.oauth_clients:
             routes.append(Route("/oauth/token", self.token, methods=["POST"]))
-        return FaultInjection(Starlette(routes=routes), self.faults, self._operation, "json")
+        app = Starlette(routes=routes, exception_handlers=BODY_ERRORS)
+        return FaultInjection(app, self.faults, self._operation, "json")
 
     def _operation(self, scope: Scope) -> str:
         path = scope["path"].strip("/")
@@ -131,20 +164,29 @@ class RestPartner(Partner):
         return "records"
 
     def _authorised(self, request: Request) -> Response | None:
-        """None when the caller may proceed: mutual TLS is checked in the handshake; OAuth2 here."""
-        if not self.oauth_clients:
-            return None
-        header = request.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        expires = self._tokens.get(token)
-        if not token or expires is None or expires < time.monotonic():
-            return problem(
-                401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
+        """None when the caller may proceed. Decided from the connection and the headers alone, before any body is
+        read: the client certificate of mutual TLS (the handshake checked its chain; the agency, revocation and
+        key usage are checked here), or the OAuth2 bearer token."""
+        if self.mutual_tls:
+            try:
+                check_client_certificate(peer_certificate(request), POPULATION, self._client_issuers, self.keys.trust)
+            except VerificationError as error:
+                log.warning("%s: refused a client certificate: %s", self.name, error)
+                return problem(403, str(error), CLOSE)
+        if self.oauth_clients:
+            header = request.headers.get("authorization", "")
+            token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+            expires = self._tokens.get(token)
+            if not token or expires is None or expires < time.monotonic():
+                challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"', **CLOSE}
+                return problem(401, "token: a valid bearer token is required", challenge)
         return None
 
     async def token(self, request: Request) -> Response:
-        form = await request.form()
+        try:
+            form = _form(await read_body(request, MAX_TOKEN_REQUEST_BYTES))
+        except ValueError:
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
         client_id, secret = _basic_credentials(request) or (form.get("client_id"), form.get("client_secret"))
         if form.get("grant_type") != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
@@ -168,21 +210,16 @@ class RestPartner(Partner):
             return refused
         key = request.headers.get("idempotency-key", "")
         if not 8 <= len(key) <= 200:
-            return problem(400, "an Idempotency-Key header (8 to 200 characters) is required")
-        upload = await read_body_to_file(request, MAX_PACKAGE_BYTES, self.intake.work_dir)
-        if upload is None:
-            return problem(413, f"a package may have at most {MAX_PACKAGE_BYTES:,} bytes")
-        try:
+            return problem(400, "idempotency_key: an Idempotency-Key header (8 to 200 characters) is required", CLOSE)
+        async with body_file(request, MAX_PACKAGE_BYTES, self.intake.work_dir) as upload:
             return await run_in_threadpool(self._receive, key, upload)
-        finally:
-            upload.unlink(missing_ok=True)
 
     def _receive(self, key: str, upload: Path) -> Response:
         body_sha256 = sha256_file(upload)
         seen = self._idempotent.get(key)
         if seen is not None:
             if seen[0] != body_sha256:
-                return problem(409, "this Idempotency-Key was used with another body")
+                return problem(409, "idempotency_key: this Idempotency-Key was used with another body")
             return JSONResponse(seen[2], status_code=seen[1])
         try:
             result = self.intake.receive(upload)
@@ -198,12 +235,17 @@ class RestPartner(Partner):
         if refused := self._authorised(request):
             return refused
         try:
-            after = decode_cursor(request.query_params.get("cursor"))
+            after: int | None = decode_cursor(request.query_params.get("cursor"))
+        except ValueError:
+            after = None
+        if after is None or after > MAX_ROW_ID:
+            return problem(400, "cursor: unknown cursor")
+        try:
             limit = int(request.query_params.get("limit", "500"))
-        except ValueError as error:
-            return problem(400, str(error))
+        except ValueError:
+            limit = 0
         if not 1 <= limit <= MAX_PAGE:
-            return problem(400, f"limit must be between 1 and {MAX_PAGE}")
+            return problem(400, f"limit: limit must be a number from 1 to {MAX_PAGE}")
         people, last = await run_in_threadpool(self.store.people_page, after, limit)
         return JSONResponse({"items": [p.as_item() for p in people], "next_cursor": encode_cursor(last)})
 
@@ -216,27 +258,48 @@ class RestPartner(Partner):
     async def get_outbox_file(self, request: Request) -> Response:
         if refused := self._authorised(request):
             return refused
-        path = outbox_package(self.outbox, request.path_params["name"])
+        path = self._published(request.path_params["name"])
         if path is None:
-            return problem(404, "no such package in the outbox")
+            return problem(404, "outbox: no such package in the outbox")
         return FileResponse(path, media_type="application/zip")
 
     async def receive_receipt(self, request: Request) -> Response:
         if refused := self._authorised(request):
             return refused
+        name = request.path_params["name"]
+        if self._published(name) is None:  # before the body is read
+            return problem(404, "outbox: no such package in the outbox", CLOSE)
         try:
-            document = json.loads(await request.body())
+            document = json.loads(await read_body(request, MAX_RECEIPT_BYTES))
             receipt = base64.b64decode(document["receipt"], validate=True)
             signature = base64.b64decode(document["signature"], validate=True)
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            return problem(400, 'the body must be {"receipt": base64, "signature": base64}')
+        except (ValueError, KeyError, TypeError, RecursionError):  # binascii.Error and UnicodeError are ValueErrors
+            return problem(400, 'receipt: the body must be {"receipt": base64, "signature": base64}')
         try:
-            taken = await run_in_threadpool(self.take_receipt, request.path_params["name"], receipt, signature)
-        except NoSuchPackage as error:
-            return problem(404, str(error))
+            taken = await run_in_threadpool(self.take_receipt, name, receipt, signature)
+        except NoSuchPackage:
+            return problem(404, "outbox: no such package in the outbox")
         except ReceiptRefused as error:
             return problem(422, str(error))
         return JSONResponse(taken.as_json())
+
+    def _published(self, name: str) -> Path | None:
+        """A package of the outbox by its name from the URL; None for any other name, one the file system refuses
+        (too long, a NUL) included."""
+        try:
+            return outbox_package(self.outbox, name)
+        except (OSError, ValueError):
+            return None
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """A form-encoded token request (RFC 6749 §4.4.2); ValueError for one that is not UTF-8, has too many fields or
+    repeats one (§3.2: parameters must not be included more than once)."""
+    pairs = parse_qsl(body.decode("utf-8"), max_num_fields=MAX_TOKEN_FIELDS)
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        raise ValueError("a repeated parameter")
+    return form
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
