@@ -14,8 +14,9 @@ error otherwise. A field the columns do not carry is left out: that is how an ag
 extract is written.
 
 Reading (``parse_xml_batch``, both sides: the partners' intake and the population side's inbound) takes a batch
-from outside: hardened parse (``exchange.safe_xml``: no DTD, no entities, no network), the XSD its namespace
-names, then one flat record per record element. The whole document is parsed in memory. A batch that says when
+from outside: hardened parse (``exchange.safe_xml``: no DTD, no entities, no network), the XSD of the dataset the
+manifest names (a batch in another layout is refused: the file does not choose its own schema), then one flat
+record per record element. The whole document is parsed in memory. A batch that says when
 it was made (the land owners' ``createdAt``) gives that to each of its records as ``created_at``: the date the
 records speak for (the land owners' record element has no date of its own).
 """
@@ -35,8 +36,8 @@ from lxml import etree
 from exchange.safe_xml import InvalidDocument, parse_untrusted, validate
 from lienthong.settings import schema_file
 
-# The datasets that have an XML batch layout: (name, version) → XSD. A batch read from outside is known by its
-# namespace, the XSD's targetNamespace (``batch_layout``).
+# The datasets that have an XML batch layout: (name, version) → XSD. A batch read from outside is read with the
+# layout of the dataset its manifest names; its root must be that layout's, in the XSD's targetNamespace.
 BATCH_XSDS = {
     ("citizen-extract", "1"): schema_file("xsd/citizen-extract.v1.xsd"),
     ("land-owners", "1"): schema_file("xsd/land-owners.v1.xsd"),
@@ -267,22 +268,47 @@ def _layouts_by_namespace() -> dict[str, XmlLayout]:
 def batch_layout(namespace: str) -> XmlLayout:
     """The layout of the XML batches in a namespace; ``InvalidDocument`` for a namespace with none."""
     layout = _layouts_by_namespace().get(namespace)
-    if layout is None:
-        raise InvalidDocument(f"no schema for XML batches in namespace {namespace!r}")
+    if layout is None:  # the namespace is the sender's text: not echoed
+        raise InvalidDocument("no schema for XML batches in the root element's namespace")
     return layout
 
 
-def parse_xml_batch(data: bytes) -> list[dict[str, Any]]:
-    """An XML batch from outside (land owners, citizen extract): hardened parse, the check against the XSD of its
-    namespace, then one flat record per record element: its leaf elements by their field names (nested ones
-    flattened; an absent element left out, an ``xsi:nil`` one None), and the batch's ``created_at`` where the
-    root says when it was made. Raises ``UnsafeDocument`` or ``InvalidDocument`` (the line and the rule)."""
+def parse_xml_batch(data: bytes, dataset: str | None = None, version: str = "1") -> list[dict[str, Any]]:
+    """An XML batch from outside (land owners, citizen extract): hardened parse, the check against the XSD of
+    ``dataset`` (the manifest's schema; without it, of the batch's namespace), then one flat record per record
+    element: its leaf elements by their field names (nested ones flattened; an absent element left out, an
+    ``xsi:nil`` one None), and the batch's ``created_at`` where the root says when it was made. A batch whose root is
+    not the dataset's, or whose ``count`` is not the records it holds, is refused. Raises ``UnsafeDocument`` or
+    ``InvalidDocument`` (the line and the rule)."""
     root = parse_untrusted(data)
-    layout = batch_layout(etree.QName(root).namespace or "")
+    if dataset is None:
+        layout = batch_layout(etree.QName(root).namespace or "")
+    else:
+        layout = _expected_layout(dataset, version)
+        if root.tag != layout.tag(layout.root):
+            other = _layouts_by_namespace().get(etree.QName(root).namespace or "")
+            found = f"a {other.xsd.name} batch" if other else "not a batch of any XSD known here"
+            asks = f"the manifest's schema {dataset} v{version} asks for {layout.root} of {layout.xsd.name}"
+            raise InvalidDocument(f"line {root.sourceline}: {asks}, the file is {found}")
     validate(root, layout.xsd)
     made = root.get(BATCH_DATE)
     batch = {} if made is None else {snake_case(BATCH_DATE): made}
-    return [{**_flatten(record), **batch} for record in root.iterchildren(layout.tag(layout.record))]
+    records = [{**_flatten(record), **batch} for record in root.iterchildren(layout.tag(layout.record))]
+    if "count" in layout.attributes and _number(root.get("count")) != str(len(records)):
+        raise InvalidDocument(f"line {root.sourceline}: the batch's count is not the {len(records)} records it holds")
+    return records
+
+
+def _expected_layout(dataset: str, version: str) -> XmlLayout:
+    try:
+        return xml_layout(dataset, str(version))
+    except ValueError:  # the manifest's text, checked against the known layouts only
+        raise InvalidDocument("the manifest's schema has no XML batch layout") from None
+
+
+def _number(text: str) -> str:
+    """An xsd:nonNegativeInteger as its digits, without converting it (a 5,000-digit count is not an int)."""
+    return text.strip().lstrip("+").lstrip("0") or "0"
 
 
 def _flatten(element: etree._Element) -> dict[str, Any]:

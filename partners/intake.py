@@ -3,14 +3,17 @@
 Receiving (``PackageIntake.receive``):
 1. a package id seen before is answered with the receipt stored for it (same manifest) — nothing is stored
    twice; a different manifest under a known id is rejected;
-2. the package is verified with ``exchange.package.verify_package``: signature, certificate chain, revocation,
+2. the package must travel under one of the partner's agreements (``schemas/agreements``), in a direction it has,
+   with the dataset that direction takes (``agreement``);
+3. the package is verified with ``exchange.package.verify_package``: signature, certificate chain, revocation,
    the sender, the files, and the sequence against the packages accepted before; encrypted files are
    decrypted with the partner's key;
-3. in one transaction the feed is moved on (``accept_package``), the records are read (``exchange.payload``:
-   CSV as it is stored, JSON Lines, or XML batch files checked against their XSD) and stored, the package is
-   stored with the signed receipt that counts them, and the receipt is recorded in the partner's ledger: a
-   payload error or a failure half-way keeps none of it;
-4. the answer is a receipt v1 signed by the partner: ``accepted``, or ``rejected`` with the failed check.
+4. in one transaction the feed is moved on (``accept_package``), the records are read (``exchange.payload``'s
+   bounded readers: CSV as it is stored, JSON Lines, or XML batch files checked against the XSD of the manifest's
+   schema), each within the agreement's fields, and stored; the records read must be the manifest's
+   ``record_count``; the package is stored with the signed receipt that counts them, and the receipt is recorded
+   in the partner's ledger: a payload error or a failure half-way keeps none of it;
+5. the answer is a receipt v1 signed by the partner: ``accepted``, or ``rejected`` with the failed check.
 
 Publishing (``publish_outbox``): the partner's own records as an exchange package to the population database,
 signed by the partner, encrypted for the population database, zipped into the outbox folder. The population
@@ -38,6 +41,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
+from exchange.agreements import Direction, load_agreements
 from exchange.errors import ManifestInvalid, VerificationError
 from exchange.package import (
     ENCRYPTED_SUFFIX,
@@ -65,6 +69,7 @@ from exchange.receipt import RECEIPT, SIGNATURE, make_receipt, record_receipt, v
 from exchange.safe_xml import InvalidDocument, UnsafeDocument
 from exchange.signature import TrustAnchors, sign_detached
 from partners.store import RegistryStore
+from partners.trust import ReloadingTrust
 from population.db import session_factory
 
 log = logging.getLogger("lienthong.partners")
@@ -91,13 +96,19 @@ class PartnerKeys:
             name=name,
             signer=load_signer(pki, name, password),
             recipient=load_recipient(encryption, key_path(encryption), password),
-            trust=TrustAnchors.from_pki(pki),
+            trust=ReloadingTrust.from_pki(pki),  # a certificate revoked while the partner runs is refused
             population_encryption=pki.certificate(POPULATION, ENCRYPTION),
             tls_certificate=pki.certificate(name, "tls-server"),
             tls_key=key_path(pki.certificate(name, "tls-server")),
             issuing_ca=pki.issuing_ca,
             key_password=password,
         )
+
+
+class AgreementRefused(VerificationError):
+    """The package does not travel under one of the partner's agreements, in a direction and dataset it has."""
+
+    check = "agreement"
 
 
 class IntakeRefused(ValueError):
@@ -172,6 +183,7 @@ class PackageIntake:
         decrypted = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="decrypted-"))
         engine = self.store.engine
         try:
+            direction = self._direction(manifest)
             verified = verify_package(
                 package_path, self.keys.trust, engine=engine, recipient=self.keys.recipient, decrypt_to=decrypted
             )
@@ -180,7 +192,9 @@ class PackageIntake:
             # and the sender's retry is received as the first time
             with session_factory(engine)() as session, session.begin():
                 accept_package(engine, verified, within=session)  # the sequence, checked again under the lock
-                count = self._store_records(package_path, manifest, decrypted, session)
+                count = self._store_records(package_path, manifest, direction, decrypted, session)
+                if count != manifest.record_count:  # the manifest's number is not echoed: it may be any size
+                    raise InvalidDocument(f"{count:,} records read, which is not the manifest's record_count")
                 receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=count)
                 data = receipt.to_bytes()
                 signature = sign_detached(data, self.keys.signer)
@@ -197,19 +211,40 @@ class PackageIntake:
                  manifest.sequence, manifest.agreement, count)  # fmt: skip
         return IntakeResult("accepted", False, data, signature, manifest.package_id)
 
-    def _store_records(self, package_path: Path, manifest: Manifest, decrypted: Path, session: Session) -> int:
-        """Every payload file's records into the store, in the intake's transaction; how many. A CSV file is stored
-        as it is read (rows of text, no dict per record, memory flat in its size); JSON Lines and XML are read
-        whole (``exchange.payload.parse_payload``)."""
+    def _direction(self, manifest: Manifest) -> Direction:
+        """The agreement direction the package travels under: one of this partner's agreements (a partner with
+        several is never guessed for), the manifest's direction, and the dataset that direction takes."""
+        agreement = load_agreements().get(manifest.agreement)  # the name is checked by the manifest's reader
+        if agreement is None or agreement.partner != self.keys.name:
+            raise AgreementRefused(f"{self.keys.name} has no agreement {manifest.agreement}")
+        direction = agreement.directions.get(manifest.direction)
+        if direction is None:
+            raise AgreementRefused(f"agreement {agreement.name} has no {manifest.direction} direction")
+        if (manifest.schema.name, manifest.schema.version) != (direction.dataset, str(direction.schema_version)):
+            takes = f"{direction.dataset} v{direction.schema_version}"
+            raise AgreementRefused(
+                f"agreement {agreement.name}'s {direction.name} direction takes {takes}; "
+                "the manifest names another schema"
+            )
+        return direction
+
+    def _store_records(
+        self, package_path: Path, manifest: Manifest, direction: Direction, decrypted: Path, session: Session
+    ) -> int:
+        """Every payload file's records, each within the agreement direction's fields, into the store, in the
+        intake's transaction; how many. A CSV file is stored as it is read (rows of text, no dict per record, memory
+        flat in its size); JSON Lines and XML are read whole (``exchange.payload.parse_payload``)."""
         count = 0
+        allowed = direction.fields
         for entry in manifest.files:
             name = _payload_name(entry).name
             with _payload_file(package_path, entry, decrypted) as binary:
                 if PurePosixPath(name).suffix == ".csv":
-                    fields, rows = csv_rows(name, io.TextIOWrapper(binary, encoding="utf-8", newline=""))
+                    text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+                    fields, rows = csv_rows(name, text, fields=allowed)
                     count += self.store.store_rows(manifest.package_id, fields, rows, within=session)
                 else:
-                    records = parse_payload(name, binary.read())
+                    records = parse_payload(name, binary.read(), schema=manifest.schema, fields=allowed)
                     text_only = PurePosixPath(name).suffix in TEXT_SUFFIXES
                     count += self.store.store_records(manifest.package_id, records, text_only=text_only,
                                                       within=session)  # fmt: skip
@@ -292,7 +327,7 @@ def read_records(package_path: Path, manifest: Manifest, decrypted: Path) -> lis
     records: list[dict[str, Any]] = []
     for entry in manifest.files:
         with _payload_file(package_path, entry, decrypted) as binary:
-            records.extend(parse_payload(_payload_name(entry).name, binary.read()))
+            records.extend(parse_payload(_payload_name(entry).name, binary.read(), schema=manifest.schema))
     return records
 
 

@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from exchange.payload import MAX_COLUMNS
 from population.db import create_population_engine
 from population.migrate import upgrade
 
@@ -213,7 +214,11 @@ class RegistryStore:
         caller's transaction; how many. SQLite makes each record's JSON (``json_object``, fields sorted as
         ``json.dumps(..., sort_keys=True)`` sorts them) from the row as it comes, its values bound by position
         (``?N``): a million-record snapshot is stored in seconds, with no Python work per record. Store the
-        package itself (``store_package``) in the same transaction: its row is checked for at commit."""
+        package itself (``store_package``) in the same transaction: its row is checked for at commit. ``fields`` are
+        names as the payload readers check them: at most ``MAX_COLUMNS`` (SQLite's json_object takes 127 arguments),
+        none twice, no NUL (a ``ValueError`` otherwise: SQLite could not make the JSON)."""
+        if len(fields) > MAX_COLUMNS or len(set(fields)) != len(fields) or any("\x00" in f for f in fields):
+            raise ValueError(f"record fields: at most {MAX_COLUMNS}, none twice, none holding a NUL")
 
         def literal(text: str) -> str:
             return "'" + text.replace("'", "''") + "'"
@@ -229,7 +234,7 @@ class RegistryStore:
         text (``text_only``: XML) that all have the same fields go as rows (``store_rows``); any others (numbers,
         booleans, nesting, fields that differ) have their JSON made by Python's encoder."""
         fields = sorted(records[0]) if records else []
-        if text_only and fields and all(map(records[0].keys().__eq__, map(dict.keys, records))):
+        if text_only and 0 < len(fields) <= MAX_COLUMNS and all(map(records[0].keys().__eq__, map(dict.keys, records))):
             take = operator.itemgetter(*fields) if len(fields) > 1 else lambda r: (r[fields[0]],)
             return self.store_rows(package_id, fields, map(take, records), within=within)
         encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode

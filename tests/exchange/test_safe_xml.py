@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted
+from exchange.safe_xml import InvalidDocument, UnsafeDocument, parse_untrusted, schema_problem
 from exchange.xml_payload import parse_xml_batch
 from partners.http import BILLION_LAUGHS
 
@@ -43,3 +43,29 @@ def test_a_land_batch_is_read_after_its_schema_is_checked():
 def test_a_land_batch_that_breaks_its_schema_is_refused():
     with pytest.raises(InvalidDocument, match="land-owners"):
         parse_xml_batch(LAND_BATCH.replace(b"CS 123456", b"123456"))
+
+
+def test_errors_name_the_line_the_element_and_the_rule_never_the_value():
+    """libxml2 quotes the value it refuses (a personal ID) before the schema's side of the rule; only the element,
+    the rule and the schema's side are kept, whatever the value holds; a name the schema does not declare is not
+    repeated, and an unknown message keeps its code only."""
+    declared = frozenset({"personalId", "a"})
+    hostile = "001200012345' is not accepted by the pattern 'x"
+    pattern = (
+        f"Element '{{urn:x}}personalId': [facet 'pattern'] The value '{hostile}' is not accepted by the pattern "
+        "'[0-9]{12}'."
+    )
+    assert schema_problem(pattern, "SCHEMAV_CVC_PATTERN_VALID", declared) == (
+        "element personalId: does not match the pattern '[0-9]{12}'"
+    )
+    unexpected = "Element '{urn:x}x001200012345': This element is not expected. Expected is ( {urn:x}personalId )."
+    assert schema_problem(unexpected, "SCHEMAV_ELEMENT_CONTENT", declared) == (
+        "element (not in the schema): This element is not expected. Expected is ( personalId )"
+    )
+    fixed = "Element '{urn:x}a': The value '001200012345' does not match the fixed value constraint 'b'."
+    assert schema_problem(fixed, "SCHEMAV_CVC_ELT_5_2_2_2_2", declared) == (
+        "element a: breaks the schema's rule SCHEMAV_CVC_ELT_5_2_2_2_2"
+    )
+    with pytest.raises(InvalidDocument) as broken:
+        parse_untrusted(b"<a>\xc3\x28001200012345</a>")
+    assert str(broken.value) == "not well-formed XML: line 1, column 4: invalid encoding"

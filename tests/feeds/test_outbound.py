@@ -30,10 +30,12 @@ from validation.outcome import DatasetBlocked, ValidationOutcome
 
 
 @pytest.fixture
-def health_agreement():
+def health_agreement(partner_agreements):
     """The real health agreement under a name of its own, so that this test's feed starts at package 1 on the
     session's health partner."""
-    return replace(load_agreements()["health-identity"], name=f"health-identity-{uuid.uuid4().hex[:8]}")
+    agreement = replace(load_agreements()["health-identity"], name=f"health-identity-{uuid.uuid4().hex[:8]}")
+    partner_agreements[agreement.name] = agreement  # the partner must know it
+    return agreement
 
 
 def last_sequence_of(engine) -> int:

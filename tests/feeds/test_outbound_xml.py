@@ -33,9 +33,11 @@ from tests.partners.fixtures import SCHEMA
 
 
 @pytest.fixture
-def tax_agreement():
+def tax_agreement(partner_agreements):
     """The real tax agreement under a name of its own, so that this test's feed starts at package 1."""
-    return replace(load_agreements()["tax-identity"], name=f"tax-identity-{uuid.uuid4().hex[:8]}")
+    agreement = replace(load_agreements()["tax-identity"], name=f"tax-identity-{uuid.uuid4().hex[:8]}")
+    partner_agreements[agreement.name] = agreement  # the partner must know it
+    return agreement
 
 
 def held_by(partners, partner: str, package_id: str) -> list[dict]:
@@ -67,11 +69,12 @@ def test_the_tax_feed_delivers_an_xml_batch_the_tax_partner_checks_and_stores(pa
 
 
 def test_an_xml_batch_breaking_its_xsd_gets_a_signed_rejected_receipt(partners, sandbox_pki, exchange_engine,
-                                                                     population_signer, trust, tmp_path):  # fmt: skip
+                                                                     population_signer, trust, tmp_path,
+                                                                     agreement_for):  # fmt: skip
     out = tmp_path / "packages"
     out.mkdir()
     encrypt_for = load_certificate(sandbox_pki.certificate("tax", ENCRYPTION))
-    with PackageBuilder(out, agreement=f"test-{uuid.uuid4().hex[:12]}", recipient="tax", schema=SCHEMA,
+    with PackageBuilder(out, agreement=agreement_for("tax"), recipient="tax", schema=SCHEMA,
                         signer=population_signer, encrypt_for=encrypt_for) as builder:  # fmt: skip
         builder.add_records("citizens.xml", [{"personal_id": "001200012345", "full_name": "Nguyễn Thị Thuỷ"},
                                              {"personal_id": "0012000123", "full_name": "Trần Văn Bé"}])  # fmt: skip

@@ -56,9 +56,11 @@ def population(engine):
 
 
 @pytest.fixture
-def land():
+def land(partner_agreements):
     """The land agreement (CSV, encrypted, SFTP) under a name of its own: its feed starts at package 1."""
-    return replace(load_agreements()["land-owners"], name=f"land-owners-{uuid.uuid4().hex[:8]}")
+    agreement = replace(load_agreements()["land-owners"], name=f"land-owners-{uuid.uuid4().hex[:8]}")
+    partner_agreements[agreement.name] = agreement  # the partner must know it
+    return agreement
 
 
 def personal_ids(engine) -> set[str]:

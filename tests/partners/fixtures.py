@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from exchange.agreements import Agreement, Direction
 from exchange.package import Manifest, PackageBuilder, SchemaRef, zip_package
 from exchange.pki import (
     ENCRYPTION,
@@ -30,6 +31,7 @@ from exchange.pki import (
     load_signer,
 )
 from exchange.signature import TrustAnchors
+from partners import intake
 from partners.intake import PackageIntake, PartnerKeys
 from partners.land import InboxWatcher
 from partners.openssh import OpenSshMissing, OpenSshServer, write_key
@@ -172,10 +174,46 @@ def exchange_engine(tmp_path):
     engine.dispose()
 
 
+TEST_FIELDS = ("personal_id", "full_name", "date_of_birth", "died", "note")  # what the tests' packages carry
+
+
+def own_agreement(name: str, partner: str, fields: Iterable[str] = TEST_FIELDS) -> Agreement:
+    """An agreement of the tests' own: the population's outbound feed of ``SCHEMA`` to ``partner`` with ``fields``."""
+    outbound = Direction("outbound", SCHEMA.name, int(SCHEMA.version), "incremental", dict.fromkeys(fields, "test"),
+                         False, None, None, None)  # fmt: skip
+    return Agreement(name, partner, ("test",), "test", None, "rest", f"lienthong_{partner}", 1, "csv",
+                     {"outbound": outbound}, Path(f"{name}.yaml"))  # fmt: skip
+
+
 @pytest.fixture
-def make_package(tmp_path, exchange_engine, population_signer, sandbox_pki) -> Callable[..., ZippedPackage]:
-    """Build, seal and zip the next package of a feed that is new for this test (a fresh agreement name)."""
-    agreement = f"test-{uuid.uuid4().hex[:12]}"
+def partner_agreements(monkeypatch) -> dict[str, Agreement]:
+    """Agreements the partners' intake knows besides ``schemas/agreements``, for this test only (a partner refuses a
+    package under an agreement it does not have): add a test's own to it, by name."""
+    added: dict[str, Agreement] = {}
+    known = intake.load_agreements
+    monkeypatch.setattr(intake, "load_agreements", lambda: known() | added)
+    return added
+
+
+@pytest.fixture
+def agreement_for(partner_agreements) -> Callable[[str], str]:
+    """The name of an agreement with the partner that is new for this test (``test-…-<partner>``: its feed starts at
+    package 1), carrying ``TEST_FIELDS`` of ``SCHEMA``."""
+    feed = f"test-{uuid.uuid4().hex[:12]}"
+
+    def name(partner: str) -> str:
+        partner_agreements.setdefault(f"{feed}-{partner}", own_agreement(f"{feed}-{partner}", partner))
+        return f"{feed}-{partner}"
+
+    return name
+
+
+@pytest.fixture
+def make_package(
+    tmp_path, exchange_engine, population_signer, sandbox_pki, agreement_for
+) -> Callable[..., ZippedPackage]:
+    """Build, seal and zip the next package of a feed that is new for this test (an agreement of its own with each
+    recipient, ``agreement_for``)."""
 
     def make(recipient: str, records: Iterable[Mapping[str, Any]] = RECORDS, *, encrypt: bool = True,
              signer: Signer | None = None, csv: bytes | None = None) -> ZippedPackage:  # fmt: skip
@@ -183,7 +221,7 @@ def make_package(tmp_path, exchange_engine, population_signer, sandbox_pki) -> C
         out = tmp_path / "packages"
         out.mkdir(exist_ok=True)
         encrypt_for = load_certificate(sandbox_pki.certificate(recipient, ENCRYPTION)) if encrypt else None
-        with PackageBuilder(out, agreement=agreement, recipient=recipient, schema=SCHEMA,
+        with PackageBuilder(out, agreement=agreement_for(recipient), recipient=recipient, schema=SCHEMA,
                             signer=signer or population_signer, encrypt_for=encrypt_for) as builder:  # fmt: skip
             if csv is None:
                 builder.add_records("citizens.csv", records)

@@ -83,3 +83,16 @@ def test_records_without_their_package_are_not_kept(store):
     with pytest.raises(IntegrityError, match="FOREIGN KEY"), transaction as session, session.begin():
         store.store_rows("p-orphan", ["personal_id"], [["001090000001"]], within=session)
     assert store.record_count() == 0 and store.package_count() == 0
+
+
+def test_fields_sqlite_cannot_make_json_of_are_refused_by_name_and_wide_records_go_through_python(store):
+    """SQLite's json_object takes 127 arguments: rows of more fields, or of a field named with a NUL, are a
+    ValueError saying so (the payload readers refuse them first), not an SQL error; dicts that wide take Python's."""
+    wide = [f"c{n}" for n in range(70)]
+    for fields in (wide, ["personal_id", "full\x00name"], ["personal_id", "personal_id"]):
+        with pytest.raises(ValueError, match="at most 63, none twice, none holding a NUL"):
+            _store(store, "p-bad", lambda s, f=fields: store.store_rows("p-bad", f, [["x"] * len(f)], within=s))
+    assert store.record_count() == 0 and store.package_count() == 0
+    records = [dict.fromkeys(wide, "x")]
+    assert _store(store, "p-wide", lambda s: store.store_records("p-wide", records, text_only=True, within=s)) == 1
+    assert [json.loads(c) for c in _stored(store, "p-wide")] == records
