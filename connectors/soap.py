@@ -11,7 +11,9 @@ retried too — or refused the request (``soap:Client.*``), which fails at once.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -25,6 +27,7 @@ from lxml import etree
 from requests.adapters import HTTPAdapter
 from zeep import Client, Settings
 from zeep import exceptions as zeep_errors
+from zeep import ns as zeep_ns
 from zeep.helpers import serialize_object
 from zeep.transports import Transport
 from zeep.wsse import Compose
@@ -57,7 +60,8 @@ def hardened_settings() -> Settings:
 
 class TimestampedUsernameToken(UsernameToken):
     """A UsernameToken (password digest with nonce and created time, by default) and a fresh ``wsu:Timestamp``
-    (Created, Expires) on every message, so that a captured message cannot be replayed for long."""
+    (Created, Expires) on every message, so that a captured message cannot be replayed for long. A password in
+    clear travels with a nonce and created time too (zeep sends none), so that a partner takes each message once."""
 
     def apply(self, envelope, headers):
         now = datetime.now(UTC).replace(microsecond=0)
@@ -67,7 +71,19 @@ class TimestampedUsernameToken(UsernameToken):
         )
         self.created = now
         self.zulu_timestamp = True
-        return super().apply(envelope, headers)
+        envelope, headers = super().apply(envelope, headers)
+        if not self.use_digest and self.password is not None:
+            token = wsse_utils.get_security_header(envelope).find(f"{{{zeep_ns.WSSE}}}UsernameToken")
+            token.extend(
+                [
+                    wsse_utils.WSSE.Nonce(
+                        base64.b64encode(os.urandom(16)).decode("ascii"),
+                        EncodingType=f"{self.soap_message_secutity_ns}#Base64Binary",
+                    ),
+                    wsse_utils.WSU.Created(wsse_utils.get_timestamp(self.created, self.zulu_timestamp)),
+                ]
+            )
+        return envelope, headers
 
 
 class _BodySignature(BinarySignature):

@@ -114,3 +114,12 @@ def test_a_package_larger_than_libxml2s_text_limit_is_received(partners, make_pa
     assert package.path.stat().st_size * 4 / 3 > 10 * 1024 * 1024
     receipt = SoapHook("lienthong_tax").deliver_package(package.path, package.manifest.package_id)
     assert b'"status":"accepted"' in receipt.receipt.replace(b" ", b"")
+
+
+def test_a_password_in_clear_travels_with_a_nonce_and_a_created_time(partners, monkeypatch):
+    """The server takes each message once whatever the kind of password, so the hook sends a nonce with either."""
+    text = connection_like(partners, "lienthong_tax", extra={"password_digest": False})
+    hook = SoapHook(define_connection(monkeypatch, "password_text", text))
+    token = etree.fromstring(message(hook, "Ping")).find(".//{*}UsernameToken")
+    assert token.findtext("{*}Nonce") and token.findtext("{*}Created")
+    assert hook.call("Ping")["status"] == "up"
