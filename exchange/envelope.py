@@ -28,6 +28,10 @@ from exchange.errors import DecryptionFailed
 from exchange.pki import CertifiedKey, describe
 
 CHUNK = 1 << 20
+# The parts read whole (recipient infos, algorithms): a recipient info is ~300 bytes for a 2048-bit key, ~600 for
+# 4096; a thousand of them fit.
+MAX_ELEMENT_BYTES = 1 << 20
+_UNREADABLE = "not decryptable CMS EnvelopedData"
 AES_KEY_BYTES = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32}
 OAEP_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
@@ -92,10 +96,11 @@ def encrypt_file(source: Path, target: BinaryIO, recipient: x509.Certificate) ->
     target.write(encryptor.update(padder.finalize()) + encryptor.finalize())
 
 
-def decrypt(source: BinaryIO, target: BinaryIO, recipient: CertifiedKey) -> int:
+def decrypt(source: BinaryIO, target: BinaryIO, recipient: CertifiedKey, *, size: int | None = None) -> int:
     """Decrypt the CMS EnvelopedData read from ``source`` into ``target`` with the recipient's key; returns the
-    number of plaintext bytes. Raises DecryptionFailed."""
-    reader = _DerReader(source)
+    number of plaintext bytes. Raises DecryptionFailed. ``size``: the bytes ``source`` holds (by default the rest
+    of its file, when it has one); no length in the DER may claim more."""
+    reader = _DerReader(source, _rest_of(source) if size is None else size)
     try:
         recipient_infos, algorithm, content_chunks = _open_enveloped_data(reader)
         content_key = _content_key(recipient_infos, recipient)
@@ -110,8 +115,8 @@ def decrypt(source: BinaryIO, target: BinaryIO, recipient: CertifiedKey) -> int:
         written += target.write(unpadder.update(decryptor.finalize()) + unpadder.finalize())
     except DecryptionFailed:
         raise
-    except (ValueError, TypeError, KeyError, EOFError) as error:
-        raise DecryptionFailed(f"not decryptable CMS EnvelopedData ({type(error).__name__})") from None
+    except (ValueError, TypeError, KeyError, EOFError, RecursionError) as error:  # asn1crypto decodes recursively
+        raise DecryptionFailed(f"{_UNREADABLE} ({type(error).__name__})") from None
     return written
 
 
@@ -181,12 +186,23 @@ def _der_header(tag: int, length: int) -> bytes:
     return bytes((tag, 0x80 | len(encoded))) + encoded
 
 
-class _DerReader:
-    """Reads DER (and BER indefinite lengths) from a file one header or one small element at a time."""
+def _rest_of(handle: BinaryIO) -> int | None:
+    """The bytes left in ``handle``'s file, or None when it is not a file."""
+    try:
+        return os.fstat(handle.fileno()).st_size - handle.tell()
+    except (OSError, ValueError, AttributeError):
+        return None
 
-    def __init__(self, handle: BinaryIO) -> None:
+
+class _DerReader:
+    """Reads DER (and BER indefinite lengths) from a file one header or one small element at a time. Every length
+    is untrusted: a definite length is refused when it claims more than the file still holds (``size``, when
+    known), and an element read whole when it is larger than MAX_ELEMENT_BYTES."""
+
+    def __init__(self, handle: BinaryIO, size: int | None = None) -> None:
         self.handle = handle
         self.pending = b""  # a byte peeked at and not yet consumed
+        self.left = size  # bytes not yet consumed, when the size is known
 
     def _read(self, n: int) -> bytes:
         data, self.pending = self.pending[:n], self.pending[n:]
@@ -194,6 +210,8 @@ class _DerReader:
             data += self.handle.read(n - len(data))
         if len(data) != n:
             raise EOFError("the file ends early")
+        if self.left is not None:
+            self.left -= n
         return data
 
     def peek(self) -> int:
@@ -210,7 +228,10 @@ class _DerReader:
         if first == 0x80:
             return tag, None, raw
         extra = self._read(first & 0x7F)
-        return tag, int.from_bytes(extra, "big"), raw + extra
+        length = int.from_bytes(extra, "big")
+        if self.left is not None and length > self.left:
+            raise DecryptionFailed(f"{_UNREADABLE} (a DER length claims more than the file holds)")
+        return tag, length, raw + extra
 
     def enter(self, expected: int) -> None:
         """Step into a constructed element."""
@@ -223,6 +244,8 @@ class _DerReader:
         tag, length, raw = self.header()
         if tag != expected or length is None:
             raise ValueError(f"expected a definite element with tag {expected:#x}, found {tag:#x}")
+        if length > MAX_ELEMENT_BYTES:
+            raise DecryptionFailed(f"{_UNREADABLE} (a DER element is larger than {MAX_ELEMENT_BYTES >> 20} MiB)")
         return raw + self._read(length)
 
     def content_octets(self) -> Iterator[bytes]:

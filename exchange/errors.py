@@ -7,6 +7,17 @@ data or key material.
 
 from __future__ import annotations
 
+import zipfile
+
+SHOWN_CHARS = 100  # sender text a message carries, at most (our certificates' names are under 80 characters)
+
+
+def shown(text: str) -> str:
+    """Sender text (a certificate's name, say) as a message may carry it: control and other unprintable characters
+    escaped, so that it cannot break or forge a log line, and cut at SHOWN_CHARS."""
+    escaped = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return escaped if len(escaped) <= SHOWN_CHARS else escaped[: SHOWN_CHARS - 1] + "…"
+
 
 class VerificationError(Exception):
     """A check failed. ``check`` names it; ``str(error)`` is ``"<check>: <detail>"``."""
@@ -58,6 +69,12 @@ class FilesMismatch(VerificationError):
     """A file listed in the manifest is missing, or the package holds one the manifest does not list."""
 
     check = "files"
+
+
+class ZipRefused(FilesMismatch, zipfile.BadZipFile):
+    """The package's zip is refused before anything in it is used: not a zip, damaged (CRC, deflate data), an
+    entry named outside the package layout, too many entries, too large, or expanding like a zip bomb. It is also
+    a ``zipfile.BadZipFile``, so that code catching zipfile's own error still catches it."""
 
 
 class FileSizeMismatch(VerificationError):

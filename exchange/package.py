@@ -17,6 +17,7 @@ by it. Encrypted files differ on every build (fresh content key); a retry resend
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -24,14 +25,15 @@ import re
 import shutil
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import chain
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from cryptography import x509
 from sqlalchemy import Engine, Select
@@ -48,10 +50,13 @@ from exchange.errors import (
     SignatureInvalid,
     SignerMismatch,
     VerificationError,
+    ZipRefused,
+    shown,
 )
 from exchange.pki import POPULATION, CertifiedKey, Signer, common_name, describe, fingerprint
 from exchange.sequence import RECEIVED, SENT, Feed, advance, check_next, direction_of, locked_state, state
 from exchange.signature import (
+    MAX_SIGNATURE_BYTES,
     SIGNING_USAGE,
     TrustAnchors,
     VerifiedSignature,
@@ -73,7 +78,16 @@ MEDIA_TYPES = {".csv": "text/csv; charset=utf-8; header=present", ".jsonl": "app
 MODES = ("full", "incremental")
 PACKAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lienthong:package")
 BLOCK = 1 << 20
-MAX_DOCUMENT_BYTES = 16 << 20  # a manifest or signature larger than this is not one
+MAX_DOCUMENT_BYTES = 16 << 20  # a manifest larger than this is not one
+# The one JSON reader of signed documents (manifest, receipt) is bounded, because it also reads them before their
+# signature is checked (a receiver answers a rejected receipt with the package's id):
+MAX_JSON_ITEMS = 100_000  # commas and brackets: a manifest of 1,024 files has ~8,000; bounds the objects made
+MAX_JSON_DEPTH = 8  # a manifest nests 3 deep (document, files, file), a receipt 2
+MAX_NUMBER_CHARS = 24  # 2^53 has 16 digits, a double at most ~24 characters; Python refuses ints over 4,300
+# Counts (sequence, record_count, bytes, quarantined) stop at the largest integer every JSON parser reads exactly
+# (I-JSON, RFC 7493), far under the ledger's BIGINT: beyond it, parsers disagree on what a signed manifest says.
+MAX_COUNT = 2**53 - 1
+MAX_TEXT_CHARS = 1024  # free text (media type, schema, suite, report path); the longest we write is ~100
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -82,6 +96,18 @@ _MANIFEST_KEYS = (
     "format", "package_id", "agreement", "sender", "recipient", "direction", "mode", "sequence",
     "previous_manifest_sha256", "created_at", "schema", "record_count", "files", "validation",
 )  # fmt: skip
+# Limits on a zip, checked before anything in it is read. A full snapshot is the largest package the platform
+# makes: 35 shard files (34 provinces and "none"), the manifest and its signature.
+MAX_ENTRIES = 1024  # 37 in the largest package
+# zipfile reads the central directory whole: 46 bytes a record, a name of the layout at most 105, extra fields
+# (zip64 32, other tools' timestamps and owners ~24)
+MAX_CENTRAL_DIRECTORY_BYTES = MAX_ENTRIES * 256
+# A national snapshot: ~100 M citizens × ~300 bytes a row ≈ 30 GB in 35 shards, the largest province ~5 GB.
+MAX_MEMBER_BYTES = 32 << 30
+MAX_TOTAL_BYTES = 128 << 30
+# Payloads compress 3 to 9-fold (synthetic citizens: CSV 3.3, JSON Lines 7.0, XML 9.0); deflate's best, ~1030-fold,
+# comes only from long runs of one byte, which is what a zip bomb is made of.
+MAX_RATIO = 100
 
 
 # -- the manifest ------------------------------------------------------------------------------------------------
@@ -140,7 +166,7 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
-        """Parse and check a manifest strictly: exactly the v1 fields, each of its type."""
+        """Parse and check a manifest strictly: exactly the v1 fields, each of its type and within its bounds."""
         document = load_document(data, MANIFEST, ManifestInvalid)
         _require(isinstance(document, dict) and tuple(document) == _MANIFEST_KEYS, "unexpected or missing fields")
         _require(document["format"] == FORMAT, f"format is not {FORMAT}")
@@ -154,26 +180,29 @@ class Manifest:
         _require(document["direction"] == direction_of(document["sender"]), "direction does not match the sender")
         _require(document["mode"] in MODES, "mode must be full or incremental")
         sequence, previous = document["sequence"], document["previous_manifest_sha256"]
-        _require(_is_count(sequence) and sequence >= 1, "sequence must be a positive integer")
+        _require(_is_count(sequence) and sequence >= 1, f"sequence must be a positive integer up to {MAX_COUNT:,}")
         _require(
             previous is None if sequence == 1 else isinstance(previous, str) and bool(_SHA256.fullmatch(previous)),
             "previous_manifest_sha256 must be null at sequence 1 and a SHA-256 after",
         )
-        _require(_is_count(document["record_count"]), "record_count must be a count")
+        _require(_is_count(document["record_count"]), f"record_count must be a count up to {MAX_COUNT:,}")
         schema = document["schema"]
         _require(
             isinstance(schema, dict) and set(schema) == {"name", "version"} and all(map(_is_text, schema.values())),
             "schema must be {name, version}",
         )
         files = document["files"]
-        _require(isinstance(files, list) and len(files) > 0, "files must be a non-empty list")
+        _require(
+            isinstance(files, list) and 0 < len(files) <= MAX_ENTRIES,
+            f"files must be a list of 1 to {MAX_ENTRIES:,} entries",
+        )
         validation = document["validation"]
         _require(validation is None or _is_validation(validation), "validation must be null or {suite, passed, …}")
         return cls(
             **{key: document[key] for key in _MANIFEST_KEYS[1:10]},
             schema=SchemaRef(**schema),
             record_count=document["record_count"],
-            files=tuple(_payload_file(entry) for entry in files),
+            files=tuple(_payload_file(position, entry) for position, entry in enumerate(files)),
             validation=Validation(**validation) if validation else None,
         )
 
@@ -184,10 +213,60 @@ def document_bytes(document: dict) -> bytes:
 
 
 def load_document(data: bytes, name: str, invalid: type[VerificationError]) -> Any:
+    """The one reader of signed JSON documents: UTF-8 JSON within the bounds above, each object's keys once (other
+    parsers keep the first of two equal keys, Python the last: a signed document must mean one thing). Every
+    refusal is ``invalid`` and says where, never what."""
+
+    def refuse(problem: str) -> NoReturn:
+        raise invalid(f"{name} {problem}")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) != len(pairs):
+            refuse("has the same key twice in one object")
+        return document
+
+    def number(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+        def bounded(text: str) -> Any:
+            if len(text) > MAX_NUMBER_CHARS:
+                refuse(f"has a number longer than {MAX_NUMBER_CHARS} characters")
+            return parse(text)
+
+        return bounded
+
+    def constant(text: str) -> NoReturn:
+        refuse(f"holds {text}, which is not JSON")
+
+    if sum(map(data.count, (b",", b"[", b"{"))) > MAX_JSON_ITEMS:
+        refuse(f"holds more than {MAX_JSON_ITEMS:,} items")
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise invalid(f"{name} is not UTF-8 JSON ({error})") from None
+        document = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=unique,
+            parse_int=number(int),
+            parse_float=number(float),
+            parse_constant=constant,
+        )
+    except UnicodeDecodeError as error:
+        refuse(f"is not UTF-8 JSON (not UTF-8 at byte {error.start})")
+    except json.JSONDecodeError as error:
+        refuse(f"is not UTF-8 JSON ({error.msg} at line {error.lineno} column {error.colno})")
+    except RecursionError:  # the parser's own bound, far past ours
+        refuse(f"nests deeper than {MAX_JSON_DEPTH} levels")
+    if _depth(document) > MAX_JSON_DEPTH:
+        refuse(f"nests deeper than {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed document (walked without recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def _require(condition: bool, problem: str) -> None:
@@ -203,42 +282,46 @@ def _is_uuid(value: str) -> bool:
 
 
 def _is_text(value: object) -> bool:
-    return isinstance(value, str)
+    """Free text of a bounded length, without control characters (it reaches logs and stores)."""
+    return isinstance(value, str) and len(value) <= MAX_TEXT_CHARS and value.isprintable()
 
 
 def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
 
 
 def _is_validation(value: object) -> bool:
     return (
         isinstance(value, dict)
         and set(value) == {"suite", "passed", "quarantined", "report"}
-        and isinstance(value["suite"], str)
+        and _is_text(value["suite"])
         and isinstance(value["passed"], bool)
         and _is_count(value["quarantined"])
-        and (value["report"] is None or isinstance(value["report"], str))
+        and (value["report"] is None or _is_text(value["report"]))
     )
 
 
-def _payload_file(entry: object) -> PayloadFile:
+def _payload_file(position: int, entry: object) -> PayloadFile:
+    """One entry of ``files``; refusals name it by its position (files[0] is the first)."""
+    at = f"files[{position}]"
     _require(
         isinstance(entry, dict) and set(entry) == {"path", "media_type", "bytes", "sha256", "encrypted"},
-        "each file must be {path, media_type, bytes, sha256, encrypted}",
+        f"{at} must be {{path, media_type, bytes, sha256, encrypted}}",
     )
     path = entry["path"]
-    _require(isinstance(path, str) and _is_data_path(path), f"file path {path!r} is not data/<name>")
-    _require(isinstance(entry["media_type"], str), "media_type must be a string")
-    _require(_is_count(entry["bytes"]), "bytes must be a count")
-    _require(isinstance(entry["sha256"], str) and bool(_SHA256.fullmatch(entry["sha256"])), "sha256 must be hex")
-    _require(isinstance(entry["encrypted"], bool), "encrypted must be true or false")
+    _require(isinstance(path, str) and _is_data_path(path), f"{at}.path is not data/<name>")
+    _require(_is_text(entry["media_type"]), f"{at}.media_type must be a string")
+    _require(_is_count(entry["bytes"]), f"{at}.bytes must be a count up to {MAX_COUNT:,}")
+    _require(isinstance(entry["sha256"], str) and bool(_SHA256.fullmatch(entry["sha256"])), f"{at}.sha256 must be hex")
+    _require(isinstance(entry["encrypted"], bool), f"{at}.encrypted must be true or false")
     _require(entry["encrypted"] == path.endswith(ENCRYPTED_SUFFIX), f"{path}: encrypted files end in .p7m")
     return PayloadFile(**entry)
 
 
 def _is_data_path(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return len(parts) == 2 and parts[0] == DATA and bool(_FILE_NAME.fullmatch(parts[1]))
+    """``data/<name>``, spelled exactly so (no ``data//x``, ``data/./x``: one file has one name)."""
+    folder, _, name = path.partition("/")
+    return folder == DATA and bool(_FILE_NAME.fullmatch(name))
 
 
 def package_id_for(feed: Feed, sequence: int) -> str:
@@ -629,24 +712,36 @@ def zip_package(directory: Path) -> Path:
 
 
 class _PackageFiles:
-    """The files of a package, whether a directory or a zip: names, sizes and readable streams."""
+    """The files of a package, whether a directory or a zip: names, sizes and readable streams. A zip is checked
+    whole (``_open_zip``) before anything in it is read. Refusals name an entry by its position, never by a name
+    that failed the layout: that is the sender's text, and could forge a log line."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.archive = zipfile.ZipFile(path) if path.is_file() else None
-        if self.archive is not None:
-            names = [info.filename for info in self.archive.infolist() if not info.is_dir()]
-            if len(names) != len(set(names)):
-                raise FilesMismatch("the zip holds the same name twice")
-            self.names = set(names)
+        self.archive: zipfile.ZipFile | None = None
+        self.position: dict[str, int] = {}  # a zip entry's place in its central directory, from 1
+        if path.is_file():
+            self._handle = path.open("rb")
+            try:
+                self.archive = _open_zip(self._handle)
+            except BaseException:
+                self._handle.close()
+                raise
+            self.position = {info.filename: n for n, info in enumerate(self.archive.infolist(), 1)}
+            self.names = {info.filename for info in self.archive.infolist() if not info.is_dir()}
         elif path.is_dir():
-            self.names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() or p.is_symlink()}
+            names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() or p.is_symlink())
+            for position, name in enumerate(names, 1):
+                if not _in_layout(name):
+                    raise FilesMismatch(f"file {position} of the folder (by name) is {_OUTSIDE_LAYOUT}")
+            self.names = set(names)
         else:
             raise FilesMismatch(f"{path} is neither a package directory nor a zip")
 
     def close(self) -> None:
         if self.archive is not None:
             self.archive.close()
+            self._handle.close()
 
     def size(self, name: str) -> int:
         if self.archive is not None:
@@ -657,17 +752,122 @@ class _PackageFiles:
 
     def open(self, name: str) -> BinaryIO:
         if self.archive is not None:
-            return self.archive.open(name)  # type: ignore[return-value]
-        return (self.path / name).open("rb")
+            entry = f"entry {self.position[name]}"
+            try:
+                return _ZipMember(self.archive.open(name), entry)  # type: ignore[return-value]
+            except (zipfile.BadZipFile, ValueError, NotImplementedError):
+                raise ZipRefused(f"{entry}: its local header does not match the zip's directory") from None
+        try:
+            return os.fdopen(os.open(self.path / name, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise FilesMismatch(f"{name} is a symbolic link") from None
+            raise
 
-    def read(self, name: str, invalid: type[VerificationError]) -> bytes:
+    def read(self, name: str, invalid: type[VerificationError], limit: int = MAX_DOCUMENT_BYTES) -> bytes:
         """A small file (manifest, signature) read whole, refusing one too large to be what it claims."""
         if name not in self.names:
             raise invalid(f"the package has no {name}")
-        if self.size(name) > MAX_DOCUMENT_BYTES:
-            raise invalid(f"{name} is larger than {MAX_DOCUMENT_BYTES >> 20} MiB")
+        too_large = f"{name} is larger than " + (f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB")
+        if self.size(name) > limit:
+            raise invalid(too_large)
         with self.open(name) as handle:
-            return handle.read()
+            data = handle.read(limit + 1)
+        if len(data) > limit:  # a file that grew since
+            raise invalid(too_large)
+        return data
+
+
+_OUTSIDE_LAYOUT = f"named outside the package layout ({MANIFEST}, {SIGNATURE}, {DATA}/<name>)"
+# General-purpose flags of a zip entry that zipfile cannot read without a password, or at all.
+_LOCKED = 0x01 | 0x20 | 0x40  # encrypted, compressed patch data, strong encryption
+# What zipfile raises on a file that is not a zip, or one that lies about its structure.
+_NOT_A_ZIP = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, EOFError, OverflowError)
+
+
+def _in_layout(name: str) -> bool:
+    return name in (MANIFEST, SIGNATURE) or _is_data_path(name)
+
+
+def _open_zip(handle: BinaryIO) -> zipfile.ZipFile:
+    """The zip read from ``handle``, refused (``ZipRefused``) unless each entry is in the package layout, once,
+    readable without a password, within the size limits, expanding no more than ``MAX_RATIO``-fold, and the entries
+    do not overlap (together they fit in the file)."""
+    # zipfile reads the central directory whole and makes an object of each record: its size is bounded first,
+    # read from the end record by zipfile's own function, so that both see the same directory
+    try:
+        end = zipfile._EndRecData(handle)
+    except (OSError, *_NOT_A_ZIP):
+        end = None
+    if end is None:
+        raise ZipRefused("the package is not a readable zip")
+    if end[zipfile._ECD_SIZE] > MAX_CENTRAL_DIRECTORY_BYTES:
+        raise ZipRefused(f"the zip's directory is larger than {MAX_ENTRIES:,} entries take")
+    try:
+        archive = zipfile.ZipFile(handle)
+    except _NOT_A_ZIP:
+        raise ZipRefused("the package is not a readable zip") from None
+    try:
+        _check_entries(archive.infolist(), os.fstat(handle.fileno()).st_size)
+    except BaseException:
+        archive.close()
+        raise
+    return archive
+
+
+def _check_entries(infos: list[zipfile.ZipInfo], file_size: int) -> None:
+    if len(infos) > MAX_ENTRIES:
+        raise ZipRefused(f"the zip holds more than {MAX_ENTRIES:,} entries")
+    names: set[str] = set()
+    expanded = packed = 0
+    for position, info in enumerate(infos, 1):
+        entry = f"entry {position}"
+        name = info.orig_filename  # zipfile cuts ``filename`` at a NUL: the name as the zip spells it
+        if not (_in_layout(name) or name == f"{DATA}/" and info.file_size == 0):  # other tools list the folder
+            raise ZipRefused(f"{entry} is {_OUTSIDE_LAYOUT}")
+        if name in names:
+            raise ZipRefused(f"{entry}: the zip holds the same name twice")
+        names.add(name)
+        if info.flag_bits & _LOCKED:
+            raise ZipRefused(f"{entry} is encrypted by the zip (payloads are encrypted with CMS)")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ZipRefused(f"{entry} is compressed otherwise than by deflate")
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            raise ZipRefused(f"{entry} is stored, yet its sizes differ")
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ZipRefused(f"{entry} is larger than {MAX_MEMBER_BYTES >> 30} GiB")
+        if not 0 <= info.header_offset <= file_size - info.compress_size:
+            raise ZipRefused(f"{entry} lies outside the file")
+        if info.file_size > MAX_RATIO * info.compress_size:
+            raise ZipRefused(f"{entry} expands more than {MAX_RATIO}-fold (a zip bomb)")
+        expanded += info.file_size
+        packed += info.compress_size
+    if expanded > MAX_TOTAL_BYTES:
+        raise ZipRefused(f"the zip's entries add up to more than {MAX_TOTAL_BYTES >> 30} GiB")
+    if packed > file_size:
+        raise ZipRefused("the zip's entries overlap (together they hold more than the file)")
+
+
+class _ZipMember:
+    """A zip member being read: damage found on the way (CRC, deflate data, a short member) is a named refusal."""
+
+    def __init__(self, stream: BinaryIO, entry: str) -> None:
+        self._stream, self._entry = stream, entry
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except (zipfile.BadZipFile, zlib.error, EOFError):
+            raise ZipRefused(f"{self._entry} is damaged (CRC or compressed data)") from None
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> _ZipMember:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 @contextmanager
@@ -680,7 +880,9 @@ def _opened(path: Path) -> Iterator[_PackageFiles]:
 
 
 def read_manifest(path: Path) -> tuple[Manifest, str]:
-    """The manifest of a package and its SHA-256, without verifying anything (for the sender's own packages)."""
+    """The manifest of a package and its SHA-256, without verifying anything: for the sender's own packages, and for
+    a receiver naming a package in a rejected receipt (the zip and the JSON are read by the same bounded readers as
+    ``verify_package``; its refusals are ``files`` or ``manifest``, and a zip's also a ``zipfile.BadZipFile``)."""
     with _opened(path) as files:
         data = files.read(MANIFEST, ManifestInvalid)
     return Manifest.from_bytes(data), hashlib.sha256(data).hexdigest()
@@ -722,13 +924,16 @@ def verify_package(
     signer being the sender, the manifest, the files' list, sizes and hashes; the sequence against the last
     package accepted from the sender (with ``engine``); then decryption (with ``recipient``, into
     ``decrypt_to``). Raises a VerificationError naming the check that failed. Reads only; ``accept_package``
-    records the package as received."""
+    records the package as received. A zip is checked whole first (``files``); the manifest is parsed only once
+    the signature over its exact bytes holds."""
     with _opened(path) as files:
         manifest_bytes = files.read(MANIFEST, ManifestInvalid)
-        signed = verify_signature(manifest_bytes, files.read(SIGNATURE, SignatureInvalid), trust, at=at)
+        signature = files.read(SIGNATURE, SignatureInvalid, MAX_SIGNATURE_BYTES)
+        signed = verify_signature(manifest_bytes, signature, trust, at=at)
         manifest = Manifest.from_bytes(manifest_bytes)
         if signed.agency != manifest.sender:
-            raise SignerMismatch(f"the manifest's sender is {manifest.sender}, but {describe(signed.signer)} signed it")
+            signer = shown(describe(signed.signer))
+            raise SignerMismatch(f"the manifest's sender is {manifest.sender}, but {signer} signed it")
         _check_files(files, manifest)
         manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
         if engine is not None:
@@ -749,20 +954,28 @@ def _check_files(files: _PackageFiles, manifest: Manifest) -> None:
     if len(listed) != len(manifest.files):
         raise ManifestInvalid("a file is listed twice")
     unlisted = sorted(files.names - listed - {MANIFEST, SIGNATURE})
-    if unlisted:
-        raise FilesMismatch(f"{', '.join(unlisted)} in the package but not in the manifest")
+    if unlisted:  # names of the layout (letters, digits, '.', '_', '-'), and a few of them: the line stays short
+        more = f" and {len(unlisted) - 3:,} more" if len(unlisted) > 3 else ""
+        raise FilesMismatch(f"{', '.join(unlisted[:3])}{more} in the package but not in the manifest")
     for entry in manifest.files:
         if entry.path not in files.names:
             raise FilesMismatch(f"{entry.path} is in the manifest but not in the package")
         size = files.size(entry.path)
         if size != entry.bytes:
             raise FileSizeMismatch(f"{entry.path} has {size:,} bytes, the manifest says {entry.bytes:,}")
-        sha256 = hashlib.sha256()
-        with files.open(entry.path) as handle:
+        if not _has_sha256(files, entry):
+            raise FileHashMismatch(f"{entry.path} does not have the SHA-256 the manifest says (the file was changed)")
+
+
+def _has_sha256(files: _PackageFiles, entry: PayloadFile) -> bool:
+    sha256 = hashlib.sha256()
+    with files.open(entry.path) as handle:
+        try:
             while block := handle.read(4 * BLOCK):
                 sha256.update(block)
-        if sha256.hexdigest() != entry.sha256:
-            raise FileHashMismatch(f"{entry.path} does not have the SHA-256 the manifest says (the file was changed)")
+        except ZipRefused:  # a changed byte fails the zip's CRC (or its deflate data) before the hash can
+            return False
+    return sha256.hexdigest() == entry.sha256
 
 
 def _decrypt_dir(path: Path) -> Path:
@@ -772,21 +985,24 @@ def _decrypt_dir(path: Path) -> Path:
 def _decrypt_files(
     files: _PackageFiles, manifest: Manifest, recipient: CertifiedKey, out_dir: Path
 ) -> tuple[Path, ...]:
-    written = []
-    for entry in manifest.files:
-        if not entry.encrypted:
-            continue
-        target = out_dir / entry.path.removesuffix(ENCRYPTED_SUFFIX)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        try:
+    """Each encrypted file decrypted into ``out_dir``; when one fails, none of them is left there."""
+    written: list[Path] = []
+    try:
+        for entry in manifest.files:
+            if not entry.encrypted:
+                continue
+            target = out_dir / entry.path.removesuffix(ENCRYPTED_SUFFIX)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            written.append(partial)
             with files.open(entry.path) as source, partial.open("wb") as plain:
-                decrypt(source, plain, recipient)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(target)
-        written.append(target)
+                decrypt(source, plain, recipient, size=files.size(entry.path))
+            partial.replace(target)
+            written[-1] = target
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return tuple(written)
 
 

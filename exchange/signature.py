@@ -35,6 +35,7 @@ from exchange.errors import (
     CrlUnusable,
     KeyUsageMissing,
     SignatureInvalid,
+    shown,
 )
 from exchange.pki import PkiDirectory, Signer, agency_of, describe, fingerprint, load_certificates, load_crl
 
@@ -50,6 +51,11 @@ USAGE_NAMES = {
     "key_encipherment": "keyEncipherment",
 }
 MAX_PATH = 6  # certificates from the signer to the root, both included
+# A signature carries the signer's certificate and its CA certificates (ours: two). Ten leave room for a path of
+# MAX_PATH and CA certificates re-keyed under one name; each more costs a parse and a path search.
+MAX_CERTIFICATES = 10
+# Ours are 1.7 kB (two 2048-bit RSA certificates) to ~3 kB (4096-bit); ten certificates of 6 kB still fit.
+MAX_SIGNATURE_BYTES = 64 << 10
 # The extensions ``cryptography``'s path validation accounts for: a critical one of any other kind refuses a path.
 UNDERSTOOD = frozenset(
     {
@@ -120,6 +126,8 @@ def verify_detached(
 ) -> VerifiedSignature:
     """Check a detached CMS signature over ``content`` against ``trust`` at time ``at`` (default now)."""
     at = at or datetime.now(UTC)
+    if len(signature) > MAX_SIGNATURE_BYTES:
+        raise SignatureInvalid(f"the signature is larger than {MAX_SIGNATURE_BYTES >> 10} KiB")
     signed = _parse_signed_data(signature)
     signing_time = _check_signed_attributes(signed, content)
     _check_signature_value(signed)
@@ -179,6 +187,8 @@ def _parse_signed_data(signature: bytes) -> _SignedData:
         digest = _digest_name(signer_info["digest_algorithm"])
         if [_digest_name(a) for a in signed_data["digest_algorithms"]] != [digest]:
             raise SignatureInvalid("the digest algorithms listed do not match the signer's")
+        if len(signed_data["certificates"]) > MAX_CERTIFICATES:  # counted before any of them is parsed
+            raise SignatureInvalid(f"the signature carries more than {MAX_CERTIFICATES} certificates")
         certificates = tuple(
             _load_certificate(choice.chosen) for choice in signed_data["certificates"] if choice.name == "certificate"
         )
@@ -200,7 +210,8 @@ def _parse_signed_data(signature: bytes) -> _SignedData:
         )
     except SignatureInvalid:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as error:
+        # RecursionError: asn1crypto decodes nested values recursively, and any signed attribute may nest
         raise SignatureInvalid(f"the signature file is not valid CMS DER ({type(error).__name__})") from None
 
 
@@ -310,7 +321,7 @@ def certificate_path(
     if path is None:
         _refuse(certificate, intermediates, trust, usage, at)
     if len(path) < 2:  # a trust root used as a signer would escape the revocation check
-        raise ChainInvalid(f"certificate {describe(certificate)} is a trust root, not a certificate issued under one")
+        raise ChainInvalid(f"certificate {_describe(certificate)} is a trust root, not a certificate issued under one")
     return path
 
 
@@ -327,7 +338,7 @@ def _refuse(
         check_validity(_walk(certificate, intermediates, trust, at), at)
     check_key_usage(certificate, usage)
     raise ChainInvalid(
-        f"no path of at most {MAX_PATH} certificates from {describe(certificate)} to the trust root that this "
+        f"no path of at most {MAX_PATH} certificates from {_describe(certificate)} to the trust root that this "
         "verifier accepts (CA constraints, algorithms)"
     )
 
@@ -389,18 +400,18 @@ def _walk(
         current = path[-1]
         unknown = [e.oid.dotted_string for e in current.extensions if e.critical and e.oid not in UNDERSTOOD]
         if unknown:
-            raise ChainInvalid(f"certificate {describe(current)} has an unknown critical extension ({unknown[0]})")
+            raise ChainInvalid(f"certificate {_describe(current)} has an unknown critical extension ({unknown[0]})")
         if current in trust.roots:
             return tuple(path)
         named = [c for c in (*trust.roots, *intermediates) if c.subject == current.issuer and c not in path]
         if not named:
             raise ChainInvalid(
-                f"certificate {describe(current)} was issued by '{current.issuer.rfc4514_string()}', "
+                f"certificate {_describe(current)} was issued by '{_dn(current.issuer)}', "
                 "which is not the trust root nor a CA certificate leading to it"
             )
         issuers = [c for c in named if _issued_by(current, c)]
         if not issuers:
-            raise ChainInvalid(f"the signature on certificate {describe(current)} by its issuer does not verify")
+            raise ChainInvalid(f"the signature on certificate {_describe(current)} by its issuer does not verify")
         path.append(min(issuers, key=lambda c: not c.not_valid_before_utc <= at <= c.not_valid_after_utc))
     raise ChainInvalid(f"no path of at most {MAX_PATH} certificates to the trust root")
 
@@ -417,11 +428,11 @@ def check_validity(path: Sequence[x509.Certificate], at: datetime) -> None:
     for certificate in path:
         if at < certificate.not_valid_before_utc:
             raise CertificateNotYetValid(
-                f"certificate {describe(certificate)} is valid only from {_stamp(certificate.not_valid_before_utc)}"
+                f"certificate {_describe(certificate)} is valid only from {_stamp(certificate.not_valid_before_utc)}"
             )
         if at > certificate.not_valid_after_utc:
             raise CertificateExpired(
-                f"certificate {describe(certificate)} expired on {_stamp(certificate.not_valid_after_utc)}"
+                f"certificate {_describe(certificate)} expired on {_stamp(certificate.not_valid_after_utc)}"
             )
 
 
@@ -429,10 +440,10 @@ def check_key_usage(certificate: x509.Certificate, usage: frozenset[str]) -> Non
     try:
         key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        raise KeyUsageMissing(f"certificate {describe(certificate)} has no key usage extension") from None
+        raise KeyUsageMissing(f"certificate {_describe(certificate)} has no key usage extension") from None
     missing = sorted(USAGE_NAMES[name] for name in usage if not getattr(key_usage, name))
     if missing:
-        raise KeyUsageMissing(f"certificate {describe(certificate)} lacks {' and '.join(missing)}")
+        raise KeyUsageMissing(f"certificate {_describe(certificate)} lacks {' and '.join(missing)}")
 
 
 def check_revocation(path: Sequence[x509.Certificate], trust: TrustAnchors, at: datetime) -> None:
@@ -442,12 +453,12 @@ def check_revocation(path: Sequence[x509.Certificate], trust: TrustAnchors, at: 
         crl = _current_crl(issuer, trust.crls, at)
         if crl is None:
             if position == 0:
-                raise CrlUnusable(f"no CRL from '{issuer.subject.rfc4514_string()}' to check {describe(certificate)}")
+                raise CrlUnusable(f"no CRL from '{_dn(issuer.subject)}' to check {_describe(certificate)}")
             continue
         entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
         if entry is not None and entry.revocation_date_utc <= at:  # a signature made before the revocation holds
             raise CertificateRevoked(
-                f"certificate {describe(certificate)} was revoked on {_stamp(entry.revocation_date_utc)}"
+                f"certificate {_describe(certificate)} was revoked on {_stamp(entry.revocation_date_utc)}"
             )
 
 
@@ -461,13 +472,20 @@ def _current_crl(
         return None
     signed = [crl for crl in mine if crl.is_signature_valid(issuer.public_key())]
     if not signed:
-        raise CrlUnusable(f"the CRL of '{issuer.subject.rfc4514_string()}' has an invalid signature")
+        raise CrlUnusable(f"the CRL of '{_dn(issuer.subject)}' has an invalid signature")
     crl = max(signed, key=lambda c: c.last_update_utc)
     if crl.next_update_utc is not None and at > crl.next_update_utc:
-        raise CrlUnusable(
-            f"the CRL of '{issuer.subject.rfc4514_string()}' was due for renewal on {_stamp(crl.next_update_utc)}"
-        )
+        raise CrlUnusable(f"the CRL of '{_dn(issuer.subject)}' was due for renewal on {_stamp(crl.next_update_utc)}")
     return crl
+
+
+def _describe(certificate: x509.Certificate) -> str:
+    """``describe``, escaped: the certificates carried in a signature are the sender's, checked or not."""
+    return shown(describe(certificate))
+
+
+def _dn(name: x509.Name) -> str:
+    return shown(name.rfc4514_string())
 
 
 def _stamp(moment: datetime) -> str:

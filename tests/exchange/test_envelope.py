@@ -91,3 +91,21 @@ def test_only_rsa_certificates_can_receive(tmp_path, pki):
     (tmp_path / "plain").write_bytes(b"x")
     with pytest.raises(ValueError, match="must have an RSA key"):
         encrypt_file(tmp_path / "plain", io.BytesIO(), load_certificate(pki.certificate("health", "signing")))
+
+
+def test_a_der_length_past_the_end_of_the_file_is_refused_before_anything_is_read(tmp_path, pki, health):
+    """A length field handed straight to ``read()`` asked the file for 2^63 bytes."""
+    encrypted = _encrypt(tmp_path, pki, b"a" * 1000)
+    data = encrypted.read_bytes()
+    assert data[:2] == b"\x30\x82"  # the outer SEQUENCE, its length in two bytes
+    encrypted.write_bytes(b"\x30\x88" + (2**63).to_bytes(8, "big") + data[4:])
+    with pytest.raises(DecryptionFailed, match=r"^decrypt: .* \(a DER length claims more than the file holds\)$"):
+        _decrypt(encrypted, health)
+
+
+def test_an_element_too_large_to_be_one_is_refused_when_the_size_is_unknown(tmp_path, pki, health):
+    data = _encrypt(tmp_path, pki, b"a" * 1000).read_bytes()
+    assert data[4:6] == b"\x06\x09"  # the content type's OID, read whole
+    hostile = data[:4] + b"\x06\x84\x7f\xff\xff\xff" + data[6:]
+    with pytest.raises(DecryptionFailed, match=r"^decrypt: .* \(a DER element is larger than 1 MiB\)$"):
+        decrypt(io.BytesIO(hostile), io.BytesIO(), health)
