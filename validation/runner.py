@@ -25,11 +25,13 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 import pandas as pd
 from great_expectations.core import ExpectationSuiteValidationResult
 
+from exchange.payload import FIELD_NAME, MAX_COLUMNS, MAX_DEPTH, MAX_FIELD_CHARS, MAX_RECORD_CHARS, csv_rows
+from exchange.safe_xml import InvalidDocument
 from population.identity import mask_personal_id
 from validation.context import new_context, unique_name
 from validation.crossrow import CrossRowIndex
@@ -63,31 +65,126 @@ Waivers = Callable[[pd.DataFrame], pd.DataFrame]  # findings in, the same with r
 
 
 def read_csv_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
-    """A UTF-8 CSV with a header, in batches; empty cells are missing, every other value stays text."""
-    reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8",
-                         chunksize=batch_rows)  # fmt: skip
-    with reader:
-        for batch in reader:
-            batch.index = batch.index + 1
-            yield batch
+    """A UTF-8 CSV with a header, in batches; empty cells are missing, every other value stays text. Checked as it is
+    read by the payload's bounded reader (``_CheckedText``): a header of other than field names, a row of another
+    width, a field or a record over its limit, text that is not UTF-8: an ``InvalidDocument`` naming the file, the
+    line and the rule, before the record is whole in memory."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        source = _CheckedText(path.name, handle)
+        if not source.header:
+            raise InvalidDocument(f"{path.name}: empty, no header")
+        reader = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], chunksize=batch_rows)
+        with reader:
+            for batch in reader:
+                batch.index = batch.index + 1
+                yield batch
+
+
+class _CheckedText:
+    """A CSV file's text for pandas' parser, handed over a record at a time once ``exchange.payload.csv_rows`` (the
+    payload's bounded, strict reader, which both sides use) has read it. pandas still builds the frames: it lays
+    each column's values out together, and a check of 100,000 citizens took 3.7 s over its frames against 6.6 s
+    over frames made of the csv module's rows (reading itself: 0.9 s here, 0.45 s by pandas alone)."""
+
+    def __init__(self, name: str, handle: TextIO) -> None:
+        self._read: list[str] = []  # the lines csv_rows has read and pandas has not
+        self._done = False
+        self.header, self._rows = csv_rows(name, self._lines(handle))
+
+    def _lines(self, handle: TextIO) -> Iterator[str]:
+        while line := handle.readline(MAX_RECORD_CHARS + 1):  # csv_rows refuses one longer than its limit
+            self._read.append(line)
+            yield line
+
+    def read(self, size: int = -1) -> str:
+        lines: list[str] = []
+        length = 0
+        while not self._done and (size < 0 or length < size):
+            self._done = next(self._rows, None) is None  # the row read, its lines (and blank ones before) are checked
+            length += sum(map(len, self._read))
+            lines += self._read
+            self._read.clear()
+        return "".join(lines)
 
 
 def read_jsonl_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
-    """JSON Lines, one object per line, in batches; values become text (JSON null and missing keys: missing)."""
-    with path.open(encoding="utf-8") as handle:
-        records: list[dict] = []
-        start = 1
-        for number, line in enumerate(handle, start=1):
-            record = json.loads(line) if line.strip() else {}
-            if not isinstance(record, dict):
-                raise ValueError(f"{path} line {number}: a JSON object per line is expected")
-            records.append({k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in record.items()})
-            if len(records) == batch_rows:
-                yield _text_frame(records, start)
-                start += len(records)
-                records = []
-        if records:
+    """JSON Lines, one object per line, in batches; values become text (JSON null and missing keys: missing; a blank
+    line: a record with every field missing). Bounded as ``_json_records`` says."""
+    records: list[dict] = []
+    start = 1
+    for record in _json_records(path):
+        records.append({k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in record.items()})
+        if len(records) == batch_rows:
             yield _text_frame(records, start)
+            start += len(records)
+            records = []
+    if records:
+        yield _text_frame(records, start)
+
+
+def _json_records(path: Path) -> Iterator[dict]:
+    """The objects of a JSON Lines file as it is read, with the limits of a package's payload
+    (``exchange.payload``): a line over ``MAX_RECORD_CHARS`` bytes is refused before it is whole in memory, and so
+    are text that is not UTF-8, a line that is not a JSON object, nesting deeper than ``MAX_DEPTH``, a key twice, a
+    key that is not a field name, more than ``MAX_COLUMNS`` keys and a text over ``MAX_FIELD_CHARS``: an
+    ``InvalidDocument`` naming the file, the line and the rule, never a value."""
+    names: set[str] = set()  # keys already found to be field names: most lines repeat the first one's
+    with path.open("rb") as handle:
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_RECORD_CHARS + 1), b""), 1):
+            where = f"{path.name} line {number}"
+            if len(raw) > MAX_RECORD_CHARS:
+                raise InvalidDocument(f"{where}: a line over {MAX_RECORD_CHARS:,} bytes")
+            if not raw.strip():
+                yield {}
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"), object_pairs_hook=_json_object, parse_constant=_no_constant)
+            except UnicodeDecodeError as error:
+                raise InvalidDocument(f"{where}: not UTF-8 at byte {error.start}") from None
+            except json.JSONDecodeError as error:
+                raise InvalidDocument(f"{where}: not JSON ({error.msg}, column {error.colno})") from None
+            except RecursionError:  # the decoder's own bound, far deeper than MAX_DEPTH
+                raise InvalidDocument(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
+            except ValueError as error:  # a key twice, NaN or Infinity, an integer longer than Python converts
+                raise InvalidDocument(f"{where}: {str(error).split(':')[0]}") from None
+            if not isinstance(record, dict):
+                raise InvalidDocument(f"{where}: a JSON object per line is expected")
+            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper_than(record, MAX_DEPTH):
+                raise InvalidDocument(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            if len(record) > MAX_COLUMNS:
+                raise InvalidDocument(f"{where}: {len(record)} fields, over the {MAX_COLUMNS} a record may have")
+            if not names.issuperset(record):
+                for position, key in enumerate(record, 1):
+                    if not FIELD_NAME.fullmatch(key):
+                        raise InvalidDocument(f"{where}: key {position} is not a field name (letters, digits, '_')")
+                names.update(record)
+            if len(raw) > MAX_FIELD_CHARS:  # only a line this long can hold a text over the limit
+                _refuse_long_texts(where, record)
+            yield record
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        raise ValueError("an object has a key twice")
+    return record
+
+
+def _no_constant(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _deeper_than(value: object, levels: int) -> bool:
+    if not isinstance(value, dict | list):
+        return False
+    items = value.values() if isinstance(value, dict) else value
+    return levels == 0 or any(_deeper_than(item, levels - 1) for item in items)
+
+
+def _refuse_long_texts(where: str, record: dict) -> None:
+    for key, value in record.items():
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            raise InvalidDocument(f"{where}: field {key} over {MAX_FIELD_CHARS:,} characters")
 
 
 def _text_frame(records: list[dict], start: int) -> pd.DataFrame:

@@ -2,25 +2,102 @@
 
 A refusal is one line on standard error, ``error: <what>``, and exit status 1 (``fail``); a failed check of the
 package contract names the check (``run_checks``). Settings are read from ``lienthong.settings`` only.
+
+Much of what the commands print comes from outside: file and column names, a partner's manifest, the ledger.
+Nothing printed is read as Rich markup or emoji codes (``console``, ``errors``), and control characters are shown
+escaped (``printable``, ``say``), so a name cannot style the terminal, forge a line or raise a markup error. Paths
+the commands read are checked when the options are parsed (``existing``, ``writable``): a refusal, not a usage box
+with exit status 2, which ``quality check`` uses for a blocked dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from lienthong import settings
 
-console = Console()
-errors = Console(stderr=True)
+# C0 and C1 controls and DEL, the line and paragraph separators, and the bidirectional overrides and isolates that
+# reorder what a terminal shows ("Trojan Source"): escaped wherever something from outside is printed.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    c: f"\\u{c:04x}" for c in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def printable(value: object) -> str:
+    """``value`` as text on one line, its control characters escaped (a newline as ``\\x0a``)."""
+    return str(value).translate(_CONTROLS)
+
+
+def lines(values: Iterable[object]) -> Text:
+    """Several values as the lines of one table cell, each ``printable``."""
+    return Text("\n".join(printable(value) for value in values))
+
+
+class PlainConsole(Console):
+    """A Rich console that prints every string as it is, on its line: no markup (``[link=…]`` in a column name is
+    text), no emoji codes, control characters escaped (``printable``; a cell of several lines is ``lines``)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(markup=False, emoji=False, **options)
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(printable(text), **options)
+
+
+console = PlainConsole()
+errors = PlainConsole(stderr=True)
 T = TypeVar("T")
+
+
+def fail(message: object) -> NoReturn:
+    """One line on standard error, exit status 1."""
+    say(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+def say(message: object, *, err: bool = False, **style: Any) -> None:
+    """One line (``printable``) on standard output or error, styled as ``typer.secho`` styles it."""
+    typer.secho(printable(message), err=err, **style)
+
+
+PathKind = Literal["file", "directory", "file or directory"]
+
+
+def existing(kind: PathKind = "file") -> Callable[[typer.CallbackParam, Any], Any]:
+    """A typer callback for a path the command reads: it must exist, be a ``kind`` (a regular file, not a FIFO or a
+    device that would block or never end) and be readable, else ``fail`` naming the option."""
+
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        for path in value if isinstance(value, list | tuple) else [value]:
+            if path is not None:
+                _check_existing(_option(param), Path(path), kind)
+        return value
+
+    return check
+
+
+def writable(kind: Literal["file", "directory"]) -> Callable[[typer.CallbackParam, Any], Any]:
+    """A typer callback for a path the command writes, checked before anything is done: a directory there, or
+    nothing yet under a directory (a file to write: not a directory), else ``fail`` naming the option."""
+
+    def check(param: typer.CallbackParam, value: Path | None) -> Path | None:
+        if value is not None:
+            _check_writable(_option(param), Path(value), kind)
+        return value
+
+    return check
+
 
 DbOption = Annotated[
     str | None,
@@ -34,21 +111,58 @@ PkiOption = Annotated[
         "--pki", help="The PKI directory (made by 'lienthong pki init'). Default: $LIENTHONG_PKI_DIR, else var/pki."
     ),
 ]
-TrustOption = Annotated[Path, typer.Option("--trust", help="The trust root certificate (PEM), e.g. root-ca.pem.")]
+TrustOption = Annotated[
+    Path,
+    typer.Option("--trust", callback=existing("file"), help="The trust root certificate (PEM), e.g. root-ca.pem."),
+]
 CrlOption = Annotated[
     list[Path] | None,
-    typer.Option("--crl", help="A CRL to check revocation with (repeatable). Default: crl.pem beside --trust."),
+    typer.Option(
+        "--crl",
+        callback=existing("file"),
+        help="A CRL to check revocation with (repeatable). Default: crl.pem beside --trust.",
+    ),
 ]
-ReportsOption = Annotated[Path, typer.Option("--out", "-o", help="Directory for the reports.")]
+ReportsOption = Annotated[
+    Path, typer.Option("--out", "-o", callback=writable("directory"), help="Directory for the reports.")
+]
 VarOption = Annotated[
     Path | None, typer.Option("--var", help="The demo's folder: population, PKI, partners, Airflow. Default: var.")
 ]
 
 
-def fail(message: object) -> NoReturn:
-    """One line on standard error, exit status 1."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
+def _option(param: typer.CallbackParam) -> str:
+    return max(param.opts, key=len) if param.param_type_name == "option" else (param.name or "path").upper()
+
+
+def _check_existing(option: str, path: Path, kind: PathKind) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        fail(f"{option}: {path} does not exist")
+    except OSError as error:  # a file where a folder is expected on the way, a loop, no permission
+        fail(f"{option}: {path} cannot be read ({error.strerror})")
+    if stat.S_ISDIR(mode) and kind == "file":
+        fail(f"{option}: {path} is a directory, not a file")
+    if stat.S_ISREG(mode) and kind == "directory":
+        fail(f"{option}: {path} is a file, not a directory")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        fail(f"{option}: {path} is not a regular {kind}")
+    if not os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)):
+        fail(f"{option}: {path} cannot be read (permission denied)")
+
+
+def _check_writable(option: str, path: Path, kind: Literal["file", "directory"]) -> None:
+    target = path.absolute()
+    if target.is_dir() and kind == "file":
+        fail(f"{option}: {path} is a directory, not a file")
+    for folder in ([target] if kind == "directory" else []) + list(target.parents):
+        if folder.is_dir():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                fail(f"{option}: {folder} cannot be written (permission denied)")
+            return
+        if folder.exists() or folder.is_symlink():
+            fail(f"{option}: {folder} is not a directory")
 
 
 def run_checks(action: Callable[..., T], *args, **kwargs) -> T:
@@ -64,19 +178,50 @@ def run_checks(action: Callable[..., T], *args, **kwargs) -> T:
 @contextmanager
 def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on standard error; yields ``advance(n)``."""
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     if total:
         columns.append(TimeRemainingColumn())
     with Progress(*columns, console=errors, transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(printable(description), total=total)
         yield lambda n: bar.advance(task, n)
 
 
+def database_url(db: str | None):
+    """The population database's URL for ``--db`` (else the settings'), parsed; one that is not a URL is refused
+    without echoing it (it may hold a password)."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(settings.database_url(db))
+    except ArgumentError:
+        fail("--db: not a database URL (sqlite:///… or postgresql://…)")
+    except OSError as error:  # the default's var folder cannot be made
+        fail(f"--db: no default database ({error.strerror}: {error.filename})")
+
+
 def population_engine(db: str | None):
-    """The population database's engine for ``--db`` (else the settings')."""
+    """The population database's engine for ``--db`` (else the settings'), connected once: a database that cannot
+    be opened (a folder on its path that is a file, a server down) is refused naming the option."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from population.db import create_population_engine
 
-    return create_population_engine(settings.database_url(db))
+    url = database_url(db)
+    shown = url.render_as_string(hide_password=True)
+    try:
+        engine = create_population_engine(url.render_as_string(hide_password=False))
+    except OSError as error:  # SQLite's folder cannot be made
+        fail(f"--db: cannot make the folder of {shown} ({error.strerror}: {error.filename})")
+    except (SQLAlchemyError, ValueError, ImportError) as error:  # no such driver, an option it does not take
+        fail(f"--db: cannot use {shown} ({type(error).__name__})")
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        fail(f"--db: cannot open {shown}: {reason[0] if reason else type(error).__name__}")
+    return engine
 
 
 def require_schema(engine) -> None:

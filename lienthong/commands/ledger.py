@@ -10,11 +10,13 @@ import typer
 from lienthong.commands.common import (
     DbOption,
     PkiOption,
+    existing,
     fail,
     pki_directory,
     population_engine,
     require_schema,
     run_checks,
+    say,
 )
 from lienthong.settings import Workspace
 from population.db import session_factory
@@ -31,7 +33,7 @@ def ledger_verify(db: DbOption = None) -> None:
     require_schema(engine)
     with session_factory(engine)() as session:
         state = run_checks(ledger.verify, session)
-    typer.echo(f"ledger intact: {state.entries:,} entries, head {state.head_hash}")
+    say(f"ledger intact: {state.entries:,} entries, head {state.head_hash}")
 
 
 @ledger_app.command("show")
@@ -50,7 +52,7 @@ def ledger_show(
     with session_factory(engine)() as session:
         for e in islice(ledger.entries(session, after), limit):
             status = f" {e.status}" if e.status else ""
-            typer.echo(
+            say(
                 f"{e.position:>8} {e.recorded_at:%Y-%m-%d %H:%M:%S} {e.kind:<16} {e.agreement} #{e.sequence} "
                 f"{e.sender}→{e.recipient} {e.record_count:,} records{status} manifest {e.manifest_sha256[:16]}"
             )
@@ -63,6 +65,7 @@ def ledger_audit(
         list[Path] | None,
         typer.Option(
             "--packages",
+            callback=existing("directory"),
             help="A folder of packages and their receipts (repeatable). Default: var/packages and var/inbound.",
         ),
     ] = None,
@@ -97,35 +100,35 @@ def ledger_audit(
 
     try:
         chain = audit_chain(engine)
-        typer.echo(f"chain: intact, {chain.entries:,} entries, head {chain.head_hash}")
+        say(f"chain: intact, {chain.entries:,} entries, head {chain.head_hash}")
     except LedgerBroken as error:
         failed.append("the chain is broken")
-        typer.secho(f"chain: BROKEN: {error}", fg="red", bold=True)
+        say(f"chain: BROKEN: {error}", fg="red", bold=True)
 
     anchored = check_anchors(engine, anchors, directory)
-    typer.echo(f"anchors: {anchored.checked - len(anchored.problems):,} of {anchored.checked:,} in {anchors} hold")
+    say(f"anchors: {anchored.checked - len(anchored.problems):,} of {anchored.checked:,} in {anchors} hold")
     for problem in anchored.problems:
-        typer.secho(f"  FAILED {problem}", fg="red")
+        say(f"  FAILED {problem}", fg="red")
     if anchored.problems:
         failed.append(f"{len(anchored.problems):,} of {anchored.checked:,} anchors contradict the ledger")
 
     signatures = audit_signatures(
         engine, packages or [workspace.packages, workspace.inbound], directory, sample=sample, seed=seed
     )
-    typer.echo(f"signatures: {signatures.verified:,} of {signatures.checked:,} sampled entries verified "
-               f"(seed {signatures.seed})")  # fmt: skip
+    verified = f"{signatures.verified:,} of {signatures.checked:,} sampled entries verified"
+    say(f"signatures: {verified} (seed {signatures.seed})")
     for problem in signatures.problems:
-        typer.secho(f"  FAILED {problem}", fg="red")
+        say(f"  FAILED {problem}", fg="red")
     if signatures.problems:
         failed.append(f"{signatures.checked - signatures.verified:,} of {signatures.checked:,} sampled entries failed")
 
     expiring = expiring_certificates(directory, within_days=within_days)
     if not expiring:
-        typer.echo(f"certificates: none expires within {within_days} days")
+        say(f"certificates: none expires within {within_days} days")
     for certificate in expiring:
-        typer.secho(f"warning: {certificate}", fg="yellow")
+        say(f"warning: {certificate}", fg="yellow")
 
     if failed:
-        typer.secho(f"audit failed: {'; '.join(failed)}", fg="red", bold=True)
+        say(f"audit failed: {'; '.join(failed)}", fg="red", bold=True)
         raise typer.Exit(code=1)
-    typer.echo("audit passed" + (f" with {len(expiring)} warning(s)" if expiring else ""))
+    say("audit passed" + (f" with {len(expiring)} warning(s)" if expiring else ""))

@@ -6,16 +6,18 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
+from exchange.payload import MAX_RECORD_CHARS
 from exchange.pki import POPULATION
 from lienthong.commands.common import (
     CrlOption,
     DbOption,
     PkiOption,
     TrustOption,
+    existing,
     fail,
     key_password,
     optional_key_password,
@@ -23,7 +25,9 @@ from lienthong.commands.common import (
     population_engine,
     require_schema,
     run_checks,
+    say,
     trust_anchors,
+    writable,
 )
 
 package_app = typer.Typer(help="Exchange packages: build, verify, zip.", no_args_is_help=True)
@@ -34,8 +38,10 @@ INPUT_FORMATS = {".csv": ".csv", ".jsonl": ".jsonl", ".ndjson": ".jsonl"}
 def package_build(
     agreement: Annotated[str, typer.Option(help="The sharing agreement the package is made under.")],
     recipient: Annotated[str, typer.Option(help="The receiving agency: health, tax, land, business (or population).")],
-    input_file: Annotated[Path, typer.Option("--input", exists=True, dir_okay=False, help="CSV or JSONL records.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the package into.")],
+    input_file: Annotated[Path, typer.Option("--input", callback=existing("file"), help="CSV or JSONL records.")],
+    out: Annotated[
+        Path, typer.Option("--out", callback=writable("directory"), help="Directory to write the package into.")
+    ],
     encrypt: Annotated[bool, typer.Option(help="Encrypt the payload to the recipient's certificate.")] = False,
     sender: Annotated[str, typer.Option(help="The sending agency (whose signing key is used).")] = POPULATION,
     schema: Annotated[str, typer.Option(help="Schema name of the records.")] = "citizen-extract",
@@ -71,27 +77,55 @@ def package_build(
             built = run_checks(builder.seal, engine)
     except (OSError, ValueError, KeyError) as error:
         fail(error)
-    typer.echo(zip_package(built.path) if as_zip else built.path)
+    say(zip_package(built.path) if as_zip else built.path)
+
+
+def _lines(path: Path, handle: TextIO) -> Iterator[str]:
+    """An input file's lines, each refused (naming the line) over the payload's ``MAX_RECORD_CHARS`` before it is
+    whole in memory; text that is not UTF-8 is refused too (decoded a block at a time: after which line is known)."""
+    number = 0
+    try:
+        while line := handle.readline(MAX_RECORD_CHARS + 1):
+            number += 1
+            if len(line) > MAX_RECORD_CHARS:
+                raise ValueError(f"{path.name} line {number}: a line over {MAX_RECORD_CHARS:,} characters")
+            yield line
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name}: not UTF-8, after line {number}") from None
 
 
 def _csv_records(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
     handle = path.open(encoding="utf-8-sig", newline="")
-    reader = csv.DictReader(handle, restkey="<cells beyond the header>")
-    columns = list(reader.fieldnames or [])
+    reader = csv.DictReader(_lines(path, handle), restkey="<cells beyond the header>")
 
     def records() -> Iterator[dict[str, Any]]:
         with handle:
-            yield from reader
+            try:
+                yield from reader
+            except csv.Error as error:  # a field over the csv module's limit, a NUL
+                raise ValueError(f"{path.name} line {reader.line_num}: {error}") from None
 
+    try:
+        columns = list(reader.fieldnames or [])
+    except csv.Error as error:
+        handle.close()
+        raise ValueError(f"{path.name} line 1: {error}") from None
     return columns, records()
 
 
 def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+        for number, line in enumerate(_lines(path, handle), 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path.name} line {number}: not JSON ({error.msg}, column {error.colno})") from None
+            except RecursionError:
+                raise ValueError(f"{path.name} line {number}: nested deeper than the JSON decoder goes") from None
+            except ValueError as error:  # an integer longer than Python converts
+                raise ValueError(f"{path.name} line {number}: {str(error).split(':')[0]}") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path.name} line {number} is not a JSON object")
             yield record
@@ -99,13 +133,16 @@ def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
 
 @package_app.command("verify")
 def package_verify(
-    path: Annotated[Path, typer.Argument(exists=True, help="The package: a directory or a .zip.")],
+    path: Annotated[
+        Path, typer.Argument(callback=existing("file or directory"), help="The package: a directory or a .zip.")
+    ],
     trust: TrustOption,
     crl: CrlOption = None,
-    key: Annotated[Path | None, typer.Option(exists=True, help="Recipient's private key, to decrypt.")] = None,
-    cert: Annotated[Path | None, typer.Option(exists=True, help="Recipient's encryption certificate.")] = None,
+    key: Annotated[Path | None, typer.Option(callback=existing(), help="Recipient's private key, to decrypt.")] = None,
+    cert: Annotated[Path | None, typer.Option(callback=existing(), help="Recipient's encryption certificate.")] = None,
     decrypt_to: Annotated[
-        Path | None, typer.Option(help="Where decrypted files go. Default: <package>.decrypted")
+        Path | None,
+        typer.Option(callback=writable("directory"), help="Where decrypted files go. Default: <package>.decrypted"),
     ] = None,
     record: Annotated[bool, typer.Option(help="Record the package as received (feed and ledger).")] = False,
     sequence: Annotated[bool, typer.Option(help="Check the sequence against the database.")] = True,
@@ -132,14 +169,17 @@ def package_verify(
     verified = run_checks(verify_package, path, anchors, engine=engine, recipient=recipient, decrypt_to=decrypt_to)
     if record:
         run_checks(accept_package, engine, verified)
-    typer.echo(verified.summary() + ("; recorded as received" if record else ""))
+    say(verified.summary() + ("; recorded as received" if record else ""))
 
 
 @package_app.command("zip")
 def package_zip(
-    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="The package directory.")],
+    path: Annotated[Path, typer.Argument(callback=existing("directory"), help="The package directory.")],
 ) -> None:
     """Write <package>.zip (for transports that carry one file) and print its path."""
     from exchange.package import zip_package
 
-    typer.echo(zip_package(path))
+    try:
+        say(zip_package(path))
+    except (OSError, ValueError) as error:
+        fail(error)

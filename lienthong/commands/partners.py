@@ -14,7 +14,17 @@ from typing import Annotated
 
 import typer
 
-from lienthong.commands.common import DbOption, PkiOption, fail, key_password, pki_directory
+from lienthong.commands.common import (
+    DbOption,
+    PkiOption,
+    database_url,
+    fail,
+    key_password,
+    pki_directory,
+    population_engine,
+    say,
+    writable,
+)
 from lienthong.settings import Workspace
 from partners.faults import KINDS, Fault
 
@@ -25,7 +35,11 @@ partners_app = typer.Typer(
 
 StateOption = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Where the partners keep their stores and files. Default: var/partners."),
+    typer.Option(
+        "--state-dir",
+        callback=writable("directory"),
+        help="Where the partners keep their stores and files. Default: var/partners.",
+    ),
 ]
 
 
@@ -63,32 +77,30 @@ def serve(
     sandbox.start()
     try:
         for line in sandbox.addresses().values():
-            typer.echo(line)
+            say(line)
         connections = sandbox.endpoints()["connections_env"]
-        typer.echo(f"endpoints: {state_dir / 'endpoints.json'}; Airflow connections: {connections}")
-        typer.echo("serving; Ctrl-C stops")
+        say(f"endpoints: {state_dir / 'endpoints.json'}; Airflow connections: {connections}")
+        say("serving; Ctrl-C stops")
         stopping.wait()
     finally:
         sandbox.stop()
-    typer.echo("stopped")
+    say("stopped")
 
 
 def _population(db: str | None, state_dir: Path, citizens: int, seed: int):
     """Citizens from the population database when it has some, else a generated population of our own."""
-    from sqlalchemy import func, inspect, make_url, select
+    from sqlalchemy import func, inspect, select
 
-    from lienthong.settings import database_url
     from partners.seed import citizens_from
     from population.db import create_population_engine
     from population.models import Citizen
 
-    url = make_url(database_url(db))
-    engine = create_population_engine(url.render_as_string(hide_password=False))
+    url = database_url(db)
     missing = url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
-    if not missing and inspect(engine).has_table("citizen"):
+    if not missing and inspect(engine := population_engine(db)).has_table("citizen"):
         with engine.connect() as connection:
             if connection.scalar(select(func.count()).select_from(Citizen)):
-                typer.echo(f"seeding from {engine.url.render_as_string(hide_password=True)}")
+                say(f"seeding from {engine.url.render_as_string(hide_password=True)}")
                 return list(citizens_from(engine))
     from population.db import session_factory
     from population.generator import generate
@@ -102,7 +114,7 @@ def _population(db: str | None, state_dir: Path, citizens: int, seed: int):
     upgrade(generated)
     generate(generated, citizens, seed, 0.0)
     DaySimulation(session_factory(generated), seed, date(2026, 7, 2)).run(max(10, citizens // 4))
-    typer.echo(f"seeding from a generated population of {citizens:,} citizens and a day of life events ({path})")
+    say(f"seeding from a generated population of {citizens:,} citizens and a day of life events ({path})")
     return list(citizens_from(generated))
 
 
@@ -113,12 +125,15 @@ def _admin(state_dir: Path | None, method: str, path: str, document: dict | None
     endpoints_file = (state_dir or Workspace.from_environment().partners) / "endpoints.json"
     if not endpoints_file.exists():
         fail(f"no {endpoints_file}: is 'lienthong partners serve' running?")
-    admin = json.loads(endpoints_file.read_text(encoding="utf-8")).get("admin")
-    if admin is None:
-        fail("this sandbox runs without the admin endpoint")
-    token = Path(admin["token_file"]).read_text(encoding="utf-8").strip()
+    try:
+        admin = json.loads(endpoints_file.read_text(encoding="utf-8")).get("admin")
+        if admin is None:
+            fail("this sandbox runs without the admin endpoint")
+        url, token = admin["url"] + path, Path(admin["token_file"]).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
+        fail(f"{endpoints_file} cannot be used ({type(error).__name__}): is 'lienthong partners serve' running?")
     data = json.dumps(document).encode() if document is not None else None
-    request = urllib.request.Request(admin["url"] + path, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Authorization", f"Bearer {token}")
     request.add_header("Content-Type", "application/json")
     try:
@@ -150,7 +165,7 @@ def fault(
     except ValueError as error:
         fail(error)
     answer = _admin(state_dir, "POST", f"/faults/{partner}", {"faults": [asdict(planned)]})
-    typer.echo(f"{partner}: {len(answer['pending'])} fault(s) pending")
+    say(f"{partner}: {len(answer['pending'])} fault(s) pending")
 
 
 @partners_app.command("faults")
@@ -161,7 +176,7 @@ def faults(
     """Show every partner's pending faults and what fired, or clear one partner's."""
     if clear:
         _admin(state_dir, "DELETE", f"/faults/{clear}")
-        typer.echo(f"{clear}: faults cleared")
+        say(f"{clear}: faults cleared")
         return
     typer.echo(json.dumps(_admin(state_dir, "GET", "/faults"), indent=2))
 
@@ -172,4 +187,7 @@ def endpoints(state_dir: StateOption = None) -> None:
     path = (state_dir or Workspace.from_environment().partners) / "endpoints.json"
     if not path.exists():
         fail(f"no {path}: is 'lienthong partners serve' running?")
-    typer.echo(path.read_text(encoding="utf-8"))
+    try:
+        typer.echo(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2, ensure_ascii=False))
+    except (OSError, ValueError) as error:
+        fail(f"{path} cannot be used ({type(error).__name__}): is 'lienthong partners serve' running?")

@@ -9,14 +9,17 @@ import typer
 
 from exchange.pki import DEFAULT_RSA_BITS
 from lienthong import settings
-from lienthong.commands.common import PkiOption, fail, key_password, pki_directory
+from lienthong.commands.common import PkiOption, existing, fail, key_password, pki_directory, say, writable
 
 pki_app = typer.Typer(help="The sandbox PKI: root and issuing CA, agency certificates, CRL.", no_args_is_help=True)
 
 
 @pki_app.command("init")
 def pki_init(
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write the PKI. Default: as --pki.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", callback=writable("directory"), help="Where to write the PKI. Default: as --pki."),
+    ] = None,
     rsa_bits: Annotated[int, typer.Option(min=2048, help="Size of the RSA encryption keys.")] = DEFAULT_RSA_BITS,
     force: Annotated[bool, typer.Option(help="Replace an existing PKI in --out.")] = False,
 ) -> None:
@@ -31,12 +34,12 @@ def pki_init(
         fail(f"{error} (use --force to replace it)")
     except DocumentError as error:  # an agency file that cannot be used: its file and line
         fail(error)
-    typer.echo(f"PKI written to {pki.path}: trust root {pki.root_ca}, CRL {pki.crl}")
+    say(f"PKI written to {pki.path}: trust root {pki.root_ca}, CRL {pki.crl}")
 
 
 @pki_app.command("revoke")
 def pki_revoke(
-    certificate: Annotated[Path, typer.Argument(help="The certificate (PEM) to revoke.")],
+    certificate: Annotated[Path, typer.Argument(callback=existing(), help="The certificate (PEM) to revoke.")],
     pki: PkiOption = None,
 ) -> None:
     """Add a certificate to the issuing CA's CRL (crl.pem is written again with the next CRL number)."""
@@ -46,5 +49,5 @@ def pki_revoke(
         crl = revoke(pki_directory(pki), load_certificate(certificate), key_password())
     except (OSError, ValueError) as error:
         fail(error)
-    typer.echo(f"revoked serial {load_certificate(certificate).serial_number:x}; {pki_directory(pki).crl} lists "
-               f"{len(crl)} certificate(s)")  # fmt: skip
+    serial = load_certificate(certificate).serial_number
+    say(f"revoked serial {serial:x}; {pki_directory(pki).crl} lists {len(crl)} certificate(s)")

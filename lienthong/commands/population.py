@@ -18,6 +18,7 @@ from lienthong.commands.common import (
     population_engine,
     progress,
     require_schema,
+    writable,
 )
 from population.db import session_factory
 
@@ -92,7 +93,7 @@ def population_events(
 
 @population_app.command("export")
 def population_export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", callback=writable("file"), help="CSV file to write.")],
     limit: Annotated[int | None, typer.Option(min=1, help="Export at most this many citizens.")] = None,
     db: DbOption = None,
 ) -> None:

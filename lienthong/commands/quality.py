@@ -11,16 +11,19 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from lienthong.commands.common import (
     DbOption,
     ReportsOption,
     console,
     errors,
+    existing,
     fail,
     parse_date,
     population_engine,
     require_schema,
+    writable,
 )
 from population.db import session_factory
 
@@ -44,7 +47,7 @@ def _report(outcome, out: Path, blocked) -> None:
     console.print(_scores_table(outcome))
     console.print(f"reports in {out}: summary.json, quarantine.csv, summary.html, data-docs/index.html")
     if blocked is not None:
-        errors.print(f"[bold red]blocked:[/] {blocked}", highlight=False)
+        errors.print(Text("blocked:", style="bold red"), str(blocked), highlight=False, soft_wrap=True)
         raise typer.Exit(code=BLOCKED_EXIT)
 
 
@@ -53,7 +56,7 @@ def quality_check(
     dataset: Annotated[
         str, typer.Argument(help="citizen-extract, health-insured, tax-registrants, land-owners, business-roles")
     ],  # fmt: skip
-    input_file: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help="A .csv or .jsonl")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", callback=existing("file"), help="A .csv or .jsonl")],
     out: ReportsOption,
     as_of: AsOfOption = None,
     freshness_days: FreshnessOption = None,
@@ -73,8 +76,10 @@ def quality_check(
                              freshness_days)  # fmt: skip
     except DatasetBlocked as error:
         outcome, blocked = error.outcome, error
-    except (ValueError, ValidationFailed) as error:
-        fail(str(error))
+    except (ValueError, ValidationFailed) as error:  # a file its reader refuses names the line and the rule
+        fail(error)
+    except OSError as error:  # the input vanished, or the reports cannot be written
+        fail(f"{error.filename or out}: {error.strerror or type(error).__name__}")
     _report(outcome, out, blocked)
 
 
@@ -114,7 +119,7 @@ def quality_database(
 @quality_app.command("report")
 def quality_report(
     dataset: Annotated[str, typer.Argument(help="The dataset whose runs to show.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", callback=writable("file"), help="HTML file to write.")],
     db: DbOption = None,
 ) -> None:
     """Write the summary page of a dataset: the four scores of its latest run and their trend across runs."""
@@ -138,7 +143,7 @@ def quality_rules(dataset: Annotated[str, typer.Argument(help="The dataset.")]) 
     try:
         suite = build_suite(dataset)
     except ValueError as error:
-        fail(str(error))
+        fail(error)
     table = Table(title=f"{dataset}: {len(suite.rules())} expectations")
     for column in ("dimension", "severity", "expectation", "rule"):
         table.add_column(column)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lienthong.commands.common import DbOption, console, fail, population_engine, require_schema
+from lienthong.commands.common import DbOption, console, fail, lines, population_engine, require_schema
 from population.db import session_factory
 from population.identity import mask_personal_id
 
@@ -39,9 +39,9 @@ def quarantine_list(
     with session_factory(engine)() as session:
         records = list_records(session, dataset, None if status == "all" else status, limit, after)
         for r in records:
-            findings = "\n".join(f"{f.dimension} · {f.reason}" for f in r.findings)
-            decisions = "\n".join(f"{d.decision} by {d.steward} {d.decided_at:%Y-%m-%d %H:%M}: {d.reason}"
-                                  for d in r.decisions)  # fmt: skip
+            findings = lines(f"{f.dimension} · {f.reason}" for f in r.findings)
+            decisions = lines(f"{d.decision} by {d.steward} {d.decided_at:%Y-%m-%d %H:%M}: {d.reason}"
+                              for d in r.decisions)  # fmt: skip
             pid = r.personal_id if unmasked else mask_personal_id(r.personal_id)
             table.add_row(str(r.id), r.dataset, str(r.run_id), str(r.row_number), pid, r.status, findings, decisions)
     console.print(table)
@@ -57,7 +57,7 @@ def _decide(decision: str, ids: list[int], reason: str, steward: str | None, db:
         try:
             decisions = decide(session, ids, decision, reason, steward)
         except DecisionError as error:
-            fail(str(error))
+            fail(error)
     done = "released" if decision == "release" else "rejected"
     console.print(f"{done} {len(decisions)} record(s) as {decisions[0].steward}: {', '.join(map(str, sorted(ids)))}")
 

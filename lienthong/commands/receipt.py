@@ -12,13 +12,16 @@ from lienthong.commands.common import (
     DbOption,
     PkiOption,
     TrustOption,
+    existing,
     fail,
     key_password,
     pki_directory,
     population_engine,
     require_schema,
     run_checks,
+    say,
     trust_anchors,
+    writable,
 )
 
 receipt_app = typer.Typer(help="Signed receipts (Receipt v1): create and verify.", no_args_is_help=True)
@@ -32,9 +35,14 @@ def _manifest(package: Path):
 
 @receipt_app.command("create")
 def receipt_create(
-    package: Annotated[Path, typer.Argument(exists=True, help="The package received (directory or .zip).")],
+    package: Annotated[
+        Path, typer.Argument(callback=existing("file or directory"), help="The package received (directory or .zip).")
+    ],
     signer: Annotated[str, typer.Option(help="The receiving agency, whose signing key signs the receipt.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for receipt.json and receipt.json.p7s.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", callback=writable("directory"), help="Directory for receipt.json and receipt.json.p7s."),
+    ],
     status: Annotated[str, typer.Option(help="accepted or rejected.")] = "accepted",
     error: Annotated[list[str] | None, typer.Option("--error", help="Why it was rejected (repeatable).")] = None,
     record_count: Annotated[int | None, typer.Option(min=0, help="Records taken in. Default: the manifest's.")] = None,
@@ -52,18 +60,23 @@ def receipt_create(
         key = load_signer(pki_directory(pki), signer, key_password())
     except (OSError, ValueError, KeyError) as problem:
         fail(problem)
-    directory = write_receipt(receipt, out, key)
+    try:
+        directory = write_receipt(receipt, out, key)
+    except OSError as error:
+        fail(f"{error.filename or out}: {error.strerror or type(error).__name__}")
     if record:
         engine = population_engine(db)
         require_schema(engine)
         record_receipt(engine, "receipt_sent", manifest, receipt, key.certificate)
-    typer.echo(directory)
+    say(directory)
 
 
 @receipt_app.command("verify")
 def receipt_verify(
-    receipt: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Directory with receipt.json(.p7s).")],
-    package: Annotated[Path, typer.Option(exists=True, help="The package the receipt should be for.")],
+    receipt: Annotated[Path, typer.Argument(callback=existing("directory"), help="Directory with receipt.json(.p7s).")],
+    package: Annotated[
+        Path, typer.Option(callback=existing("file or directory"), help="The package the receipt should be for.")
+    ],
     trust: TrustOption,
     crl: CrlOption = None,
     record: Annotated[bool, typer.Option(help="Record the receipt in the ledger (receipt_received).")] = False,
@@ -78,4 +91,4 @@ def receipt_verify(
         engine = population_engine(db)
         require_schema(engine)
         record_receipt(engine, "receipt_received", manifest, verified.receipt, verified.signature.signer)
-    typer.echo(verified.summary())
+    say(verified.summary())

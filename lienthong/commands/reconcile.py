@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lienthong.commands.common import DbOption, ReportsOption, console, fail, population_engine, require_schema
+from lienthong.commands.common import (
+    DbOption,
+    ReportsOption,
+    console,
+    existing,
+    fail,
+    population_engine,
+    require_schema,
+    writable,
+)
 
 reconcile_app = typer.Typer(help="Reconcile a partner's dataset with the population database.", no_args_is_help=True)
 
@@ -18,7 +27,7 @@ reconcile_app = typer.Typer(help="Reconcile a partner's dataset with the populat
 @reconcile_app.command("run")
 def reconcile_run(
     partner: Annotated[str, typer.Argument(help="The partner agency, e.g. health, tax, land or business.")],
-    input_file: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help="A .csv or .jsonl")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", callback=existing("file"), help="A .csv or .jsonl")],
     out: ReportsOption,
     db: DbOption = None,
 ) -> None:
@@ -30,8 +39,8 @@ def reconcile_run(
     require_schema(engine)
     try:
         report = reconcile(engine, partner, read_batches(input_file), str(input_file))
-    except ValueError as error:
-        fail(str(error))
+    except ValueError as error:  # a file its reader refuses names the line and the rule
+        fail(error)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reconciliation.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
     write_mismatch_csv(engine, report.run_id, out / "mismatches.csv")
@@ -48,7 +57,7 @@ def reconcile_run(
 @reconcile_app.command("sample")
 def reconcile_sample(
     partner: Annotated[str, typer.Argument(help="The partner agency, e.g. health, tax, land or business.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", callback=writable("file"), help="CSV file to write.")],
     rows: Annotated[int, typer.Option(min=1, help="How many partner rows.")] = 1_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
     disagreement_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of rows changed.")] = 0.1,

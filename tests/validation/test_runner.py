@@ -157,3 +157,35 @@ def test_the_stream_sees_the_extract_as_the_csv_export_writes_it(population, tmp
     from_file = next(read_batches(tmp_path / "e.csv"))
     from_db = next(extract_batches(population, limit=50))
     pd.testing.assert_frame_equal(from_file, from_db, check_dtype=False)
+
+
+def test_the_readers_read_a_file_in_batches_as_pandas_did(tmp_path):
+    rows = [_citizen(f"0010900000{n:02d}", other_names=None if n % 2 else "Tí") for n in range(1, 8)]
+    path = _write_csv(tmp_path / "in.csv", rows)
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    expected.index = expected.index + 1
+    pd.testing.assert_frame_equal(pd.concat(read_batches(path, batch_rows=3)), expected)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + "\n")
+    from_jsonl = pd.concat(read_batches(tmp_path / "in.jsonl", batch_rows=3))
+    assert from_jsonl.index.tolist() == list(range(1, 9)) and from_jsonl.loc[8].isna().all()  # a blank line
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("personal_id,full_name\n", encoding="utf-8")
+    assert [list(frame.columns) for frame in read_batches(header_only)] == [["personal_id", "full_name"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("in.csv", "personal_id,full name\n001090000001,An\n", "in.csv line 1: field 2 of the header is not a name"),
+        ("in.csv", "personal_id,full_name\n001090000001\n", "in.csv line 2: 1 fields where the header has 2"),
+        ("in.jsonl", '{"personal_id": "1"}\n{"a": ' + "[" * 20 + "]" * 20 + "}\n", "in.jsonl line 2: nested"),
+        ("in.jsonl", '{"personal_id": "001090000001", "personal_id": "x"}\n', "in.jsonl line 1: an object has a key"),
+    ],
+)
+def test_a_file_the_readers_refuse_is_an_invalid_document_naming_the_line(tmp_path, name, content, problem):
+    from exchange.safe_xml import InvalidDocument
+
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(InvalidDocument) as refused:
+        list(read_batches(tmp_path / name))
+    assert str(refused.value).startswith(problem) and "001090000001" not in str(refused.value)
