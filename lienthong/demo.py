@@ -199,7 +199,8 @@ def airflow_running(var: Path, env: dict[str, str]) -> Iterator[dict[str, subpro
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
+                process.kill()  # it did not stop within 30 s: killed, and reaped so that it is gone on return
+                process.wait()
 
 
 def _stop(signum, frame) -> None:

@@ -46,10 +46,11 @@ def lines(values: Iterable[object]) -> Text:
 
 class PlainConsole(Console):
     """A Rich console that prints every string as it is, on its line: no markup (``[link=…]`` in a column name is
-    text), no emoji codes, control characters escaped (``printable``; a cell of several lines is ``lines``)."""
+    text), no emoji codes, control characters escaped (``printable``; a cell of several lines is ``lines``), and a
+    line is never wrapped at the terminal's width (a long path stays one line)."""
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(markup=False, emoji=False, **options)
+        super().__init__(markup=False, emoji=False, soft_wrap=True, **options)
 
     def render_str(self, text: str, **options: Any) -> Text:
         return super().render_str(printable(text), **options)

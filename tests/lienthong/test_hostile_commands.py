@@ -145,15 +145,6 @@ def test_a_path_that_cannot_be_used_is_refused_naming_its_option(tmp_path, optio
     assert not (tmp_path / "reports").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_input_is_refused(tmp_path):
-    path = tmp_path / "in.csv"
-    path.write_text(f"{HEADER}\n{RECORD}\n", encoding="utf-8")
-    path.chmod(0)
-    result = invoke("quality", "check", "citizen-extract", "--input", path, "--out", tmp_path / "o", "--no-record")
-    assert_refused(result, "--input", "cannot be read")
-
-
 @pytest.mark.parametrize(
     ("db", "expected"),
     [
