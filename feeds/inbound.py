@@ -76,6 +76,7 @@ from exchange.package import (
     DATA,
     ENCRYPTED_SUFFIX,
     Manifest,
+    SchemaRef,
     VerifiedPackage,
     accept_package,
     hash_file,
@@ -326,9 +327,9 @@ def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: P
         trust = TrustAnchors.from_pki(pki)
         verified = verify_package(path, trust, engine=engine, recipient=recipient, decrypt_to=decrypted)
         payload = _plain_payload(path, verified.manifest, decrypted)
-        for file in payload:  # an XML batch is parsed (hardened) and checked against its XSD before anything else
+        for file in payload:  # an XML batch is parsed (hardened) and checked against the XSD of the manifest's schema
             if file.endswith(".xml"):
-                xml_records(Path(file))
+                xml_records(Path(file), verified.manifest.schema)
     except SequenceReplay:
         log.info("%s: package %s was accepted already", agreement.name, manifest.package_id)
         return VerifiedInbound(**{**asdict(result), "status": ALREADY_RECEIVED})
@@ -398,11 +399,12 @@ def payload_batches(files: tuple[str, ...], fields: list[str], batch_rows: int |
         offset += last
 
 
-def xml_records(path: Path) -> list[dict]:
-    """An XML batch payload read with the hardened reader (no DTD, no entities, checked against its XSD, flattened
-    to its fields); ``PayloadUnreadable`` names the line and the rule it breaks. The document is parsed whole."""
+def xml_records(path: Path, schema: SchemaRef | None = None) -> list[dict]:
+    """An XML batch payload read with the hardened reader (no DTD, no entities, checked against the XSD of the
+    manifest's ``schema``, flattened to its fields); ``PayloadUnreadable`` names the line and the rule it breaks.
+    The document is parsed whole."""
     try:
-        return parse_payload(path.name, path.read_bytes())
+        return parse_payload(path.name, path.read_bytes(), schema=schema)
     except ValueError as error:  # the safe parser's refusals are ValueErrors naming the line and the rule
         raise PayloadUnreadable(str(error)) from None
 
