@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from exchange import ledger
 from exchange.errors import ReceiptInvalid, ReceiptMismatch, SignatureInvalid, SignerMismatch
-from exchange.package import Manifest, document_bytes, ledger_record, load_document
+from exchange.package import MAX_COUNT, Manifest, document_bytes, ledger_record, load_document
 from exchange.pki import Signer, common_name, describe
 from exchange.signature import TrustAnchors, VerifiedSignature, sign_detached, verify_detached
 from population.db import session_factory
@@ -55,7 +55,7 @@ class Receipt:
             and document["status"] in STATUSES
             and isinstance(document["record_count"], int)
             and not isinstance(document["record_count"], bool)
-            and document["record_count"] >= 0
+            and 0 <= document["record_count"] <= MAX_COUNT  # as a manifest's counts: the ledger stores it
             and isinstance(document["errors"], list)
             and all(isinstance(e, str) for e in document["errors"])
         )

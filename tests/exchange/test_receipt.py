@@ -123,3 +123,18 @@ def test_receipts_are_ledgered_once(exchange_engine, sent, tmp_path, health_sign
     assert [e.kind for e in entries] == ["package_sent", "receipt_received"]
     assert (entries[1].status, entries[1].signer_fingerprint) == ("accepted", fingerprint)
     assert entries[1].manifest_sha256 == sent.manifest_sha256
+
+
+def test_a_receipt_counting_past_what_the_ledger_stores_is_malformed():
+    """As a manifest's counts: a receipt's record_count stops at 2^53 - 1, so 2^63 never reaches the ledger."""
+    document = {
+        "format": "lienthong-receipt/1",
+        "package_id": "p",
+        "manifest_sha256": "0" * 64,
+        "status": "accepted",
+        "received_at": "2026-12-05T00:00:00Z",
+        "errors": [],
+    }
+    assert Receipt.from_bytes(json.dumps(document | {"record_count": 2**53 - 1}).encode()).record_count == 2**53 - 1
+    with pytest.raises(ReceiptInvalid, match="not a lienthong-receipt/1 document"):
+        Receipt.from_bytes(json.dumps(document | {"record_count": 2**63}).encode())
