@@ -71,7 +71,7 @@ from sqlalchemy import Engine
 from connectors.base import DeliveredReceipt
 from connectors.transport import partner_hook
 from exchange.agreements import Agreement, Direction
-from exchange.errors import FileHashMismatch, ManifestInvalid, SequenceReplay, VerificationError
+from exchange.errors import FileHashMismatch, SequenceReplay, VerificationError
 from exchange.package import (
     DATA,
     ENCRYPTED_SUFFIX,
@@ -315,7 +315,7 @@ def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: P
     path = Path(fetched.path)
     try:
         manifest, manifest_sha256 = read_manifest(path)
-    except (ManifestInvalid, zipfile.BadZipFile, OSError, KeyError) as error:
+    except (VerificationError, zipfile.BadZipFile, OSError, KeyError) as error:  # no package to name
         raise PackageUnreadable(f"{fetched.name} is not an exchange package: {error}") from None
     certificate = pki.certificate(POPULATION, ENCRYPTION)
     recipient = load_recipient(certificate, key_path(certificate), key_password())

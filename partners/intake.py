@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 from sqlalchemy.orm import Session
 
 from exchange.agreements import Direction, load_agreements
-from exchange.errors import ManifestInvalid, VerificationError
+from exchange.errors import VerificationError
 from exchange.package import (
     ENCRYPTED_SUFFIX,
     Manifest,
@@ -165,7 +165,7 @@ class PackageIntake:
         """Verify, deduplicate, store and acknowledge one package (a directory or a zip)."""
         try:
             manifest, manifest_sha256 = read_manifest(package_path)
-        except (ManifestInvalid, zipfile.BadZipFile, OSError, KeyError) as error:
+        except (VerificationError, zipfile.BadZipFile, OSError, KeyError) as error:  # no package to name
             raise IntakeRefused(f"not an exchange package: {error}") from None
         with self.store.intake_lock:
             stored = self.store.stored_package(manifest.package_id)

@@ -16,7 +16,7 @@ from exchange.package import PackageBuilder, SchemaRef, zip_package
 from exchange.pki import ENCRYPTION, load_certificate
 from exchange.receipt import verify_receipt
 from exchange.xml_payload import write_xml
-from partners.intake import PackageIntake, PartnerKeys
+from partners.intake import IntakeRefused, PackageIntake, PartnerKeys
 from partners.store import RegistryStore
 from population.db import create_population_engine, session_factory
 from tests.partners.fixtures import PASSWORD, ZippedPackage
@@ -314,3 +314,23 @@ def test_records_within_the_agreement_are_stored_as_sent(intakes, send, new_send
         receipt = receipt_of(intake.receive(package.path), package, trust, tmp_path / str(number)).receipt
         assert receipt.status == "accepted" and receipt.record_count == 3
     assert intake.store.package_count() == 2 and intake.store.record_count() == 6
+
+
+@pytest.mark.parametrize("name", ["data/evil\nname.csv", "notes.txt", "data/../manifest.json.bak"])
+def test_a_package_folder_with_a_file_outside_the_layout_is_refused_as_not_a_package(
+    intakes, send, new_sender, tmp_path, name
+):
+    """Its manifest cannot be read to name it (the layout check is a VerificationError, not a zip error): the
+    intake refuses it in one line, without the raw name, and keeps nothing."""
+    intake = intakes("health")
+    package = send(new_sender(), "health", "health-identity", CITIZEN, "citizens.csv", csv_file(), 3)
+    folder = tmp_path / "unpacked"
+    shutil.unpack_archive(package.path, folder, "zip")
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(b"x")
+
+    with pytest.raises(IntakeRefused) as refused:
+        intake.receive(folder)
+
+    assert "\n" not in str(refused.value) and str(refused.value).startswith("not an exchange package: ")
+    assert intake.store.package_count() == 0
