@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: demo airflow test lint format bench bench-packages requirements clean venv system-packages
+.PHONY: demo airflow test lint format bench bench-packages requirements clean venv system-packages fuzz
 
 venv: $(INSTALLED)
 
@@ -57,6 +57,10 @@ system-packages:
 
 test: venv system-packages
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# make fuzz: the Hypothesis harnesses of tests/fuzz, 20,000 inputs each (CI runs them with a few hundred).
+fuzz: venv
+	LIENTHONG_FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/fuzz -m fuzz -n 2
 
 # ruff, then the layers and the no-circle rule declared in pyproject.toml ([tool.importlinter]).
 lint: venv

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import yaml
 from jsonschema import Draft202012Validator
 
+from exchange.errors import printable
 from lienthong.settings import schema_file
 
 # The largest agreement or agency file is about 3 KiB; a hundred times that is room for any real one.
@@ -35,8 +36,8 @@ class DocumentError(ValueError):
     """A schema document that cannot be used, with the file and line where the problem is."""
 
     def __init__(self, source: Path, line: int, message: str):
-        self.source, self.line, self.problem = source, line, message
-        super().__init__(f"{source}:{line}: {message}")
+        self.source, self.line, self.problem = source, line, printable(message)  # keys and values are the file's
+        super().__init__(f"{source}:{line}: {self.problem}")
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,22 @@ from __future__ import annotations
 import zipfile
 
 SHOWN_CHARS = 100  # sender text a message carries, at most (our certificates' names are under 80 characters)
+# C0 and C1 controls and DEL, the line and paragraph separators, and the bidirectional overrides and isolates that
+# reorder what a terminal shows ("Trojan Source"): escaped wherever something from outside is printed or logged.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    c: f"\\u{c:04x}" for c in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def printable(value: object) -> str:
+    """``value`` as text on one line, its control characters escaped (a newline as ``\\x0a``): it cannot break or
+    forge a log line, a message or a terminal's display."""
+    return str(value).translate(_CONTROLS)
 
 
 def shown(text: str) -> str:
-    """Sender text (a certificate's name, say) as a message may carry it: control and other unprintable characters
-    escaped, so that it cannot break or forge a log line, and cut at SHOWN_CHARS."""
-    escaped = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    """Sender text (a certificate's name, say) as a message may carry it: ``printable``, and cut at SHOWN_CHARS."""
+    escaped = printable(text)
     return escaped if len(escaped) <= SHOWN_CHARS else escaped[: SHOWN_CHARS - 1] + "…"
 
 

@@ -25,18 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from exchange.errors import printable
 from lienthong import settings
-
-# C0 and C1 controls and DEL, the line and paragraph separators, and the bidirectional overrides and isolates that
-# reorder what a terminal shows ("Trojan Source"): escaped wherever something from outside is printed.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
-    c: f"\\u{c:04x}" for c in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
-
-
-def printable(value: object) -> str:
-    """``value`` as text on one line, its control characters escaped (a newline as ``\\x0a``)."""
-    return str(value).translate(_CONTROLS)
 
 
 def lines(values: Iterable[object]) -> Text:

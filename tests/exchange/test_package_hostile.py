@@ -286,7 +286,7 @@ def test_a_certificate_named_with_a_line_break_is_refused_by_the_chain_check_esc
     package = _copy(good, tmp_path)
     (package / SIGNATURE).write_bytes(sign_detached((package / MANIFEST).read_bytes(), Signer(certificate, key, ())))
     message = _assert_refused(package, "chain", trust, receiver, good)
-    assert "population signing\\nrevoked: forged\\x1b[2J" in message
+    assert "population signing\\x0arevoked: forged\\x1b[2J" in message
 
 
 def test_receipts_are_read_by_the_same_bounded_reader(good):
