@@ -159,7 +159,7 @@ def _json_lines(name: str, data: bytes, fields: Collection[str] | None) -> Itera
         if line.count("{") + line.count("[") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
             raise InvalidDocument(f"{where}: nested deeper than {MAX_DEPTH} levels")
         try:
-            record = json.loads(line, object_pairs_hook=_object, parse_constant=_no_constant)
+            record = strict_json(line)
         except ValueError as error:  # the decoder's message names the column, not the text
             raise InvalidDocument(f"{where}: {error}") from None
         if not isinstance(record, dict):
@@ -179,6 +179,12 @@ def _depth(line: str) -> int:
     """How deep a JSON text's arrays and objects nest, counted outside its strings, without decoding it."""
     steps = map(_STEP.__getitem__, _BRACKET.findall(_JSON_STRING.sub("", line)))
     return max(accumulate(steps), default=0)
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` as a payload needs it: a key twice in an object, NaN or Infinity are ``ValueError``s (Python
+    keeps the last of two keys where other readers keep the first, and NaN is not JSON)."""
+    return json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

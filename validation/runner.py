@@ -30,7 +30,15 @@ from typing import Protocol, TextIO
 import pandas as pd
 from great_expectations.core import ExpectationSuiteValidationResult
 
-from exchange.payload import FIELD_NAME, MAX_COLUMNS, MAX_DEPTH, MAX_FIELD_CHARS, MAX_RECORD_CHARS, csv_rows
+from exchange.payload import (
+    FIELD_NAME,
+    MAX_COLUMNS,
+    MAX_DEPTH,
+    MAX_FIELD_CHARS,
+    MAX_RECORD_CHARS,
+    csv_rows,
+    strict_json,
+)
 from exchange.safe_xml import InvalidDocument
 from population.identity import mask_personal_id
 from validation.context import new_context, unique_name
@@ -138,7 +146,7 @@ def _json_records(path: Path) -> Iterator[dict]:
                 yield {}
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"), object_pairs_hook=_json_object, parse_constant=_no_constant)
+                record = strict_json(raw.decode("utf-8"))
             except UnicodeDecodeError as error:
                 raise InvalidDocument(f"{where}: not UTF-8 at byte {error.start}") from None
             except json.JSONDecodeError as error:
@@ -161,17 +169,6 @@ def _json_records(path: Path) -> Iterator[dict]:
             if len(raw) > MAX_FIELD_CHARS:  # only a line this long can hold a text over the limit
                 _refuse_long_texts(where, record)
             yield record
-
-
-def _json_object(pairs: list[tuple[str, object]]) -> dict:
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        raise ValueError("an object has a key twice")
-    return record
-
-
-def _no_constant(constant: str) -> object:
-    raise ValueError(f"{constant} is not JSON")
 
 
 def _deeper_than(value: object, levels: int) -> bool:
