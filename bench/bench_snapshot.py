@@ -48,6 +48,7 @@ PASSWORD = "bench snapshot key password"
 AS_OF = date(2026, 7, 1)
 CONNECTION = "bench_land"
 STOCK_CONNECTION = "bench_land_stock"
+AGREEMENT_ENV = "LIENTHONG_BENCH_AGREEMENT"
 
 
 def log(message: str) -> None:
@@ -156,13 +157,25 @@ class Land:
 # -- the steps, each in a child process ----------------------------------------------------------------------------
 
 
-def land_agreement():
-    from dataclasses import replace
+def write_land_agreement(folder: Path) -> None:
+    """This run's own land agreement (a new feed, even in a kept database), as an operator adds one: a file on
+    ``LIENTHONG_SCHEMAS_PATH``, which the land partner reads too (a partner takes only its own agreements)."""
+    from lienthong.settings import SCHEMAS_ENV, schema_file
 
+    name = f"land-owners-bench-{uuid.uuid4().hex[:8]}"
+    text = schema_file("agreements/land.yaml").read_text(encoding="utf-8")
+    text = text.replace("agreement: land-owners\n", f"agreement: {name}\n", 1)
+    text = text.replace("connection_id: lienthong_land", f"connection_id: {CONNECTION}", 1)
+    (folder / "agreements").mkdir(parents=True)
+    (folder / "agreements" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    os.environ[SCHEMAS_ENV] = str(folder)  # this process (the land partner) and the children
+    os.environ[AGREEMENT_ENV] = name
+
+
+def land_agreement():
     from exchange.agreements import load_agreements
 
-    agreement = load_agreements()["land-owners"]
-    return replace(agreement, name=f"land-owners-bench-{uuid.uuid4().hex[:8]}", connection_id=CONNECTION)
+    return load_agreements()[os.environ[AGREEMENT_ENV]]
 
 
 def children_peak_rss_mib() -> float:
@@ -346,6 +359,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-snapshot-") as temporary:
             work = Path(temporary)
             work.chmod(0o755)  # the PostgreSQL server writes the COPY baseline in here
+            write_land_agreement(work / "schemas")
             pki = init_pki(work / "pki", PASSWORD.encode())
             land = Land(work, pki)
             land.start()

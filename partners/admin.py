@@ -19,9 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from exchange.errors import shown
+from exchange.payload import strict_json
 from partners.base import write_private
 from partners.faults import Fault
-from partners.http import ServerThread, problem
+from partners.http import BodyTooLarge, ServerThread, problem, read_body
+
+MAX_FAULTS_BYTES = 64 * 1024  # a plan is a few faults; the body is read whole, so it is bounded like any other
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,10 +81,12 @@ class AdminServer:
         if partner is None:
             return problem(404, "no such partner in this sandbox")
         try:
-            document = await request.json()
+            document = strict_json(await read_body(request, MAX_FAULTS_BYTES))
             faults = [Fault.from_dict(item) for item in document["faults"]]
-        except (ValueError, KeyError, TypeError) as error:
-            return problem(400, f"expected {{'faults': [...]}}: {error}")
+        except BodyTooLarge as error:
+            return problem(413, str(error))
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            return problem(400, f"expected {{'faults': [...]}}: {shown(str(error))}")
         partner.faults.add(*faults)
         return JSONResponse({"pending": partner.faults.pending()})
 

@@ -148,7 +148,7 @@ class StoredAcknowledgement:
 class RegistryStore:
     """The store of one partner. Writes of packages are serialised by ``intake_lock``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         if not path.exists():
@@ -157,7 +157,8 @@ class RegistryStore:
             with closing(sqlite3.connect(path)) as new:
                 new.execute(f"PRAGMA page_size = {PAGE_BYTES}")
                 new.execute("PRAGMA journal_mode = WAL")  # as the engine would; writes the header with that page size
-        self.engine: Engine = create_population_engine(f"sqlite:///{path}")
+        # FULL: a receipt is signed and sent after its commit, so the commit must be on disk when it returns
+        self.engine: Engine = create_population_engine(f"sqlite:///{path}", synchronous=synchronous)
         upgrade(self.engine)
         metadata.create_all(self.engine)
         self.intake_lock = threading.Lock()
@@ -203,8 +204,16 @@ class RegistryStore:
     # -- received packages --------------------------------------------------------------------------------------
 
     def stored_package(self, package_id: str) -> StoredPackage | None:
+        return self._stored(package.c.package_id == package_id)
+
+    def stored_manifest(self, manifest_sha256: str) -> StoredPackage | None:
+        """The package stored with the manifest of this SHA-256: a package received again, known before its
+        signature is checked, or its manifest parsed."""
+        return self._stored(package.c.manifest_sha256 == manifest_sha256)
+
+    def _stored(self, condition) -> StoredPackage | None:
         with self.engine.connect() as connection:
-            row = connection.execute(select(package).where(package.c.package_id == package_id)).first()
+            row = connection.execute(select(package).where(condition)).first()
         return StoredPackage(row.package_id, row.manifest_sha256, row.receipt, row.signature) if row else None
 
     def store_rows(

@@ -62,6 +62,11 @@ def test_the_admin_endpoint_sets_faults_and_stops_and_starts_partners(partners):
         assert client.post("/faults/health", json={"faults": [fault]}).status_code == 200
         assert partners.partners["health"].faults.pending()[0]["times"] == 2
         assert client.post("/faults/health", json={"faults": [{"kind": "explode"}]}).status_code == 400
+        # the body is read bounded and strictly, like every other body a server here takes
+        assert client.post("/faults/health", content=b"[" * 70_000).status_code == 413
+        twice = b'{"faults": [], "faults": [{"kind": "status"}]}'
+        assert client.post("/faults/health", content=twice).status_code == 400
+        assert client.post("/faults/health", content=b"[" * 60_000).status_code == 400
         assert client.delete("/faults/health").json() == {"pending": []}
         assert client.post("/partners/health/stop").json()["state"] == "stopped"
         hook = RestHook("lienthong_health")

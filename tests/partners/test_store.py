@@ -96,3 +96,17 @@ def test_fields_sqlite_cannot_make_json_of_are_refused_by_name_and_wide_records_
     records = [dict.fromkeys(wide, "x")]
     assert _store(store, "p-wide", lambda s: store.store_records("p-wide", records, text_only=True, within=s)) == 1
     assert [json.loads(c) for c in _stored(store, "p-wide")] == records
+
+
+def test_a_commit_is_on_disk_before_it_returns(tmp_path):
+    """WAL with synchronous=FULL: a receipt is sent after its commit, so a power loss must not take the commit."""
+    store = RegistryStore(tmp_path / "registry.db")
+    try:
+        with store.engine.connect() as connection:
+            journal = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+            synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+        assert (journal, synchronous) == ("wal", 2)  # 2 is FULL
+    finally:
+        store.dispose()
+    with pytest.raises(ValueError, match="synchronous"):
+        RegistryStore(tmp_path / "other.db", synchronous="OFF")
