@@ -75,6 +75,10 @@ class SignerMismatch(VerificationError):
     check = "signer"
 
 
+class RecipientMismatch(VerificationError):
+    check = "recipient"
+
+
 class FilesMismatch(VerificationError):
     """A file listed in the manifest is missing, or the package holds one the manifest does not list."""
 

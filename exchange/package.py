@@ -47,13 +47,14 @@ from exchange.errors import (
     FileSizeMismatch,
     FilesMismatch,
     ManifestInvalid,
+    RecipientMismatch,
     SignatureInvalid,
     SignerMismatch,
     VerificationError,
     ZipRefused,
     shown,
 )
-from exchange.pki import POPULATION, CertifiedKey, Signer, common_name, describe, fingerprint
+from exchange.pki import POPULATION, CertifiedKey, Signer, agency_of, common_name, describe, fingerprint
 from exchange.sequence import RECEIVED, SENT, Feed, advance, check_next, direction_of, locked_state, state
 from exchange.signature import (
     MAX_SIGNATURE_BYTES,
@@ -879,12 +880,18 @@ def _opened(path: Path) -> Iterator[_PackageFiles]:
         files.close()
 
 
+def read_manifest_bytes(path: Path) -> bytes:
+    """A package's ``manifest.json``, its bytes unparsed, read bounded: what a receiver may look at before the
+    signature (to know a package it has stored by the bytes' SHA-256). Refusals as ``read_manifest``'s."""
+    with _opened(path) as files:
+        return files.read(MANIFEST, ManifestInvalid)
+
+
 def read_manifest(path: Path) -> tuple[Manifest, str]:
     """The manifest of a package and its SHA-256, without verifying anything: for the sender's own packages, and for
     a receiver naming a package in a rejected receipt (the zip and the JSON are read by the same bounded readers as
     ``verify_package``; its refusals are ``files`` or ``manifest``, and a zip's also a ``zipfile.BadZipFile``)."""
-    with _opened(path) as files:
-        data = files.read(MANIFEST, ManifestInvalid)
+    data = read_manifest_bytes(path)
     return Manifest.from_bytes(data), hashlib.sha256(data).hexdigest()
 
 
@@ -934,6 +941,8 @@ def verify_package(
         if signed.agency != manifest.sender:
             signer = shown(describe(signed.signer))
             raise SignerMismatch(f"the manifest's sender is {manifest.sender}, but {signer} signed it")
+        if recipient is not None and manifest.recipient != agency_of(recipient.certificate):
+            raise RecipientMismatch(f"the package is for {manifest.recipient}")
         _check_files(files, manifest)
         manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
         if engine is not None:

@@ -55,6 +55,7 @@ recorded for the package, with the same findings; registry links and ledger entr
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import re
@@ -81,6 +82,7 @@ from exchange.package import (
     accept_package,
     hash_file,
     read_manifest,
+    read_manifest_bytes,
     verify_package,
 )
 from exchange.payload import SUFFIXES, parse_payload
@@ -147,7 +149,7 @@ class VerifiedInbound:
     sequence: int
     manifest_sha256: str
     record_count: int
-    payload: tuple[str, ...]  # the plain payload files
+    payload: tuple[str, ...] = ()  # the plain payload files
     problem: str | None = None
 
 
@@ -313,26 +315,28 @@ def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: P
     receipt naming the failed check (and not accepted). Raises ``PackageUnreadable`` when there is no manifest
     to answer."""
     path = Path(fetched.path)
-    try:
-        manifest, manifest_sha256 = read_manifest(path)
+    try:  # only the bytes before the signature holds: the manifest is parsed by verify_package, after it
+        data = read_manifest_bytes(path)
     except (VerificationError, zipfile.BadZipFile, OSError, KeyError) as error:  # no package to name
         raise PackageUnreadable(f"{fetched.name} is not an exchange package: {error}") from None
+    manifest_sha256 = hashlib.sha256(data).hexdigest()
     certificate = pki.certificate(POPULATION, ENCRYPTION)
     recipient = load_recipient(certificate, key_path(certificate), key_password())
     decrypted = _work_folder(path) / "payload"
-    result = VerifiedInbound(agreement.name, fetched.name, str(path), VERIFIED, manifest.package_id,
-                             manifest.sequence, manifest_sha256, manifest.record_count, ())  # fmt: skip
+    manifest = None
     try:
-        check_agreement(agreement, manifest)
         trust = TrustAnchors.from_pki(pki)
         verified = verify_package(path, trust, engine=engine, recipient=recipient, decrypt_to=decrypted)
-        payload = _plain_payload(path, verified.manifest, decrypted)
+        manifest = verified.manifest
+        check_agreement(agreement, manifest)
+        payload = _plain_payload(path, manifest, decrypted)
         for file in payload:  # an XML batch is parsed (hardened) and checked against the XSD of the manifest's schema
             if file.endswith(".xml"):
-                xml_records(Path(file), verified.manifest.schema)
-    except SequenceReplay:
+                xml_records(Path(file), manifest.schema)
+    except SequenceReplay:  # raised once the signature held: the manifest is the sender's
+        manifest = _named(fetched, data)
         log.info("%s: package %s was accepted already", agreement.name, manifest.package_id)
-        return VerifiedInbound(**{**asdict(result), "status": ALREADY_RECEIVED})
+        return _verified_inbound(agreement, fetched, manifest, manifest_sha256, ALREADY_RECEIVED)
     except VerificationError as error:
         problem = str(error)
     except zipfile.BadZipFile as error:  # a changed byte in a zip member fails its CRC before its hash
@@ -340,10 +344,24 @@ def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: P
     else:
         log.info("%s: package #%d (%s) verified, %d records", agreement.name, manifest.sequence,
                  manifest.package_id, manifest.record_count)  # fmt: skip
-        return VerifiedInbound(**{**asdict(result), "payload": payload})
+        return _verified_inbound(agreement, fetched, manifest, manifest_sha256, VERIFIED, payload=payload)
+    manifest = manifest or _named(fetched, data)  # parsed to name the package in the rejected receipt, no more
     log.warning("%s: package %s rejected: %s", agreement.name, manifest.package_id, problem)
     _reject(engine, agreement, fetched, manifest, manifest_sha256, problem, pki)
-    return VerifiedInbound(**{**asdict(result), "status": REJECTED, "problem": problem})
+    return _verified_inbound(agreement, fetched, manifest, manifest_sha256, REJECTED, problem=problem)
+
+
+def _named(fetched: FetchedPackage, data: bytes) -> Manifest:
+    try:
+        return Manifest.from_bytes(data)
+    except VerificationError as error:
+        raise PackageUnreadable(f"{fetched.name} is not an exchange package: {error}") from None
+
+
+def _verified_inbound(agreement: Agreement, fetched: FetchedPackage, manifest: Manifest, manifest_sha256: str,
+                      status: str, **rest) -> VerifiedInbound:  # fmt: skip
+    return VerifiedInbound(agreement.name, fetched.name, fetched.path, status, manifest.package_id, manifest.sequence,
+                           manifest_sha256, manifest.record_count, **rest)  # fmt: skip
 
 
 def _reject(engine: Engine, agreement: Agreement, fetched: FetchedPackage, manifest: Manifest, manifest_sha256: str,

@@ -50,6 +50,7 @@ from exchange.package import (
     SchemaRef,
     accept_package,
     read_manifest,
+    read_manifest_bytes,
     verify_package,
     zip_package,
 )
@@ -162,31 +163,35 @@ class PackageIntake:
         work_dir.mkdir(parents=True, exist_ok=True)
 
     def receive(self, package_path: Path) -> IntakeResult:
-        """Verify, deduplicate, store and acknowledge one package (a directory or a zip)."""
+        """Verify, deduplicate, store and acknowledge one package (a directory or a zip). Before its signature holds,
+        only the manifest's bytes are read (bounded), to know a package stored already by their SHA-256; the manifest
+        is parsed once the signature over those bytes holds (``verify_package``), or, when it does not, only to name
+        the package in the rejected receipt."""
         try:
-            manifest, manifest_sha256 = read_manifest(package_path)
+            data = read_manifest_bytes(package_path)
         except (VerificationError, zipfile.BadZipFile, OSError, KeyError) as error:  # no package to name
             raise IntakeRefused(f"not an exchange package: {error}") from None
+        manifest_sha256 = hashlib.sha256(data).hexdigest()
         with self.store.intake_lock:
-            stored = self.store.stored_package(manifest.package_id)
+            stored = self.store.stored_manifest(manifest_sha256)
             if stored is not None:
-                if stored.manifest_sha256 == manifest_sha256:
-                    log.info("%s: package %s received again; answering the stored receipt", self.keys.name,
-                             manifest.package_id)  # fmt: skip
-                    return IntakeResult("accepted", True, stored.receipt, stored.signature, manifest.package_id)
-                return self._reject(manifest, manifest_sha256, "package_id: this id was received with another manifest")
-            return self._verify_and_store(package_path, manifest, manifest_sha256)
+                log.info("%s: package %s received again; answering the stored receipt", self.keys.name,
+                         stored.package_id)  # fmt: skip
+                return IntakeResult("accepted", True, stored.receipt, stored.signature, stored.package_id)
+            return self._verify_and_store(package_path, data, manifest_sha256)
 
-    def _verify_and_store(self, package_path: Path, manifest: Manifest, manifest_sha256: str) -> IntakeResult:
-        if manifest.recipient != self.keys.name:
-            return self._reject(manifest, manifest_sha256, f"recipient: the package is for {manifest.recipient}")
+    def _verify_and_store(self, package_path: Path, data: bytes, manifest_sha256: str) -> IntakeResult:
         decrypted = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="decrypted-"))
         engine = self.store.engine
+        manifest = None
         try:
-            direction = self._direction(manifest)
             verified = verify_package(
                 package_path, self.keys.trust, engine=engine, recipient=self.keys.recipient, decrypt_to=decrypted
             )
+            manifest = verified.manifest
+            if self.store.stored_package(manifest.package_id) is not None:
+                return self._reject(manifest, manifest_sha256, "package_id: this id was received with another manifest")
+            direction = self._direction(manifest)
             # one transaction: the feed moved on, the records read into the store as they are parsed, the package
             # with its signed receipt, the ledger entry; a payload error or a failure half-way keeps none of them,
             # and the sender's retry is received as the first time
@@ -196,20 +201,29 @@ class PackageIntake:
                 if count != manifest.record_count:  # the manifest's number is not echoed: it may be any size
                     raise InvalidDocument(f"{count:,} records read, which is not the manifest's record_count")
                 receipt = make_receipt(manifest, manifest_sha256, status="accepted", record_count=count)
-                data = receipt.to_bytes()
-                signature = sign_detached(data, self.keys.signer)
-                self.store.store_package(manifest, manifest_sha256, data, signature, count, within=session)
+                receipt_bytes = receipt.to_bytes()
+                signature = sign_detached(receipt_bytes, self.keys.signer)
+                self.store.store_package(manifest, manifest_sha256, receipt_bytes, signature, count, within=session)
                 record_receipt(engine, "receipt_sent", manifest, receipt, self.keys.signer.certificate,
                                within=session)  # fmt: skip
         except VerificationError as error:  # a check failed, or another intake took this place in the sequence
-            return self._reject(manifest, manifest_sha256, str(error))
+            return self._reject(manifest or self._named(data), manifest_sha256, str(error))
         except (InvalidDocument, UnsafeDocument) as error:
             return self._reject(manifest, manifest_sha256, f"payload: {error}")
         finally:
             shutil.rmtree(decrypted, ignore_errors=True)
         log.info("%s: accepted package %s (#%d of %s, %d records)", self.keys.name, manifest.package_id,
                  manifest.sequence, manifest.agreement, count)  # fmt: skip
-        return IntakeResult("accepted", False, data, signature, manifest.package_id)
+        return IntakeResult("accepted", False, receipt_bytes, signature, manifest.package_id)
+
+    @staticmethod
+    def _named(data: bytes) -> Manifest:
+        """The manifest of a package that failed verification, parsed (bounded) only to name it in the rejected
+        receipt; a manifest that cannot be read has no package to name."""
+        try:
+            return Manifest.from_bytes(data)
+        except VerificationError as error:
+            raise IntakeRefused(f"not an exchange package: {error}") from None
 
     def _direction(self, manifest: Manifest) -> Direction:
         """The agreement direction the package travels under: one of this partner's agreements (a partner with
@@ -249,6 +263,19 @@ class PackageIntake:
                     count += self.store.store_records(manifest.package_id, records, text_only=text_only,
                                                       within=session)  # fmt: skip
         return count
+
+    def failed(self, package_path: Path, error: Exception) -> IntakeResult | None:
+        """A signed ``rejected`` receipt for a package the intake broke on (a fault of the partner's, not of the
+        package): nothing was stored, so the sender learns it now instead of waiting for a receipt that never comes,
+        and may send it again. None when the package has no manifest to name. The message gives only the kind of
+        failure: its text may quote the package."""
+        try:
+            data = read_manifest_bytes(package_path)
+            manifest = self._named(data)
+        except (VerificationError, IntakeRefused, zipfile.BadZipFile, OSError, KeyError):
+            return None
+        problem = f"intake: the partner failed on this package ({type(error).__name__}); nothing was stored"
+        return self._reject(manifest, hashlib.sha256(data).hexdigest(), problem)
 
     def _reject(self, manifest: Manifest, manifest_sha256: str, problem: str) -> IntakeResult:
         """A signed ``rejected`` receipt; nothing is stored, so the sender may send a corrected package."""

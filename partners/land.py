@@ -11,8 +11,10 @@ The folder a client sees::
 
 The watcher takes only final names from the inbox (never hidden ``.name.partial`` uploads), moves each package out
 of the client's reach before reading it, hands it to the intake, publishes the receipt folder atomically (built
-aside, then renamed), and moves the package to ``processed/``, or once to ``refused/`` when there is no receipt to
-give (not a package at all, or the intake broke on it), outside the client's view. It takes each acknowledgement
+aside, then renamed), and moves the package to ``processed/``, or once to ``refused/`` when it is not a package at
+all or the intake broke on it (then with a rejected receipt, ``intake: …``, so the sender is not left waiting),
+outside the client's view. A fault of the partner's own (a full disk, a failing store) refuses nothing: the package
+stays taken and each pass tries it again. It takes each acknowledgement
 folder likewise: the receipt is verified against the published package and kept once
 (``PackageIntake.take_receipt``), and the folder moves to ``acknowledged/`` (or ``refused-receipts/`` when it
 does not verify) outside the client's view; a receipt sent again is taken again, and kept once.
@@ -26,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import tempfile
 import threading
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import asyncssh
+import sqlalchemy.exc
 
 from exchange.package import MAX_DOCUMENT_BYTES
 from exchange.receipt import RECEIPT, SIGNATURE
@@ -49,7 +53,14 @@ TAKEN = "taken"  # under the watcher's work folder: packages out of the client's
 # The largest package the inbox takes: as the REST intake's (partners/rest.py). A 1M-record snapshot package is
 # 133 MB (docs/BENCHMARKS.md), so this leaves 8x room while one client cannot fill the disk with one file.
 MAX_PACKAGE_BYTES = 1 << 30
-FILE_MODE, FOLDER_MODE = 0o600, 0o700  # what the server creates for a client, whatever modes it asks for
+FILE_MODE, FOLDER_MODE = 0o600, 0o700
+# The partner's own faults while storing a package: the package waits in taken/ until they pass, never refused for
+# them (a full disk, an I/O error, a store that is locked or failing).
+PARTNER_FAULTS = (
+    OSError,
+    sqlite3.OperationalError,
+    sqlalchemy.exc.OperationalError,
+)  # what the server creates for a client, whatever modes it asks for
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
@@ -82,6 +93,7 @@ class InboxWatcher:
         work.mkdir(parents=True, exist_ok=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._waiting: dict[str, str] = {}  # a taken package the partner cannot store now -> the fault, said once
 
     def start(self) -> None:
         if self._thread is None:
@@ -128,17 +140,28 @@ class InboxWatcher:
     def _answer(self, package: Path) -> None:
         """Answer a taken package with its receipt folder; when there is no receipt to give (not a package at all,
         or the intake broke on it), set it aside into refused/ with one line: once, never retried."""
+        name = package.name.removesuffix(".zip")
         try:
             if not stat.S_ISREG(package.lstat().st_mode):  # a folder or a link is not a package
                 raise IntakeRefused("not an exchange package: not a file")
-            self._publish(package.name.removesuffix(".zip"), self.intake.receive(package))
+            self._publish(name, self.intake.receive(package))
         except IntakeRefused as error:
             log.warning("land: %r refused: %s", package.name, _printable(str(error)))
+        except PARTNER_FAULTS as error:  # a full disk, a failing or locked store: the package is not at fault
+            if self._waiting.get(package.name) != (kind := type(error).__name__):
+                log.warning("land: %r waits: the partner cannot store it now (%s); tried again each pass",
+                            package.name, kind)  # fmt: skip
+                self._waiting[package.name] = kind
+            return  # it stays taken: the next pass takes it first
         except Exception as error:  # noqa: BLE001 - its message may quote the package: only the kind of failure
             log.warning("land: %r set aside: the intake failed on it (%s)", package.name, type(error).__name__)
+            if (rejected := self.intake.failed(package, error)) is not None:
+                self._publish(name, rejected)  # the sender is told, not left waiting for a receipt
         else:
+            self._waiting.pop(package.name, None)
             _move(package, self.work / "processed")
             return
+        self._waiting.pop(package.name, None)
         _move(package, self.work / "refused")
 
     def _publish(self, name: str, result: IntakeResult) -> None:

@@ -18,6 +18,7 @@ from exchange.errors import (
     FileSizeMismatch,
     FilesMismatch,
     ManifestInvalid,
+    RecipientMismatch,
     SequenceFork,
     SequenceGap,
     SequenceReplay,
@@ -239,6 +240,16 @@ def test_verify_decrypts_with_the_recipients_key(exchange_engine, tmp_path, popu
     assert verified.decrypted == (tmp_path / "plain" / "data" / "citizens.csv",)
     assert verified.decrypted[0].read_bytes() == EXPECTED_CSV
     assert not (built.path / "data" / "citizens.csv").exists()  # only ciphertext was shipped
+
+
+def test_a_package_for_another_recipient_is_refused_by_name_before_anything_is_decrypted(
+    exchange_engine, tmp_path, population_signer, pki, trust
+):
+    tax = load_recipient(pki.certificate("tax", ENCRYPTION), pki.key("tax", ENCRYPTION), PASSWORD)
+    built = build(exchange_engine, tmp_path / "out", population_signer)  # for health, in the clear
+    with pytest.raises(RecipientMismatch, match=r"^recipient: the package is for health$"):
+        verify_package(built.path, trust, recipient=tax, decrypt_to=tmp_path / "plain")
+    assert not (tmp_path / "plain").exists()
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import zipfile
 import pytest
 
 from exchange import ledger
+from exchange import package as package_module
 from exchange.receipt import verify_receipt
 from partners.intake import IntakeRefused, PackageIntake, PartnerKeys
 from partners.store import RegistryStore
@@ -43,6 +44,33 @@ def test_a_package_received_again_is_answered_with_the_same_receipt_and_stored_o
     again = health_intake.receive(package.path)
     assert again.duplicate and (again.receipt, again.signature) == (first.receipt, first.signature)
     assert health_intake.store.package_count() == 1 and health_intake.store.record_count() == 3
+
+
+def test_the_manifest_is_parsed_only_once_its_signature_holds_and_a_package_received_again_not_at_all(
+    health_intake, make_package, monkeypatch
+):
+    """A package stored already is known by its manifest's SHA-256; any other is parsed after the signature over
+    the manifest's bytes is checked."""
+    calls: list[str] = []
+    parse, check = package_module.Manifest.from_bytes.__func__, package_module.verify_signature
+
+    def parsing(cls, data):
+        calls.append("parse")
+        return parse(cls, data)
+
+    def checking(*args, **kwargs):
+        calls.append("signature")
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(package_module.Manifest, "from_bytes", classmethod(parsing))
+    monkeypatch.setattr(package_module, "verify_signature", checking)
+    package = make_package("health")
+    calls.clear()
+    assert health_intake.receive(package.path).status == "accepted"
+    assert calls[:2] == ["signature", "parse"]
+    calls.clear()
+    again = health_intake.receive(package.path)
+    assert again.duplicate and again.package_id == package.manifest.package_id and calls == []
 
 
 def test_a_package_out_of_sequence_is_rejected_until_the_gap_is_filled(health_intake, make_package, trust, tmp_path):
