@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import accumulate
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from exchange.safe_xml import InvalidDocument, UnsafeDocument
 from exchange.xml_payload import parse_xml_batch
@@ -61,7 +61,7 @@ def parse_payload(
         header, rows = csv_rows(name, io.StringIO(_text(name, data), newline=""), fields=fields)
         return [dict(zip(header, row, strict=True)) for row in rows]
     if suffix == ".jsonl":
-        return list(_json_lines(name, data, fields))
+        return list(json_lines(name, io.BytesIO(data), fields))
     if suffix == ".xml":
         dataset, version = (schema.name, schema.version) if schema else (None, "1")
         try:
@@ -140,12 +140,17 @@ class _BoundedLines:
             yield text
 
 
-def _json_lines(name: str, data: bytes, fields: Collection[str] | None) -> Iterator[dict[str, Any]]:
-    """JSON Lines: one object per line (lines end with a newline; blank ones are skipped), each line bounded in
-    length and nesting before it is decoded; a key twice, NaN or Infinity are refused (other readers differ)."""
-    lines = io.BytesIO(data)
+def json_lines(
+    name: str, handle: BinaryIO, fields: Collection[str] | None = None, *, empty_records: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON Lines stream as it is read: one object per line, each line bounded in length and
+    nesting before it is decoded; a key twice, NaN or Infinity are refused (other readers differ); keys and texts
+    as ``csv_rows`` bounds them. Raises ``InvalidDocument`` naming the file, the line and the rule, never a value.
+    Blank lines are skipped, unless ``empty_records`` (a data steward's file, whose row numbers are its lines): then
+    a blank line, like ``{}``, is a record with every field missing."""
     number = 0
-    while raw := lines.readline(MAX_RECORD_CHARS + 1):
+    names: set[str] = set()  # keys already checked: most lines repeat the first one's
+    while raw := handle.readline(MAX_RECORD_CHARS + 1):
         number += 1
         where = f"{name} line {number}"
         if len(raw) > MAX_RECORD_CHARS:
@@ -155,16 +160,25 @@ def _json_lines(name: str, data: bytes, fields: Collection[str] | None) -> Itera
         except UnicodeDecodeError as error:
             raise InvalidDocument(f"{where}: not UTF-8 at byte {error.start}") from None
         if not line.strip():
+            if empty_records:
+                yield {}
             continue
         if line.count("{") + line.count("[") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
             raise InvalidDocument(f"{where}: nested deeper than {MAX_DEPTH} levels")
         try:
             record = strict_json(line)
-        except ValueError as error:  # the decoder's message names the column, not the text
-            raise InvalidDocument(f"{where}: {error}") from None
+        except json.JSONDecodeError as error:  # its message names the column, not the text
+            raise InvalidDocument(f"{where}: not JSON ({error.msg}, column {error.colno})") from None
+        except ValueError as error:  # a key twice, NaN or Infinity, an integer longer than Python converts
+            raise InvalidDocument(f"{where}: {str(error).split(':')[0]}") from None
         if not isinstance(record, dict):
-            raise InvalidDocument(f"{where}: not a JSON object")
-        _check_record(where, record, fields)
+            raise InvalidDocument(f"{where}: not a JSON object (JSON Lines holds a JSON object per line)")
+        if record or not empty_records:
+            if len(record) > MAX_COLUMNS or not names.issuperset(record):
+                _check_names(where, list(record), fields, "a record")
+                names.update(record)
+            if len(raw) > MAX_FIELD_CHARS:  # only a line this long can hold a text over the limit
+                _check_values(where, record.items())
         yield record
 
 

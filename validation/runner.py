@@ -30,15 +30,7 @@ from typing import Protocol, TextIO
 import pandas as pd
 from great_expectations.core import ExpectationSuiteValidationResult
 
-from exchange.payload import (
-    FIELD_NAME,
-    MAX_COLUMNS,
-    MAX_DEPTH,
-    MAX_FIELD_CHARS,
-    MAX_RECORD_CHARS,
-    csv_rows,
-    strict_json,
-)
+from exchange.payload import MAX_RECORD_CHARS, csv_rows, json_lines
 from exchange.safe_xml import InvalidDocument
 from population.identity import mask_personal_id
 from validation.context import new_context, unique_name
@@ -131,57 +123,11 @@ def read_jsonl_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.
 
 
 def _json_records(path: Path) -> Iterator[dict]:
-    """The objects of a JSON Lines file as it is read, with the limits of a package's payload
-    (``exchange.payload``): a line over ``MAX_RECORD_CHARS`` bytes is refused before it is whole in memory, and so
-    are text that is not UTF-8, a line that is not a JSON object, nesting deeper than ``MAX_DEPTH``, a key twice, a
-    key that is not a field name, more than ``MAX_COLUMNS`` keys and a text over ``MAX_FIELD_CHARS``: an
-    ``InvalidDocument`` naming the file, the line and the rule, never a value."""
-    names: set[str] = set()  # keys already found to be field names: most lines repeat the first one's
+    """The objects of a JSON Lines file as it is read, by the payload's reader with its limits
+    (``exchange.payload.json_lines``); a blank line is a record with every field missing, so that row numbers are
+    line numbers."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(iter(lambda: handle.readline(MAX_RECORD_CHARS + 1), b""), 1):
-            where = f"{path.name} line {number}"
-            if len(raw) > MAX_RECORD_CHARS:
-                raise InvalidDocument(f"{where}: a line over {MAX_RECORD_CHARS:,} bytes")
-            if not raw.strip():
-                yield {}
-                continue
-            try:
-                record = strict_json(raw.decode("utf-8"))
-            except UnicodeDecodeError as error:
-                raise InvalidDocument(f"{where}: not UTF-8 at byte {error.start}") from None
-            except json.JSONDecodeError as error:
-                raise InvalidDocument(f"{where}: not JSON ({error.msg}, column {error.colno})") from None
-            except RecursionError:  # the decoder's own bound, far deeper than MAX_DEPTH
-                raise InvalidDocument(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
-            except ValueError as error:  # a key twice, NaN or Infinity, an integer longer than Python converts
-                raise InvalidDocument(f"{where}: {str(error).split(':')[0]}") from None
-            if not isinstance(record, dict):
-                raise InvalidDocument(f"{where}: a JSON object per line is expected")
-            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper_than(record, MAX_DEPTH):
-                raise InvalidDocument(f"{where}: nested deeper than {MAX_DEPTH} levels")
-            if len(record) > MAX_COLUMNS:
-                raise InvalidDocument(f"{where}: {len(record)} fields, over the {MAX_COLUMNS} a record may have")
-            if not names.issuperset(record):
-                for position, key in enumerate(record, 1):
-                    if not FIELD_NAME.fullmatch(key):
-                        raise InvalidDocument(f"{where}: key {position} is not a field name (letters, digits, '_')")
-                names.update(record)
-            if len(raw) > MAX_FIELD_CHARS:  # only a line this long can hold a text over the limit
-                _refuse_long_texts(where, record)
-            yield record
-
-
-def _deeper_than(value: object, levels: int) -> bool:
-    if not isinstance(value, dict | list):
-        return False
-    items = value.values() if isinstance(value, dict) else value
-    return levels == 0 or any(_deeper_than(item, levels - 1) for item in items)
-
-
-def _refuse_long_texts(where: str, record: dict) -> None:
-    for key, value in record.items():
-        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-            raise InvalidDocument(f"{where}: field {key} over {MAX_FIELD_CHARS:,} characters")
+        yield from json_lines(path.name, handle, empty_records=True)
 
 
 def _text_frame(records: list[dict], start: int) -> pd.DataFrame:

@@ -30,7 +30,7 @@ def test_csv_rows_are_read_as_they_are_iterated_and_errors_name_the_file_and_lin
 def test_files_that_cannot_be_read_are_invalid_documents_naming_the_file():
     with pytest.raises(InvalidDocument, match=r"a\.csv: not UTF-8 at byte 5"):
         parse_payload("a.csv", b"x,y\n1\xff,2\n")
-    with pytest.raises(InvalidDocument, match=r"a\.jsonl line 2: Expecting"):
+    with pytest.raises(InvalidDocument, match=r"a\.jsonl line 2: not JSON \(Expecting value, column 1\)"):
         parse_payload("a.jsonl", b'{"x": 1}\n{"x": \n')
     with pytest.raises(InvalidDocument, match=r"a\.txt: no reader for \.txt"):
         parse_payload("a.txt", b"x")
