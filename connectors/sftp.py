@@ -280,7 +280,10 @@ class SftpHook(PartnerHook):
                 sftp.remove(temporary)
                 raise TransferIncomplete(f"upload of {remote}: the server has {sent:,} of {size:,} bytes")
             sftp.posix_rename(temporary, final)
-            placed = sftp.stat(final)
+            try:
+                placed = sftp.stat(final)
+            except FileNotFoundError:  # the partner took it already (the land watcher moves a package out at once):
+                return RemoteFile(self._relative(final), size, 0)  # renamed whole, its size checked before
             if placed.st_size != size:
                 raise TransferIncomplete(f"upload of {remote}: {placed.st_size:,} bytes under the final name")
             return RemoteFile(self._relative(final), size, int(placed.st_mtime or 0))

@@ -24,6 +24,9 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from exchange.errors import VerificationError
 from partners.faults import FaultPlan
+from partners.store import STORE_FAULTS
+
+log = logging.getLogger("lienthong.partners")
 
 BILLION_LAUGHS = (
     b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
@@ -199,8 +202,17 @@ async def _client_gone(request: Request, error: Exception) -> Response:
     return Response(status_code=400, headers=CLOSE)
 
 
-# Starlette's ``exception_handlers`` for an app that reads bodies with the readers above.
-BODY_ERRORS = {BodyTooLarge: _too_large, ClientDisconnect: _client_gone}
+async def _busy(request: Request, error: Exception) -> Response:
+    """The partner cannot store now (a full disk, a failing store): one line, no traceback, and the client is asked
+    to send again later, which its retries do; nothing was kept (the store's transaction rolled back)."""
+    logging.getLogger("lienthong.partners").warning(
+        "%s: cannot store now (%s); answered 503", request.url.path, type(error).__name__
+    )
+    return problem(503, "the partner cannot store this now; send it again later", {"Retry-After": "5"})
+
+
+# Starlette's ``exception_handlers`` for an app that reads bodies with the readers above, and stores what it reads.
+BODY_ERRORS = {BodyTooLarge: _too_large, ClientDisconnect: _client_gone, **dict.fromkeys(STORE_FAULTS, _busy)}
 
 
 # -- the client certificate ----------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import stat
 import tempfile
 import threading
@@ -37,14 +36,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import asyncssh
-import sqlalchemy.exc
 
 from exchange.package import MAX_DOCUMENT_BYTES
 from exchange.receipt import RECEIPT, SIGNATURE
 from partners.base import RECORDED_AT, Partner, agreement_of, inbound_dataset
 from partners.faults import Fault, FaultPlan
 from partners.intake import IntakeRefused, IntakeResult, PackageIntake, PartnerKeys, ReceiptRefused, outbox_package
-from partners.store import PersonRow
+from partners.store import STORE_FAULTS, PersonRow
 
 log = logging.getLogger("lienthong.partners")
 OFFICE = "Văn phòng Đăng ký đất đai (sandbox)"
@@ -54,13 +52,7 @@ TAKEN = "taken"  # under the watcher's work folder: packages out of the client's
 # 133 MB (docs/BENCHMARKS.md), so this leaves 8x room while one client cannot fill the disk with one file.
 MAX_PACKAGE_BYTES = 1 << 30
 FILE_MODE, FOLDER_MODE = 0o600, 0o700
-# The partner's own faults while storing a package: the package waits in taken/ until they pass, never refused for
-# them (a full disk, an I/O error, a store that is locked or failing).
-PARTNER_FAULTS = (
-    OSError,
-    sqlite3.OperationalError,
-    sqlalchemy.exc.OperationalError,
-)  # what the server creates for a client, whatever modes it asks for
+# what the server creates for a client, whatever modes it asks for
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
@@ -147,7 +139,7 @@ class InboxWatcher:
             self._publish(name, self.intake.receive(package))
         except IntakeRefused as error:
             log.warning("land: %r refused: %s", package.name, _printable(str(error)))
-        except PARTNER_FAULTS as error:  # a full disk, a failing or locked store: the package is not at fault
+        except STORE_FAULTS as error:  # a full disk, a failing or locked store: the package is not at fault
             if self._waiting.get(package.name) != (kind := type(error).__name__):
                 log.warning("land: %r waits: the partner cannot store it now (%s); tried again each pass",
                             package.name, kind)  # fmt: skip

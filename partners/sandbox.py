@@ -119,6 +119,18 @@ class Sandbox:
         for partner in self.partners.values():
             partner.close()
 
+    def restart(self, name: str) -> Partner:
+        """Stop the partner and start it again as a restarted process would: a new server made from its state
+        folder, on the same port (clients' connections still name it). What the old one kept only in memory is gone:
+        OAuth2 tokens, the answers to Idempotency-Keys, WS-Security nonces, fault plans."""
+        old = self.partners[name]
+        port = old.endpoint()["port"]
+        old.close()
+        fresh = self._make(name)
+        start_on(fresh, port)
+        self.partners[name] = fresh  # the admin endpoint reads the same mapping
+        return fresh
+
     def __enter__(self) -> Sandbox:
         return self
 
@@ -296,6 +308,16 @@ class SftpServer(SandboxServer):
             "password": sandbox.key_password.decode("utf-8"),
             "extra": extra,
         }
+
+
+def start_on(partner: Partner, port: int) -> None:
+    """Start a partner's server on a given port (the one a stopped or crashed server of the same partner had)."""
+    server = getattr(partner, "server", None)  # the HTTP partners' ServerThread; the SFTP one keeps its own port
+    if server is not None:
+        server.port = port
+    else:
+        partner.port = port
+    partner.start()
 
 
 def server_for(server: Server) -> SandboxServer:

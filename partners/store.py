@@ -40,6 +40,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from exchange.payload import MAX_COLUMNS
@@ -143,6 +144,11 @@ class StoredAcknowledgement:
     status: str
     receipt: bytes
     signature: bytes
+
+
+# The partner's own faults while storing (a full disk, an I/O error, a store locked or failing): the package or
+# receipt being stored is not at fault, so it is never refused for them; the sender is asked to try again later.
+STORE_FAULTS = (OSError, sqlite3.OperationalError, OperationalError)
 
 
 class RegistryStore:

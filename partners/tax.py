@@ -52,6 +52,7 @@ from partners.http import (
     read_body_to_file,
 )
 from partners.intake import IntakeRefused, PartnerKeys, ReceiptRefused, outbox_package, sha256_file
+from partners.store import STORE_FAULTS
 from partners.xml_signature import (
     AUTHENTICATION,
     DS,
@@ -183,6 +184,9 @@ class TaxPartner(Partner):
             answer = await run_in_threadpool(self._dispatch, upload)
         except SoapRefusal as refusal:
             return _fault_response(refusal.code, str(refusal))
+        except STORE_FAULTS as error:  # the partner's own fault: the client's retry sends it again later
+            log.warning("tax: cannot store now (%s); answered soap:Server.Busy", type(error).__name__)
+            return _fault_response("soap:Server.Busy", "server: the partner cannot store this now; send it again later")
         except Exception as error:  # noqa: BLE001 - a client gets a fault, never a traceback; the log gets no data
             frame = traceback.extract_tb(error.__traceback__)[-1]
             log.error("tax: %s at %s:%s", type(error).__name__, Path(frame.filename).name, frame.lineno)

@@ -94,7 +94,12 @@ def deeply_nested(levels: int) -> str:
             ["field full_name over 4,096"],
             id="long-value",
         ),
-        pytest.param("in.jsonl", f'{{"personal_id": "{PERSONAL_ID}", "[bold]x[/]": 1}}\n', ["field 2 of a record is not a name"], id="markup-key"),
+        pytest.param(
+            "in.jsonl",
+            f'{{"personal_id": "{PERSONAL_ID}", "[bold]x[/]": 1}}\n',
+            ["field 2 of a record is not a name"],
+            id="markup-key",
+        ),
         pytest.param(
             "in.jsonl", f'{{"personal_id": "{PERSONAL_ID}", "personal_id": "x"}}\n', ["key twice"], id="key-twice"
         ),

@@ -388,8 +388,11 @@ def test_a_package_the_intake_breaks_on_is_set_aside_once_with_a_rejected_receip
     assert_clean(caplog.text, land)
 
 
-@pytest.mark.parametrize("fault", [OSError(28, "No space left on device"),
-                                   sqlite3.OperationalError("database or disk is full")], ids=["ENOSPC", "store full"])  # fmt: skip
+STORE_FAULTS = {"ENOSPC": OSError(28, "No space left on device"),
+                "store full": sqlite3.OperationalError("database or disk is full")}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", STORE_FAULTS.values(), ids=STORE_FAULTS.keys())
 def test_a_package_the_partner_cannot_store_now_waits_and_is_stored_once_when_it_can(
     tmp_path, sandbox_pki, caplog, monkeypatch, land_package, trust, fault
 ):
