@@ -223,8 +223,10 @@ class DeliveredReceipt:
 
     def write_to(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / RECEIPT).write_bytes(self.receipt)
+        # the signature first: a kept receipt.json always has its signature beside it (the ledger audit checks
+        # every kept receipt that witnesses the ledger's head)
         (directory / RECEIPT_SIGNATURE).write_bytes(self.signature)
+        (directory / RECEIPT).write_bytes(self.receipt)
         return directory
 
 

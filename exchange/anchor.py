@@ -13,7 +13,9 @@ shortened one at the first anchor beyond its end. Anyone can check an anchor's s
     openssl cms -verify -binary -inform DER -in ledger-00000024.json.p7s -content ledger-00000024.json \\
         -CAfile var/pki/root-ca.pem -purpose any
 
-The daily ledger audit checks the anchors, then anchors the head it verified.
+The daily ledger audit checks the anchors, then anchors the head it verified. The partners witness the head too,
+on their side: each manifest carries it and each accepted receipt echoes it, signed by the partner
+(``feeds.audit.audit_witnesses``).
 """
 
 from __future__ import annotations

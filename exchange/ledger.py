@@ -8,7 +8,10 @@ One chain under concurrent writers: an appender first updates the single ``ledge
 (PostgreSQL) or write lock (SQLite) it holds until commit, so appends are serialised and each one sees the hash
 of the one before. Call ``append`` last in a transaction, as with the change log. Triggers refuse UPDATE and
 DELETE on ``ledger_entry``; a rewrite of the whole chain by someone who drops them is caught by the signed
-anchors of its head that the daily audit keeps outside the database (``exchange.anchor``).
+anchors of its head that the daily audit keeps outside the database (``exchange.anchor``), and by the partners:
+each package's manifest carries the sender's ledger head at sealing (``Head``: the entry just before the package's
+own ``package_sent``), and the partner's signed receipt echoes it (Receipt 1.1), so every partner holds signed
+points of the chain that a rewrite must contradict (``feeds.audit.audit_witnesses``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,27 @@ class LedgerRecord:
 class LedgerState:
     entries: int
     head_hash: str
+
+
+@dataclass(frozen=True)
+class Head:
+    """A point of the chain as a manifest carries it and a receipt witnesses it: entry ``entry`` (its position,
+    from 1) has the hash ``hash``. Since each entry's hash covers the one before, it pins every entry up to it."""
+
+    entry: int
+    hash: str
+
+
+def head(session: Session, *, lock: bool = False) -> Head | None:
+    """The chain's last entry, None while it is empty. With ``lock``, the head row's lock is taken for the rest of
+    the transaction (as ``append`` takes it), so that nothing is appended between this and the caller's append."""
+    if lock:
+        position, last_hash = _lock_head(session)
+    else:
+        position, last_hash = session.execute(
+            select(LedgerHead.last_position, LedgerHead.last_hash).where(LedgerHead.id == 1)
+        ).one()
+    return Head(position, last_hash) if position else None
 
 
 def append(session: Session, record: LedgerRecord, *, once: bool = False) -> LedgerEntry | None:

@@ -1,4 +1,6 @@
-"""Exchange package v1 (DESIGN.md): build, zip, read and verify.
+"""Exchange package v1 (DESIGN.md): build, zip, read and verify. Manifests are written as
+``lienthong-package/1.1`` (v1 and ``ledger_head``: the sender's ledger head at sealing, which the receiver's
+receipt echoes, so that partners witness the sender's ledger); ``lienthong-package/1`` manifests are still read.
 
 A package is a directory (or a ``.zip`` of it for transports that carry one file)::
 
@@ -9,9 +11,11 @@ A package is a directory (or a ``.zip`` of it for transports that carry one file
 
 Building streams records into the payload in constant memory, hashing while writing; the same rows give the same
 payload bytes. Sealing numbers the package on its feed (sequence, previous manifest's hash), writes and signs
-the manifest, and records the package in the ledger, in one transaction. ``package_id`` is a UUID derived from
-sender, agreement, direction and sequence, so a package and its retries carry one id and partners deduplicate
-by it. Encrypted files differ on every build (fresh content key); a retry resends the sealed package.
+the manifest, and records the package in the ledger, in one transaction; the manifest's ``ledger_head`` is the
+ledger's last entry under the ledger's lock, so the package's own ``package_sent`` entry is the one after it.
+``package_id`` is a UUID derived from sender, agreement, direction and sequence, so a package and its retries
+carry one id and partners deduplicate by it. Encrypted files differ on every build (fresh content key); a retry
+resends the sealed package.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ from exchange.signature import verify_detached as verify_signature
 from exchange.xml_payload import write_xml
 from population.db import session_factory
 
-FORMAT = "lienthong-package/1"
+FORMAT = "lienthong-package/1.1"  # what is written: v1 and ledger_head
+FORMAT_1 = "lienthong-package/1"  # still read: a manifest without ledger_head
+FORMATS = (FORMAT_1, FORMAT)
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.p7s"
 DATA = "data"
@@ -95,8 +101,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 _MANIFEST_KEYS = (
     "format", "package_id", "agreement", "sender", "recipient", "direction", "mode", "sequence",
-    "previous_manifest_sha256", "created_at", "schema", "record_count", "files", "validation",
+    "previous_manifest_sha256", "created_at", "schema", "record_count", "files", "validation", "ledger_head",
 )  # fmt: skip
+_MANIFEST_KEYS_1 = _MANIFEST_KEYS[:-1]  # lienthong-package/1: no ledger_head
 # Limits on a zip, checked before anything in it is read. A full snapshot is the largest package the platform
 # makes: 35 shard files (34 provinces and "none"), the manifest and its signature.
 MAX_ENTRIES = 1024  # 37 in the largest package
@@ -157,20 +164,32 @@ class Manifest:
     record_count: int
     files: tuple[PayloadFile, ...]
     validation: Validation | None
+    ledger_head: ledger.Head | None = None  # the sender's ledger at sealing (1.1); None: empty, or a /1 manifest
+    format: str = FORMAT
 
     @property
     def feed(self) -> Feed:
         return Feed(self.sender, self.agreement, self.direction)
 
     def to_bytes(self) -> bytes:
-        return document_bytes({"format": FORMAT, **asdict(self)})
+        fields = asdict(self)
+        version = fields.pop("format")
+        if version == FORMAT_1:
+            if fields.pop("ledger_head") is not None:
+                raise ValueError(f"a {FORMAT_1} manifest has no ledger_head")
+        elif version != FORMAT:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        return document_bytes({"format": version, **fields})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
-        """Parse and check a manifest strictly: exactly the v1 fields, each of its type and within its bounds."""
+        """Parse and check a manifest strictly: exactly the fields of its format (1.1: v1's and ``ledger_head``;
+        1: v1's), each of its type and within its bounds."""
         document = load_document(data, MANIFEST, ManifestInvalid)
-        _require(isinstance(document, dict) and tuple(document) == _MANIFEST_KEYS, "unexpected or missing fields")
-        _require(document["format"] == FORMAT, f"format is not {FORMAT}")
+        version = document.get("format") if isinstance(document, dict) else None
+        keys = _MANIFEST_KEYS_1 if version == FORMAT_1 else _MANIFEST_KEYS
+        _require(isinstance(document, dict) and tuple(document) == keys, "unexpected or missing fields")
+        _require(version in FORMATS, f"format is not {FORMAT} (or {FORMAT_1})")
         for key in ("package_id", "agreement", "sender", "recipient", "direction", "mode", "created_at"):
             _require(isinstance(document[key], str), f"{key} must be a string")
         _require(_is_uuid(document["package_id"]), "package_id must be a UUID")
@@ -199,13 +218,36 @@ class Manifest:
         )
         validation = document["validation"]
         _require(validation is None or _is_validation(validation), "validation must be null or {suite, passed, …}")
+        try:
+            head = ledger_head_of(document.get("ledger_head"))
+        except ValueError as error:
+            raise ManifestInvalid(str(error)) from None
         return cls(
             **{key: document[key] for key in _MANIFEST_KEYS[1:10]},
             schema=SchemaRef(**schema),
             record_count=document["record_count"],
             files=tuple(_payload_file(position, entry) for position, entry in enumerate(files)),
             validation=Validation(**validation) if validation else None,
+            ledger_head=head,
+            format=version,
         )
+
+
+def ledger_head_of(value: object) -> ledger.Head | None:
+    """A ``ledger_head`` as a manifest carries it and a receipt echoes it: null, or {entry, hash} — the position
+    (a count from 1) and the SHA-256 of the sender's last ledger entry. ValueError when it is neither."""
+    if value is None:
+        return None
+    if not (
+        isinstance(value, dict)
+        and set(value) == {"entry", "hash"}
+        and _is_count(value["entry"])
+        and value["entry"] >= 1
+        and isinstance(value["hash"], str)
+        and bool(_SHA256.fullmatch(value["hash"]))
+    ):
+        raise ValueError("ledger_head must be null or {entry, hash}: a position from 1 and a SHA-256")
+    return ledger.Head(value["entry"], value["hash"])
 
 
 def document_bytes(document: dict) -> bytes:
@@ -619,13 +661,18 @@ class PackageBuilder:
         self.record_count += record_count
         return payload
 
-    def seal(self, engine: Engine) -> BuiltPackage:
-        """Number the package on its feed, write and sign the manifest, record it; one transaction."""
+    def seal(self, engine: Engine, *, also: Callable[[Session, Manifest], Any] | None = None) -> BuiltPackage:
+        """Number the package on its feed, write and sign the manifest, record it; one transaction. ``also`` is
+        called in that transaction with the manifest, before the ledger entry (the feeds index the package's
+        disclosures there, ``feeds.disclosures``): what it writes commits with the package or not at all."""
         if not self.files:
             raise ValueError("a package needs at least one payload file")
         with session_factory(engine)() as session, session.begin():
             feed_state = locked_state(session, SENT, self.feed)
             sequence = feed_state.last_sequence + 1
+            # the ledger's lock from here to the package_sent entry below (the feed's lock first, as everywhere):
+            # the head the manifest carries is the entry just before the package's own
+            head = ledger.head(session, lock=True)
             manifest = Manifest(
                 package_id=package_id_for(self.feed, sequence),
                 agreement=self.feed.agreement,
@@ -640,6 +687,7 @@ class PackageBuilder:
                 record_count=self.record_count,
                 files=tuple(self.files),
                 validation=self.validation,
+                ledger_head=head,
             )
             manifest_bytes = manifest.to_bytes()
             manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
@@ -648,6 +696,8 @@ class PackageBuilder:
             final = self.out_dir / package_name(self.feed, sequence)
             if final.exists():
                 raise FileExistsError(f"{final} exists already: a package from another database?")
+            if also is not None:
+                also(session, manifest)
             advance(feed_state, sequence, manifest.package_id, manifest_sha256)
             ledger.append(session, ledger_record("package_sent", manifest, manifest_sha256, self.signer.certificate))
         self.staging.rename(final)

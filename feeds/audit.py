@@ -12,6 +12,15 @@ and no certificate of the PKI expires unnoticed. One function per check, for the
   an old entry; a revoked one does, and so far whenever it was revoked: ``signature.check_revocation`` does not
   weigh the revocation date), and the signer must be the certificate whose fingerprint the ledger holds.
   Failures are reported, not raised: a missing file is a problem like any other.
+- ``audit_witnesses`` checks the chain against the heads partners signed: every kept receipt (``receipt.json``
+  with ``receipt.json.p7s``, anywhere under the folders given: the pipeline's packages, or receipts a partner
+  handed over from its own copies) that accepts a package and carries a ``ledger_head`` (Receipt 1.1) is verified
+  (as at its ``received_at``), and when a partner signed it, the ledger's entry at the head's position must have
+  the head's hash, and the entry after it must be that package's ``package_sent`` with the receipt's manifest (the
+  head is the entry before it at sealing). A chain rewritten by someone who dropped the ledger's triggers and
+  recomputed every hash after the change verifies on its own; it contradicts every receipt witnessing a head at
+  or after the change. Receipts signed by the population database (for partners' packages) witness the partners'
+  ledgers, not this one, and are passed over; so are /1 receipts and rejected ones, which witness nothing.
 - ``expiring_certificates`` lists the PKI directory's certificates that expire within a window or have expired,
   and the CRL when its next update falls within the window.
 """
@@ -35,7 +44,7 @@ from exchange import ledger
 from exchange.errors import ReceiptInvalid, VerificationError
 from exchange.package import MANIFEST, package_name
 from exchange.package import SIGNATURE as MANIFEST_SIGNATURE
-from exchange.pki import PkiDirectory, agency_of, common_name, describe, load_crl
+from exchange.pki import POPULATION, PkiDirectory, agency_of, common_name, describe, load_crl
 from exchange.receipt import RECEIPT, Receipt
 from exchange.receipt import SIGNATURE as RECEIPT_SIGNATURE
 from exchange.sequence import Feed
@@ -218,6 +227,134 @@ def _receipt_differences(data: bytes, entry: LedgerEntry) -> str | None:
 def _utc(moment: datetime) -> datetime:
     """SQLite gives back naive datetimes (stored as UTC), PostgreSQL aware ones."""
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# -- the heads partners witnessed --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WitnessProblem:
+    """One kept receipt that contradicts the ledger or cannot be checked. ``check`` is ``witness`` (the ledger's
+    entry at the witnessed position has another hash, or the entry after it is not the package's
+    ``package_sent``), ``missing_entry`` (the ledger ends before it), ``unreadable`` (not a receipt), ``missing``
+    (no signature beside it), or the check of the signature that failed (``signature``, ``chain``, ``revoked``, …)."""
+
+    path: str  # the receipt.json
+    check: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.check}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class WitnessAudit:
+    receipts: int  # distinct receipt files found
+    witnesses: int  # of those, accepted receipts signed by a partner that carry a ledger head, checked
+    partners: tuple[str, ...]  # the partners who signed them
+    newest: int  # the highest entry a partner witnessed (0: none)
+    problems: list[WitnessProblem]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def audit_witnesses(engine: Engine, receipt_dirs: Sequence[Path], pki: PkiDirectory) -> WitnessAudit:
+    """Check the ledger against every ledger head a partner signed in a receipt kept under ``receipt_dirs`` (the
+    same receipt found twice counts once). Problems are reported, not raised."""
+    trust = TrustAnchors.from_pki(pki)
+    seen: set[str] = set()
+    partners: set[str] = set()
+    witnesses = newest = 0
+    problems: list[WitnessProblem] = []
+    with session_factory(engine)() as session:
+        for path in _receipt_files(receipt_dirs):
+            problem = partial(WitnessProblem, str(path))
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                problems.append(problem("unreadable", str(error)))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            try:
+                receipt = Receipt.from_bytes(data)
+            except ReceiptInvalid as error:
+                problems.append(problem("unreadable", error.detail))
+                continue
+            if receipt.ledger_head is None or receipt.status != "accepted":
+                continue  # witnesses nothing
+            signature = path.with_name(RECEIPT_SIGNATURE)
+            if not signature.is_file():
+                problems.append(problem("missing", f"no {RECEIPT_SIGNATURE} beside it"))
+                continue
+            try:
+                signed = verify_detached(data, signature.read_bytes(), trust, at=_received_at(receipt.received_at))
+            except VerificationError as error:
+                problems.append(problem(error.check, error.detail))
+                continue
+            if signed.agency == POPULATION:
+                continue  # the population database's receipt for a partner's package: the partner's ledger
+            partner = signed.agency or describe(signed.signer)
+            witnesses += 1
+            partners.add(partner)
+            newest = max(newest, receipt.ledger_head.entry)
+            if contradiction := _contradiction(session, receipt, partner):
+                problems.append(problem(*contradiction))
+    return WitnessAudit(len(seen), witnesses, tuple(sorted(partners)), newest, problems)
+
+
+def _receipt_files(folders: Sequence[Path]) -> list[Path]:
+    """Every ``receipt.json`` under the folders, in order; none in a folder being written (hidden or ``.partial``)."""
+    found = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob(RECEIPT)):
+            parts = path.relative_to(folder).parts[:-1]
+            if path.is_file() and not any(p.startswith(".") or p.endswith(".partial") for p in parts):
+                found.append(path)
+    return found
+
+
+def _received_at(text: str) -> datetime | None:
+    """The moment a receipt says it was made (its signature is checked as at then); None (now) when unreadable."""
+    try:
+        return _utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def _contradiction(session, receipt: Receipt, partner: str) -> tuple[str, str] | None:
+    """How the ledger contradicts the head ``partner`` signed in ``receipt``: (check, detail), or None."""
+    head, package = receipt.ledger_head, receipt.package_id
+    rows = {
+        entry.position: entry
+        for entry in session.execute(
+            select(LedgerEntry.position, LedgerEntry.entry_hash, LedgerEntry.kind, LedgerEntry.package_id,
+                   LedgerEntry.manifest_sha256).where(LedgerEntry.position.in_([head.entry, head.entry + 1]))
+        )
+    }  # fmt: skip
+    signed = f"the head {partner} signed in the receipt for package {package}"
+    if head.entry not in rows:
+        return "missing_entry", f"the ledger has no entry {head.entry:,}, {signed} (entries were removed)"
+    found = rows[head.entry].entry_hash
+    if found != head.hash:
+        return "witness", (f"ledger entry {head.entry:,} differs from {signed}: the ledger has {found[:16]}…, "
+                           f"the receipt {head.hash[:16]}… (the chain was rewritten)")  # fmt: skip
+    after = rows.get(head.entry + 1)
+    if after is None:
+        return "missing_entry", (f"the ledger has no entry {head.entry + 1:,}, the package_sent of package {package} "
+                                 f"that {partner} received (entries were removed)")  # fmt: skip
+    if (after.kind, after.package_id, after.manifest_sha256) != ("package_sent", package, receipt.manifest_sha256):
+        return "witness", (f"ledger entry {head.entry + 1:,} is not the package_sent of package {package} (manifest "
+                           f"{receipt.manifest_sha256[:16]}…) that {partner} received right after entry "
+                           f"{head.entry:,}: it records {after.kind} of package {after.package_id} "
+                           "(the chain was rewritten)")  # fmt: skip
+    return None
 
 
 # -- certificates ------------------------------------------------------------------------------------------------

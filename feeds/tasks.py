@@ -314,6 +314,18 @@ def audit_signatures(sample: int, seed: str | None = None) -> dict[str, Any]:
             "problems": [str(problem) for problem in audit.problems]}  # fmt: skip
 
 
+def audit_witnesses() -> dict[str, Any]:
+    """The ledger against the heads partners signed in the receipts kept under the workspace."""
+    from feeds.audit import audit_witnesses
+
+    workspace = Workspace.from_environment()
+    with population_database() as engine:
+        folders = [workspace.packages, workspace.inbound]
+        audit = audit_witnesses(engine, folders, PkiDirectory(workspace.pki_dir))
+    return {"receipts": audit.receipts, "witnesses": audit.witnesses, "partners": list(audit.partners),
+            "newest": audit.newest, "problems": [str(problem) for problem in audit.problems]}  # fmt: skip
+
+
 def anchor_ledger() -> dict[str, Any]:
     """The ledger's anchors checked against it (``exchange.anchor``); when none contradicts it, the head the audit
     verified anchored under the workspace. Problems are listed, and then nothing is anchored."""

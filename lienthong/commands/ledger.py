@@ -77,18 +77,27 @@ def ledger_audit(
             help="The folder of signed ledger anchors to check the chain against. Default: var/ledger-anchors."
         ),
     ] = None,
+    receipts: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--receipts",
+            callback=existing("directory"),
+            help="A folder of signed receipts a partner handed over from its own copies (repeatable): the ledger "
+            "heads they witness are checked as those of the receipts kept under --packages.",
+        ),
+    ] = None,
     seed: Annotated[
         str | None, typer.Option(help="Seed of the sample: the same seed, the same entries. Default: today (UTC).")
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """The daily audit: the hash chain and its signed anchors, a sample of entries re-verified from the signed
-    files kept, and the certificates about to expire. One line each; exit 1 when the chain is broken, an anchor
-    contradicts it or a sampled entry fails; expiring certificates are warnings. (The audit DAG also anchors the
-    head it verified.)"""
+    """The daily audit: the hash chain and its signed anchors, the ledger heads partners signed in their receipts,
+    a sample of entries re-verified from the signed files kept, and the certificates about to expire. One line
+    each; exit 1 when the chain is broken, an anchor or a partner's receipt contradicts it or a sampled entry
+    fails; expiring certificates are warnings. (The audit DAG also anchors the head it verified.)"""
     from exchange.anchor import check_anchors
     from exchange.errors import LedgerBroken
-    from feeds.audit import audit_chain, audit_signatures, expiring_certificates
+    from feeds.audit import audit_chain, audit_signatures, audit_witnesses, expiring_certificates
 
     directory, workspace = pki_directory(pki), Workspace.from_environment()
     if not directory.root_ca.is_file() or not directory.crl.is_file():
@@ -112,9 +121,17 @@ def ledger_audit(
     if anchored.problems:
         failed.append(f"{len(anchored.problems):,} of {anchored.checked:,} anchors contradict the ledger")
 
-    signatures = audit_signatures(
-        engine, packages or [workspace.packages, workspace.inbound], directory, sample=sample, seed=seed
-    )
+    folders = packages or [workspace.packages, workspace.inbound]
+    witnessed = audit_witnesses(engine, [*folders, *(receipts or [])], directory)
+    by = f" (by {', '.join(witnessed.partners)}, up to entry {witnessed.newest:,})" if witnessed.witnesses else ""
+    say(f"witnesses: {witnessed.witnesses:,} of {witnessed.receipts:,} receipts found carry a ledger head a partner "
+        f"signed{by}")  # fmt: skip
+    for problem in witnessed.problems:
+        say(f"  FAILED {problem}", fg="red")
+    if witnessed.problems:
+        failed.append(f"{len(witnessed.problems):,} receipts contradict the ledger or cannot be checked")
+
+    signatures = audit_signatures(engine, folders, directory, sample=sample, seed=seed)
     verified = f"{signatures.verified:,} of {signatures.checked:,} sampled entries verified"
     say(f"signatures: {verified} (seed {signatures.seed})")
     for problem in signatures.problems:

@@ -181,6 +181,40 @@ def faults(
     typer.echo(json.dumps(_admin(state_dir, "GET", "/faults"), indent=2))
 
 
+@partners_app.command("receipts")
+def receipts(
+    partner: Annotated[str, typer.Argument(help="The partner agency, e.g. health, tax, land or business.")],
+    out: Annotated[
+        Path, typer.Option(callback=writable("directory"), help="Where to write them: <out>/<package id>/.")
+    ],
+    state_dir: StateOption = None,
+) -> None:
+    """Hand over the signed receipts a sandbox partner answered the population database's packages with, from its
+    own store: <out>/<package id>/receipt.json and receipt.json.p7s. Each accepted one witnesses the head of the
+    population's ledger its package carried: `lienthong ledger audit --receipts OUT` checks the ledger against
+    them."""
+    from sqlalchemy import select
+
+    from exchange.receipt import RECEIPT, SIGNATURE
+    from partners.store import RegistryStore, package
+
+    path = (state_dir or Workspace.from_environment().partners) / partner / "registry.db"
+    if not path.is_file():
+        fail(f"no {path}: {partner} has no store there (--state-dir)")
+    store = RegistryStore(path)
+    try:
+        with store.engine.connect() as connection:
+            rows = connection.execute(select(package.c.package_id, package.c.receipt, package.c.signature)).all()
+    finally:
+        store.dispose()
+    for row in rows:
+        folder = out / row.package_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SIGNATURE).write_bytes(row.signature)
+        (folder / RECEIPT).write_bytes(row.receipt)
+    say(f"{partner}: {len(rows):,} signed receipts written to {out}")
+
+
 @partners_app.command("endpoints")
 def endpoints(state_dir: StateOption = None) -> None:
     """Print endpoints.json of the running sandbox."""

@@ -139,6 +139,38 @@ def tamper_ledger(engine, statement: str, parameters: dict | None = None) -> Non
             connection.execute(text(statement), parameters or {})
 
 
+def rewrite_chain(engine, position: int, **changes: Any) -> None:
+    """Change entry ``position`` of the ledger and recompute the hash of every entry from it on, and the head row,
+    as someone with database rights who drops the ledger's triggers could: the chain verifies again (only what
+    is kept outside the database, anchors and partners' receipts, can tell)."""
+    from sqlalchemy import select
+
+    from exchange import ledger
+    from population.db import session_factory
+    from population.models import LedgerEntry
+
+    with session_factory(engine)() as session:
+        entries = list(session.scalars(select(LedgerEntry).where(LedgerEntry.position >= position - 1)
+                                       .order_by(LedgerEntry.position)))  # fmt: skip
+        session.expunge_all()
+    previous = ledger.GENESIS_HASH if position == 1 else entries.pop(0).entry_hash
+    for entry in entries:
+        if entry.position == position:
+            for key, value in changes.items():
+                setattr(entry, key, value)
+        entry.previous_hash = previous
+        entry.entry_hash = previous = ledger.entry_hash(entry)
+        columns = {**changes, "previous_hash": entry.previous_hash, "entry_hash": entry.entry_hash}
+        if entry.position != position:
+            columns = {"previous_hash": entry.previous_hash, "entry_hash": entry.entry_hash}
+        assignments = ", ".join(f"{column} = :{column}" for column in columns)
+        tamper_ledger(engine, f"UPDATE ledger_entry SET {assignments} WHERE position = :position",
+                      {**columns, "position": entry.position})  # fmt: skip
+    tamper_ledger(engine, "UPDATE ledger_head SET last_hash = :h WHERE id = 1", {"h": previous})
+    with session_factory(engine)() as session:
+        ledger.verify(session)  # the chain alone holds
+
+
 @pytest.fixture
 def population(tmp_path):
     """A generated population with defects (SQLite), then a day of life events: what the pipeline tests feed."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from exchange import ledger
 from exchange.errors import (
     CertificateRevoked,
     ChainInvalid,
@@ -87,9 +88,10 @@ def test_the_manifest_is_exchange_package_v1(exchange_engine, tmp_path, populati
     document = json.loads((first.path / MANIFEST).read_bytes())
     assert list(document) == [
         "format", "package_id", "agreement", "sender", "recipient", "direction", "mode", "sequence",
-        "previous_manifest_sha256", "created_at", "schema", "record_count", "files", "validation",
+        "previous_manifest_sha256", "created_at", "schema", "record_count", "files", "validation", "ledger_head",
     ]  # fmt: skip
-    assert document["format"] == "lienthong-package/1"
+    assert document["format"] == "lienthong-package/1.1"
+    assert document["ledger_head"] is None  # the ledger was empty: the package's own package_sent is entry 1
     assert document["package_id"] == str(uuid.uuid5(PACKAGE_NAMESPACE, "population/health-identity/outbound/1"))
     assert [document[k] for k in ("agreement", "sender", "recipient")] == ["health-identity", "population", "health"]
     assert (document["direction"], document["mode"], document["sequence"]) == ("outbound", "full", 1)
@@ -115,6 +117,55 @@ def test_the_manifest_is_exchange_package_v1(exchange_engine, tmp_path, populati
     assert second.manifest.sequence == 2
     assert second.manifest.previous_manifest_sha256 == first.manifest_sha256
     assert second.path.name == "health-identity-population-outbound-00000002"
+
+
+def test_the_manifest_carries_the_ledger_head_before_its_own_entry(exchange_engine, tmp_path, population_signer):
+    """``ledger_head`` is the sender's last ledger entry when the package was sealed: the package's own
+    ``package_sent`` entry chains right after it."""
+    first = build(exchange_engine, tmp_path, population_signer)
+    second = build(exchange_engine, tmp_path, population_signer, agreement="tax-identity", recipient="tax")
+    with session_factory(exchange_engine)() as session:
+        entries = list(ledger.entries(session))
+    assert second.manifest.ledger_head == ledger.Head(1, entries[0].entry_hash)
+    written = json.loads((second.path / MANIFEST).read_bytes())["ledger_head"]
+    assert written == {"entry": 1, "hash": entries[0].entry_hash}
+    assert (entries[1].kind, entries[1].package_id) == ("package_sent", second.manifest.package_id)
+    assert entries[1].previous_hash == second.manifest.ledger_head.hash
+    assert first.manifest.ledger_head is None
+
+
+def test_a_package_v1_manifest_without_ledger_head_still_verifies(exchange_engine, tmp_path, population_signer,
+                                                                   trust):  # fmt: skip
+    """A package sealed before the ledger head was added (``lienthong-package/1``) reads and verifies as before,
+    and writes back byte for byte."""
+    built = build(exchange_engine, tmp_path, population_signer)
+    document = json.loads((built.path / MANIFEST).read_bytes())
+    document["format"] = "lienthong-package/1"
+    del document["ledger_head"]
+    v1 = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
+    (built.path / MANIFEST).write_bytes(v1)
+    _resign(built.path, population_signer)
+    verified = verify_package(built.path, trust)
+    assert (verified.manifest.format, verified.manifest.ledger_head) == ("lienthong-package/1", None)
+    assert verified.manifest.to_bytes() == v1
+    document["ledger_head"] = None  # a /1 manifest has exactly the v1 fields
+    with pytest.raises(ManifestInvalid, match="unexpected or missing fields"):
+        Manifest.from_bytes(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize(
+    "head",
+    [{"entry": 0, "hash": "a" * 64}, {"entry": 1, "hash": "A" * 64}, {"entry": 1}, {"entry": True, "hash": "a" * 64},
+     {"entry": 2**53, "hash": "a" * 64}, {"entry": 1, "hash": "a" * 64, "more": 1}, [1, "a" * 64], "a" * 64],
+)  # fmt: skip
+def test_a_malformed_ledger_head_is_refused(exchange_engine, tmp_path, population_signer, trust, head):
+    built = build(exchange_engine, tmp_path, population_signer)
+    document = json.loads((built.path / MANIFEST).read_bytes())
+    document["ledger_head"] = head
+    (built.path / MANIFEST).write_text(json.dumps(document))
+    _resign(built.path, population_signer)
+    with pytest.raises(ManifestInvalid, match=r"^manifest: ledger_head must be null or \{entry, hash\}"):
+        verify_package(built.path, trust)
 
 
 def test_the_same_rows_give_the_same_payload_bytes(exchange_engine, tmp_path, population_signer):

@@ -1,8 +1,11 @@
 """The daily ledger audit: the chain, a sample of entries re-verified from the files kept (missing, changed,
-re-signed, revoked, expired since), expiring certificates, and ``lienthong ledger audit``."""
+re-signed, revoked, expired since), the ledger heads partners signed in their receipts (a rewritten chain
+contradicts them), expiring certificates, and ``lienthong ledger audit``."""
 
+import json
 import shutil
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,12 +16,12 @@ from exchange import ledger
 from exchange.errors import CertificateExpired, LedgerBroken
 from exchange.package import MANIFEST, SIGNATURE, verify_package, zip_package
 from exchange.pki import SIGNING, TLS_CLIENT, PkiDirectory, make_agency_certificate, revoke, write_pem
-from exchange.receipt import RECEIPT, make_receipt, record_receipt, write_receipt
+from exchange.receipt import FORMAT_1, RECEIPT, make_receipt, record_receipt, write_receipt
 from exchange.signature import sign_detached
-from feeds.audit import audit_chain, audit_signatures, expiring_certificates, sample_positions
+from feeds.audit import audit_chain, audit_signatures, audit_witnesses, expiring_certificates, sample_positions
 from lienthong.cli import app
 from population.db import session_factory
-from tests.exchange.conftest import PASSWORD, build, signer_with, tamper_ledger
+from tests.exchange.conftest import PASSWORD, build, rewrite_chain, signer_with, tamper_ledger
 
 AGREEMENT = "health-identity"
 
@@ -141,6 +144,114 @@ def _record(n: int) -> ledger.LedgerRecord:
     )  # fmt: skip
 
 
+# -- the heads partners witnessed ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def witnessed(exchange_engine, tmp_path, population_signer, health_signer):
+    """Three packages and health's receipts (ledger entries 1-6): the second package's manifest carries head 2,
+    the third's head 4, and health's receipts echo them."""
+    built = [send(exchange_engine, tmp_path / "out", population_signer, health_signer) for _ in range(3)]
+    assert [b.manifest.ledger_head and b.manifest.ledger_head.entry for b in built] == [None, 2, 4]
+    return built
+
+
+def receipt_of(built):
+    return built.path.with_name(built.path.name + ".receipt") / RECEIPT
+
+
+def test_the_heads_partners_signed_hold(exchange_engine, witnessed, tmp_path, pki):
+    audit = audit_witnesses(exchange_engine, [tmp_path / "out", tmp_path / "nothing"], pki)
+    assert (audit.receipts, audit.witnesses, audit.partners, audit.newest, audit.problems) == (3, 2, ("health",), 4, [])
+    assert audit.passed
+    # the same receipts found again elsewhere (a partner's copies) count once
+    shutil.copytree(tmp_path / "out", tmp_path / "copy")
+    assert audit_witnesses(exchange_engine, [tmp_path / "out", tmp_path / "copy"], pki).witnesses == 2
+
+
+def test_a_chain_rewritten_with_its_triggers_dropped_contradicts_the_partners_receipts(exchange_engine, witnessed,
+                                                                                       tmp_path, pki):  # fmt: skip
+    rewrite_chain(exchange_engine, 1, record_count=30)  # every hash recomputed: the chain alone verifies
+    assert audit_chain(exchange_engine).entries == 6
+    audit = audit_witnesses(exchange_engine, [tmp_path / "out"], pki)
+    assert [(p.path, p.check) for p in audit.problems] == [(str(receipt_of(b)), "witness") for b in witnessed[1:]]
+    second = witnessed[1].manifest
+    assert audit.problems[0].detail.startswith(
+        f"ledger entry 2 differs from the head health signed in the receipt for package {second.package_id}: "
+        "the ledger has "
+    )
+    assert audit.problems[0].detail.endswith(f"the receipt {second.ledger_head.hash[:16]}… (the chain was rewritten)")
+    assert str(audit.problems[1]).startswith(f"{receipt_of(witnessed[2])}: witness: ledger entry 4 differs from")
+
+
+def test_a_rewrite_after_the_newest_head_is_caught_up_to_the_package_it_came_with(exchange_engine, witnessed,
+                                                                                  tmp_path, pki):  # fmt: skip
+    """A receipt witnesses the head before its package and binds the package's own package_sent entry after it
+    (entry 5, by the manifest's SHA-256); the last receipt's own entry (6) is for the next package's receipt, or
+    the signed anchors, to witness."""
+    rewrite_chain(exchange_engine, 5, record_count=30)
+    problems = audit_witnesses(exchange_engine, [tmp_path / "out"], pki).problems
+    assert problems == []  # entry 5's manifest and kind are as recorded: a changed count is for the sample to find
+    rewrite_chain(exchange_engine, 5, manifest_sha256="0" * 64)
+    problems = audit_witnesses(exchange_engine, [tmp_path / "out"], pki).problems
+    third = witnessed[2].manifest
+    assert [(p.check, p.detail.split(":")[0]) for p in problems] == [
+        ("witness", f"ledger entry 5 is not the package_sent of package {third.package_id} (manifest "
+                    f"{witnessed[2].manifest_sha256[:16]}…) that health received right after entry 4")
+    ]  # fmt: skip
+    rewrite_chain(exchange_engine, 6, record_count=30)
+    assert len(audit_witnesses(exchange_engine, [tmp_path / "out"], pki).problems) == 1  # still only entry 5's
+
+
+@pytest.mark.parametrize(("removed", "missing"), [(4, 4), (5, 5)])
+def test_a_shortened_chain_misses_the_entries_partners_witnessed(exchange_engine, witnessed, tmp_path, pki, removed,
+                                                                 missing):  # fmt: skip
+    with session_factory(exchange_engine)() as session:
+        last = next(e for e in ledger.entries(session) if e.position == removed - 1).entry_hash
+    tamper_ledger(exchange_engine, "DELETE FROM ledger_entry WHERE position >= :p", {"p": removed})
+    tamper_ledger(exchange_engine, "UPDATE ledger_head SET last_position = :p, last_hash = :h",
+                  {"p": removed - 1, "h": last})  # fmt: skip
+    assert audit_chain(exchange_engine).entries == removed - 1
+    problems = audit_witnesses(exchange_engine, [tmp_path / "out"], pki).problems
+    assert [(p.path, p.check) for p in problems] == [(str(receipt_of(witnessed[2])), "missing_entry")]
+    assert problems[0].detail.startswith(f"the ledger has no entry {missing}, ")
+    assert problems[0].detail.endswith("(entries were removed)")
+
+
+def test_a_receipt_changed_to_fit_a_rewritten_chain_fails_its_signature(exchange_engine, witnessed, tmp_path, pki):
+    rewrite_chain(exchange_engine, 1, record_count=30)
+    with session_factory(exchange_engine)() as session:
+        rewritten = {e.position: e.entry_hash for e in ledger.entries(session)}
+    for built in witnessed[1:]:
+        document = json.loads(receipt_of(built).read_bytes())
+        document["ledger_head"]["hash"] = rewritten[document["ledger_head"]["entry"]]
+        receipt_of(built).write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    problems = audit_witnesses(exchange_engine, [tmp_path / "out"], pki).problems
+    assert [p.check for p in problems] == ["signature", "signature"]
+    receipt_of(witnessed[1]).with_name("receipt.json.p7s").unlink()
+    assert [p.check for p in audit_witnesses(exchange_engine, [tmp_path / "out"], pki).problems] == [
+        "missing", "signature"
+    ]  # fmt: skip
+
+
+def test_receipts_that_witness_nothing_of_this_ledger_are_passed_over(exchange_engine, witnessed, tmp_path, pki,
+                                                                     population_signer, health_signer):  # fmt: skip
+    """Our own receipts (for partners' packages: their ledgers' heads), /1 receipts and rejected ones."""
+    manifest, sha256 = witnessed[2].manifest, witnessed[2].manifest_sha256
+    bogus = replace(make_receipt(manifest, sha256), ledger_head=ledger.Head(1, "f" * 64))
+    write_receipt(bogus, tmp_path / "inbound" / "ours.receipt", population_signer)
+    v1 = replace(make_receipt(manifest, sha256), ledger_head=None, format=FORMAT_1)
+    write_receipt(v1, tmp_path / "inbound" / "v1.receipt", health_signer)
+    rejected = replace(make_receipt(manifest, sha256, status="rejected"), ledger_head=ledger.Head(1, "f" * 64))
+    write_receipt(rejected, tmp_path / "inbound" / "rejected.receipt", health_signer)
+    write_receipt(bogus, tmp_path / "inbound" / ".hidden.receipt.partial", health_signer)  # being written
+    (tmp_path / "inbound" / "junk").mkdir()
+    (tmp_path / "inbound" / "junk" / RECEIPT).write_text("{}")
+    audit = audit_witnesses(exchange_engine, [tmp_path / "out", tmp_path / "inbound"], pki)
+    assert (audit.receipts, audit.witnesses) == (7, 2)
+    assert [(p.path, p.check) for p in audit.problems] == [(str(tmp_path / "inbound" / "junk" / RECEIPT), "unreadable")]
+
+
 def test_the_same_seed_gives_the_same_sample(exchange_engine, tmp_path, pki):
     with session_factory(exchange_engine)() as session, session.begin():
         for n in range(1, 101):
@@ -222,6 +333,31 @@ def test_the_command_fails_on_a_sampled_entry(exchange_engine, sent, tmp_path, p
     assert "3 of 4 sampled entries verified (seed x)" in result.stdout
     assert f"  FAILED entry 2 (receipt_received, package {sent[0].manifest.package_id}): missing: no " in result.stdout
     assert "audit failed: 1 of 4 sampled entries failed" in result.stdout
+
+
+def test_the_command_checks_the_chain_against_the_receipts_a_partner_hands_over(exchange_engine, witnessed, tmp_path,
+                                                                                pki):  # fmt: skip
+    """The attacker rewrites the chain and deletes our copies of the receipts (and has no anchors to fear): the
+    partner's own copies, handed over, still contradict the chain."""
+    handed = tmp_path / "from-health"
+    for built in witnessed:
+        shutil.copytree(receipt_of(built).parent, handed / built.manifest.package_id)
+    intact = audit_command(exchange_engine, tmp_path, "--pki", pki.path, "--receipts", handed)
+    assert intact.exit_code == 0, intact.output
+    assert "witnesses: 2 of 3 receipts found carry a ledger head a partner signed (by health, up to entry 4)" \
+        in intact.stdout  # fmt: skip
+
+    rewrite_chain(exchange_engine, 2, record_count=30)
+    for built in witnessed:
+        shutil.rmtree(receipt_of(built).parent)
+    rewritten = audit_command(exchange_engine, tmp_path, "--pki", pki.path, "--sample", "0", "--receipts", handed)
+    assert rewritten.exit_code == 1, rewritten.output
+    assert "chain: intact, 6 entries" in rewritten.stdout  # the chain alone cannot tell
+    second, third = (built.manifest.package_id for built in witnessed[1:])
+    assert (f"  FAILED {handed / second / RECEIPT}: witness: ledger entry 2 differs from the head health signed in "
+            f"the receipt for package {second}") in rewritten.stdout  # fmt: skip
+    assert f"  FAILED {handed / third / RECEIPT}: witness: ledger entry 4 differs from" in rewritten.stdout
+    assert "audit failed: 2 receipts contradict the ledger or cannot be checked" in rewritten.stdout
 
 
 def test_an_expiring_certificate_is_a_warning(exchange_engine, sent, tmp_path, pki_copy, issuing_ca):

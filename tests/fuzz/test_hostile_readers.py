@@ -17,6 +17,7 @@ from exchange.agreements import AGREEMENT_SCHEMA, AgreementError
 from exchange.documents import read_yaml
 from exchange.envelope import decrypt, encrypt_file
 from exchange.errors import DecryptionFailed, FilesMismatch, ManifestInvalid, VerificationError
+from exchange.ledger import Head
 from exchange.package import MANIFEST, Manifest, PayloadFile, SchemaRef, load_document, read_manifest
 from exchange.payload import parse_payload
 from exchange.pki import ENCRYPTION, load_certificate, load_recipient, load_signer
@@ -45,6 +46,7 @@ MANIFEST_BYTES = Manifest(
     record_count=3,
     files=(PayloadFile("data/citizen-extract.jsonl.p7m", "application/jsonl", 1234, "b" * 64, True),),
     validation=None,
+    ledger_head=Head(7, "c" * 64),
 ).to_bytes()
 COLUMNS = ["personal_id", "full_name", "date_of_birth", "sex"]
 CSV = "\r\n".join(
