@@ -26,7 +26,9 @@ $(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $@
 
 # The demo's key password is made per clone and kept under var/ (git-ignored): a sandbox, never a real secret.
-LT := env -u LIENTHONG_DB_URL LIENTHONG_KEY_PASSWORD="$$(cat var/demo-key-password)" $(BIN)/lienthong
+# So is the disclosure index's HMAC key (LIENTHONG_DISCLOSURE_KEY, or the Airflow connection lienthong_disclosure_key).
+LT := env -u LIENTHONG_DB_URL LIENTHONG_KEY_PASSWORD="$$(cat var/demo-key-password)" \
+	LIENTHONG_DISCLOSURE_KEY="$$(cat var/demo-disclosure-key)" $(BIN)/lienthong
 
 # make demo: the embedded default (a SQLite population with defects and a day of life events, the sandbox PKI),
 # then the four partners on loopback and every exchange DAG run through Airflow, with a table per partner.
@@ -34,6 +36,7 @@ demo: venv
 	@rm -rf var/lienthong.db var/lienthong.db-wal var/lienthong.db-shm var/packages var/pki var/reports \
 		var/partners var/airflow var/staging var/inbound var/ledger-anchors
 	@mkdir -p var && test -s var/demo-key-password || (head -c 24 /dev/urandom | base64 > var/demo-key-password)
+	@test -s var/demo-disclosure-key || (head -c 32 /dev/urandom | base64 > var/demo-disclosure-key)
 	$(LT) db upgrade
 	$(LT) population generate --citizens $(DEMO_CITIZENS) --seed 2026 --defect-rate 0.02
 	$(LT) population events --count 2000 --seed 2026
@@ -78,6 +81,8 @@ bench: venv
 	$(BIN)/python bench/bench_sftp.py
 	$(BIN)/python bench/bench_validation.py
 	$(BIN)/python bench/bench_snapshot.py --citizens 1000000 --workers 2
+	$(BIN)/python bench/bench_disclosure_index.py --citizens 1000000 --workers 2 --rounds 2
+	$(BIN)/python bench/bench_disclosure_lookup.py --rows 10000000
 
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py

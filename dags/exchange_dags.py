@@ -4,7 +4,8 @@ Adding a partner on an existing transport takes an agreement file and an Airflow
 an outbound direction gets ``<agreement>.outbound`` (incremental, when the change log advances and on the
 agreement's schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per province);
 each agreement with an inbound direction gets ``<agreement>.inbound``. ``population.change-log`` announces that
-the change log advanced (the Asset the outbound DAGs wait on) and ``ledger.audit`` checks the ledger daily.
+the change log advanced (the Asset the outbound DAGs wait on), ``ledger.audit`` checks the ledger daily and
+``lienthong.retention`` deletes expired payloads and staging files daily (``feeds.retention``).
 
 Thin on purpose: every task is one call into ``feeds.tasks`` (or ``feeds.snapshot``, ``feeds.inbound``,
 ``feeds.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool. What
@@ -21,6 +22,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from connectors.transport import hook_class
 from feeds import tasks as feeds
+from population.log_masking import install_log_masking
+
+install_log_masking()  # no personal ID in the task logs, from the parse on (the plugin's listener again per task)
 
 log = logging.getLogger(__name__)
 SIGNATURE_SAMPLE, CERTIFICATE_WARNING_DAYS = 20, 30
@@ -266,8 +270,8 @@ def inbound_dag(agreement) -> DAG:
 def ledger_audit_dag() -> DAG:
     with exchange_dag(
         dag_id="ledger.audit",
-        description="Daily: the ledger's chain and its anchors, a sample of its signatures, certificates about to "
-        "expire; then the verified head anchored",
+        description="Daily: the ledger's chain, its anchors and the heads partners signed in their receipts, a "
+        "sample of its signatures, certificates about to expire; then the verified head anchored",
         schedule=CronTriggerTimetable("30 3 * * *", timezone=TIMEZONE),
         tags=["ledger", "audit"],
     ) as dag:
@@ -283,6 +287,14 @@ def ledger_audit_dag() -> DAG:
                 raise AirflowFailException(f"{len(audit['problems'])} of {audit['checked']} sampled entries fail: "
                                            + "; ".join(audit["problems"]))  # fmt: skip
             return audit
+
+        @task(retries=0)
+        def verify_witnesses(chain: dict) -> dict:
+            witnessed = feeds.audit_witnesses()  # every kept receipt carrying a head a partner signed
+            if witnessed["problems"]:
+                raise AirflowFailException(f"{len(witnessed['problems'])} receipts contradict the ledger or cannot "
+                                           "be checked: " + "; ".join(witnessed["problems"]))  # fmt: skip
+            return witnessed
 
         @task(retries=0)
         def anchor_head(chain: dict) -> dict:
@@ -301,8 +313,28 @@ def ledger_audit_dag() -> DAG:
 
         chain = verify_chain()
         verify_signatures(chain)
+        verify_witnesses(chain)
         anchor_head(chain)
         certificates_expiring()
+    return dag
+
+
+def retention_dag() -> DAG:
+    with exchange_dag(
+        dag_id="lienthong.retention",
+        description="Daily: delete the payloads and staging files whose agreement's retention_days are over (not "
+        "under a legal hold, never a package without its final receipt); manifests, receipts and the ledger stay",
+        schedule=CronTriggerTimetable("0 4 * * *", timezone=TIMEZONE),
+        tags=["retention"],
+    ) as dag:
+
+        @task(retries=0)
+        def apply_retention() -> dict:
+            from feeds.retention import apply_in_workspace
+
+            return apply_in_workspace()
+
+        apply_retention()
     return dag
 
 
@@ -313,3 +345,4 @@ for _agreement in feeds.inbound_agreements():
     globals()[f"inbound_{_agreement.name}"] = inbound_dag(_agreement)
 population_change_log = change_log_dag()
 ledger_audit = ledger_audit_dag()
+retention = retention_dag()

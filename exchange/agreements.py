@@ -1,8 +1,9 @@
 """Data-sharing agreements: ``schemas/agreements/<partner>.yaml``, checked when loaded.
 
 An agreement says what may cross to or from one partner and why: legal basis and purpose, the transport and its
-Airflow connection, the format, and per direction the dataset, the fields allowed (each with its legal basis),
-encryption, the validation suite and its thresholds, and the delivery deadline. It is checked against
+Airflow connection, the format, how long its payloads and staging files are kept (``retention_days``), and per
+direction the dataset, the fields allowed (each with its legal basis), encryption, the validation suite and its
+thresholds, and the delivery deadline. It is checked against
 ``schemas/agreements/agreement.schema.json``, against the dataset schema it names, and against its partner's
 agency file (``schemas/agencies/<partner>.yaml``: the partner must be an agency, and what it sends in is what the
 agency publishes); any problem is an ``AgreementError`` naming the file and the line.
@@ -19,6 +20,7 @@ from exchange.documents import DocumentError, dataset_fields, read_yaml
 from lienthong.settings import schema_files
 
 AGREEMENT_SCHEMA = "agreements/agreement.schema.json"
+DEFAULT_RETENTION_DAYS = 365  # an agreement that states none keeps payloads and staging a year
 
 
 class AgreementError(DocumentError):
@@ -51,6 +53,7 @@ class Agreement:
     format: str
     directions: dict[str, Direction]
     source: Path
+    retention_days: int = DEFAULT_RETENTION_DAYS  # payloads and staging kept this long (``lienthong retention``)
 
 
 def load_agreement(path: Path) -> Agreement:
@@ -101,6 +104,7 @@ def load_agreement(path: Path) -> Agreement:
         format=content["format"],
         directions=directions,
         source=Path(path),
+        retention_days=content.get("retention_days", DEFAULT_RETENTION_DAYS),
     )
 
 

@@ -90,9 +90,11 @@ from exchange.pki import ENCRYPTION, POPULATION, PkiDirectory, key_path, load_re
 from exchange.receipt import RECEIPT, SIGNATURE, Receipt, make_receipt, record_receipt, write_receipt
 from exchange.sequence import INBOUND, RECEIVED, Feed, state
 from exchange.signature import TrustAnchors
+from feeds.disclosures import package_recorder, subject_hasher
 from feeds.outbound import check_quarantine_limit
 from lienthong.settings import key_password
 from population.db import session_factory
+from population.disclosures import SubjectsFile
 
 if TYPE_CHECKING:  # the steps that validate and reconcile import them: fetching, verifying and acknowledging
     import pandas as pd  # start without Great Expectations and pandas
@@ -556,6 +558,7 @@ def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound,
     once)."""
     if verified.status != VERIFIED:
         raise ValueError(f"package {verified.package_id} is {verified.status}, not verified")
+    hasher = subject_hasher()  # no disclosure key: refused before the receipt goes out
     path = Path(verified.path)
     manifest, manifest_sha256 = read_manifest(path)
     signer = load_signer(pki, POPULATION, key_password())
@@ -565,14 +568,32 @@ def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound,
     receipt = _send_receipt(agreement, verified.name, folder)
     again = _verified_again(engine, path, pki) if _last_received(engine, manifest.feed) < manifest.sequence else None
     moved = again is not None
+    disclosures = None
+    if moved:
+        disclosures = package_recorder(agreement, INBOUND, [_index_subjects(agreement, verified, hasher)])
     with session_factory(engine)() as session, session.begin():  # the feed's lock first, then the ledger's
-        if moved:
+        if disclosures is not None:
+            disclosures(session, again.manifest)  # the disclosure index: accepted with the package, or not at all
             accept_package(engine, again, within=session)
         recorded = record_receipt(engine, "receipt_sent", manifest, receipt, signer.certificate, within=session)
     log.info("%s: package #%d (%s) acknowledged%s", agreement.name, manifest.sequence, manifest.package_id,
              "" if moved else " again")  # fmt: skip
     return Acknowledged(agreement.name, verified.name, manifest.package_id, receipt.status, receipt.record_count,
                         str(folder), recorded, moved)  # fmt: skip
+
+
+def _index_subjects(agreement: Agreement, verified: VerifiedInbound, hasher) -> Path:
+    """The subjects of every record of the package for the disclosure index (the quarantined too: the partner sent
+    them), written beside the package's work files."""
+    fields = list(inbound_of(agreement).fields)
+    target = _work_folder(Path(verified.path)) / "disclosure.subjects"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with SubjectsFile(target, hasher) as subjects:
+        if "personal_id" in fields:
+            for batch in payload_batches(verified.payload, fields):
+                for value in batch["personal_id"]:
+                    subjects.add(value if isinstance(value, str) else None)
+    return target
 
 
 def _receipt_for(folder: Path, manifest_sha256: str) -> bool:

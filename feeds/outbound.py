@@ -66,9 +66,11 @@ from exchange.receipt import record_receipt, verify_receipt
 from exchange.sequence import SENT, Feed, direction_of, state
 from exchange.signature import TrustAnchors
 from feeds.checkpoint import hold_pending, move_checkpoint, read_checkpoint
+from feeds.disclosures import package_recorder, subject_hasher
 from lienthong.settings import key_password
 from population.changelog import last_sequence
 from population.db import session_factory
+from population.disclosures import SubjectsFile, subjects_path
 from population.extract import extract_query
 from population.models import Change, Citizen
 
@@ -211,6 +213,11 @@ def _records(batch: pd.DataFrame) -> Iterator[list]:
     return iter(plain.itertuples(index=False, name=None))
 
 
+def subject_position(fields: list[str]) -> int | None:
+    """Where the personal ID is in a payload row (the disclosure index's subject); None when it is not sent."""
+    return fields.index("personal_id") if "personal_id" in fields else None
+
+
 def payload_name(agreement: Agreement) -> str:
     return f"{outbound_of(agreement).dataset}{SUFFIXES[agreement.format]}"
 
@@ -270,11 +277,13 @@ def validate(
     name = payload_name(agreement)
     staging = Path(work_dir) / agreement.name / f"changes-{window.after}-{window.up_to}" / name
     staging.parent.mkdir(parents=True, exist_ok=True)
+    hasher = subject_hasher()  # no disclosure key, no package: refused before anything is validated
     batches = (batch[suite.columns] for batch in window_batches(engine, window))
     passing = (minimise(ok, fields) for ok in run.passing(batches))
-    with staging.open("wb") as handle:
+    with staging.open("wb") as handle, SubjectsFile(subjects_path(staging), hasher) as subjects:
         sink = HashingWriter(handle)
-        passed = WRITERS[staging.suffix](fields, (row for ok in passing for row in _records(ok)), sink)
+        rows = subjects.tap((row for ok in passing for row in _records(ok)), subject_position(fields))
+        passed = WRITERS[staging.suffix](fields, rows, sink)
         sink.flush()
     outcome = run.outcome
     check_quarantine_limit(direction, outcome)
@@ -325,6 +334,8 @@ def package(
         if directory.exists():  # sealed, then stopped before zipping
             return _sealed(window, zip_package(directory))
     expected = _next_package(engine, agreement, out_dir)
+    # the disclosure index: the staged files' subjects, recorded in the sealing transaction
+    disclosures = package_recorder(agreement, OUTBOUND, [subjects_path(f.path) for f in checked.files])
     hold_pending(engine, agreement.name, window.up_to, expected.with_name(expected.name + ".zip"))
     direction = outbound_of(agreement)
     encrypt_for = None
@@ -338,7 +349,7 @@ def package(
                         mode=window.mode, encrypt_for=encrypt_for, validation=validation) as builder:  # fmt: skip
         for staged in checked.files:
             builder.add_file(staged.name, Path(staged.path), staged.records)
-        built = builder.seal(engine)
+        built = builder.seal(engine, also=disclosures)
     if built.path != expected:
         raise RuntimeError(f"{agreement.name}: another run sealed a package on this feed meanwhile")
     archive = zip_package(built.path)

@@ -65,6 +65,7 @@ from sqlalchemy.orm import aliased
 from exchange.agreements import Agreement
 from exchange.package import WRITERS, HashingWriter
 from exchange.pki import PkiDirectory
+from feeds.disclosures import subject_hasher
 from feeds.outbound import (
     FULL,
     SUFFIXES,
@@ -81,8 +82,10 @@ from feeds.outbound import (
     outbound_suite,
     package,
     pending_package,
+    subject_position,
 )
 from population.db import create_population_engine, is_sqlite, session_factory
+from population.disclosures import SubjectHasher, SubjectsFile, subjects_path
 from population.extract import extract_columns, extract_query, extract_schema
 from population.models import AdministrativeUnit, Change, Citizen
 from validation.pushdown import DatabaseValidation
@@ -342,10 +345,13 @@ def validate_shard(
     source = f"{agreement.name}: full snapshot up to change {window.up_to}, shard {shard.code}"
     store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)
     partial = staging.with_name(staging.name + ".partial")
+    hasher = subject_hasher()  # the disclosure index's subjects are written beside the staged file
     if fast:
-        outcome, passed = _validate_in_database(engine, suite, query, fields, store, source, partial)
+        outcome, passed = _validate_in_database(engine, suite, query, fields, store, source, partial, hasher)
     else:
-        outcome, passed = _validate_streamed(engine, suite, query, fields, store, source, partial, batch_rows)
+        outcome, passed = _validate_streamed(engine, suite, query, fields, store, source, partial, batch_rows,
+                                             hasher)  # fmt: skip
+    subjects_path(partial).replace(subjects_path(staging))
     partial.replace(staging)
     if passed != outcome.passed:
         raise RuntimeError(f"{source}: wrote {passed} rows, validation passed {outcome.passed}")
@@ -397,13 +403,14 @@ def _validate_in_worker(url, agreement, window, shard, work_dir, as_of, fast) ->
     return validate_shard(engine, agreement, window, shard, work_dir, as_of, fast=fast)
 
 
-def _validate_streamed(engine, suite, query, fields, store, source, target: Path, batch_rows: int):
+def _validate_streamed(engine, suite, query, fields, store, source, target: Path, batch_rows: int,
+                       hasher: SubjectHasher):  # fmt: skip
     run = StreamValidation(suite, sinks=[store], waivers=store.waivers, source=source)
     validated = [*suite.columns, DUPLICATE_OF]  # the suite's columns, and the duplicate found over the snapshot
     batches = (frame[validated] for frame in _shard_frames(engine, query, batch_rows))
     passing = (minimise(ok, fields) for ok in run.passing(batches))
-    rows = (row for ok in passing for row in _plain_rows(ok))
-    with target.open("wb") as handle:
+    with target.open("wb") as handle, SubjectsFile(subjects_path(target), hasher) as subjects:
+        rows = subjects.tap((row for ok in passing for row in _plain_rows(ok)), subject_position(fields))
         sink = HashingWriter(handle)
         passed = WRITERS[Path(target.name.removesuffix(".partial")).suffix](fields, rows, sink)
         sink.flush()
@@ -468,28 +475,69 @@ class _ShardValidation(DatabaseValidation):
             connection.execute(sa.text(f"CREATE UNLOGGED TABLE {self.held} ({ROW_NUMBER} BIGINT PRIMARY KEY)"))
         return self
 
-    def copy_passing(self, fields: list[str], target: Path) -> int:
-        """COPY the rows not held back, minimised, in row order, as CSV with a header, into ``target``."""
-        columns = ", ".join(f"s.{c}" for c in fields)
+    def copy_passing(self, fields: list[str], target: Path, subjects: SubjectsFile | None = None) -> int:
+        """COPY the rows not held back, minimised, in row order, as CSV with a header, into ``target``. With
+        ``subjects``, and the personal ID the first field (as every agreement has it), each row's subject is taken
+        on the way: PostgreSQL sends a row a message, and a valid personal ID (12 digits) is never quoted."""
+        tapped = subjects is not None and fields[0] == "personal_id"
+        rows = -1  # the header comes first
+        with target.open("wb") as handle:
+            sink = HashingWriter(handle)
+            if tapped:
+                add, sink_write, single = subjects.add, sink.write, len(fields) == 1
+
+                def write(block) -> None:
+                    nonlocal rows
+                    sink_write(block)
+                    if rows >= 0:
+                        line = bytes(block)
+                        add(line.rstrip(b"\r\n") if single else line[: line.index(b",")])
+                    rows += 1
+            else:
+                write = sink.write
+            count = self._copy_passing(", ".join(f"s.{c}" for c in fields), "csv, HEADER true", write)
+            sink.flush()
+        if subjects is not None and (not tapped or rows != count):
+            raise ValueError("the subjects were not taken from the COPY's rows: use copy_subjects")
+        return count
+
+    def copy_subjects(self, target: Path, hasher: SubjectHasher) -> int:
+        """The personal IDs of the rows not held back as the disclosure index's subjects (the HMAC made in this
+        process: the key does not reach the database), into the sidecar ``target``; read a batch at a time."""
+        sql = (f"SELECT s.personal_id FROM {self.snapshot} s WHERE NOT EXISTS (SELECT 1 FROM {self.held} h "
+               f"WHERE h.{ROW_NUMBER} = s.{ROW_NUMBER})")  # fmt: skip
+        with SubjectsFile(target, hasher) as subjects, self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=50_000).exec_driver_sql(sql)
+            for (personal_id,) in result:
+                subjects.add(personal_id)
+        return subjects.count
+
+    def _copy_passing(self, columns: str, options: str, write) -> int:
         sql = (f"SELECT {columns} FROM {self.snapshot} s WHERE NOT EXISTS (SELECT 1 FROM {self.held} h "
                f"WHERE h.{ROW_NUMBER} = s.{ROW_NUMBER}) ORDER BY s.{ROW_NUMBER}")  # fmt: skip
-        with target.open("wb") as handle, self.engine.connect() as connection:
-            sink = HashingWriter(handle)
+        with self.engine.connect() as connection:
             with connection.connection.driver_connection.cursor() as cursor:
-                with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)") as copy:
+                with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT {options})") as copy:
                     for block in copy:
-                        sink.write(block)
+                        write(block)
                 count = cursor.rowcount
             connection.rollback()
-            sink.flush()
         return count
 
 
-def _validate_in_database(engine, suite, query, fields, store, source, target: Path):
+def _validate_in_database(engine, suite, query, fields, store, source, target: Path, hasher: SubjectHasher):
     with _ShardValidation(engine, suite, query, sinks=[store], waivers=store.waivers) as run:
         run.tallies.outcome.source = source
         outcome = run.validate()
-        passed = run.copy_passing(fields, target)
+        if fields[0] == "personal_id":  # the subjects taken from the payload's rows as they are copied
+            with SubjectsFile(subjects_path(target), hasher) as subjects:
+                passed = run.copy_passing(fields, target, subjects)
+        else:
+            passed = run.copy_passing(fields, target)
+            if "personal_id" in fields:
+                run.copy_subjects(subjects_path(target), hasher)
+            else:
+                subjects_path(target).write_bytes(b"")
     return outcome, passed
 
 

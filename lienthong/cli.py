@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from lienthong.commands import demo
+from lienthong.commands import demo, disclosures
 from lienthong.commands.changes import changes_app
 from lienthong.commands.db import db_app
 from lienthong.commands.ledger import ledger_app
@@ -17,6 +17,10 @@ from lienthong.commands.quality import quality_app
 from lienthong.commands.quarantine import quarantine_app
 from lienthong.commands.receipt import receipt_app
 from lienthong.commands.reconcile import reconcile_app
+from lienthong.commands.retention import retention_app
+from population.log_masking import install_log_masking
+
+install_log_masking()  # every log line of the command, the partners it serves and the demo: personal IDs masked
 
 app = typer.Typer(
     help="Liên thông: keeps the National Population Database in sync with partner registries.",
@@ -36,6 +40,8 @@ app.add_typer(quality_app, name="quality")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(partners_app, name="partners")
+app.add_typer(retention_app, name="retention")
+app.command("disclosures")(disclosures.disclosures)
 
 if __name__ == "__main__":
     app()

@@ -103,7 +103,7 @@ def partners_running(var: Path, key_password: bytes) -> Iterator[dict[str, str]]
     """The four partners seeded from the population (once) and running on loopback; yields the environment the
     exchange DAGs' tasks need: the partners' Airflow connections, the database, the PKI and its key password."""
     from exchange.pki import PkiDirectory
-    from lienthong.settings import database_url
+    from lienthong.settings import DISCLOSURE_KEY_ENV, database_url, disclosure_key
     from partners.sandbox import Sandbox
     from partners.seed import citizens_from
     from population.db import create_population_engine
@@ -121,7 +121,8 @@ def partners_running(var: Path, key_password: bytes) -> Iterator[dict[str, str]]
         for line in sandbox.addresses().values():
             CONSOLE.print(f"  partner {line}", highlight=False)
         yield sandbox.connection_environment() | {"LIENTHONG_DB_URL": url, "LIENTHONG_PKI_DIR": str(pki.path),
-                                                  "LIENTHONG_KEY_PASSWORD": key_password.decode()}  # fmt: skip
+                                                  "LIENTHONG_KEY_PASSWORD": key_password.decode(),
+                                                  DISCLOSURE_KEY_ENV: disclosure_key().decode()}  # fmt: skip
     finally:
         sandbox.stop()
 

@@ -7,6 +7,8 @@
 - ``LIENTHONG_SCHEMAS_PATH``: folders of extra agreements, agencies and dataset schemas, searched before the
   packaged ``schemas/`` (``os.pathsep``-separated); how a new partner agency is added without Python.
 - the key password: the password of the Airflow connection ``lienthong_keys``, else ``LIENTHONG_KEY_PASSWORD``.
+- the disclosure key (the HMAC key of the disclosure index, ``population.disclosures``): the password of the Airflow
+  connection ``lienthong_disclosure_key``, else ``LIENTHONG_DISCLOSURE_KEY``.
 
 Only the standard library is imported here, so any layer may read its settings from this module.
 """
@@ -25,10 +27,17 @@ PKI_ENV = "LIENTHONG_PKI_DIR"
 SCHEMAS_ENV = "LIENTHONG_SCHEMAS_PATH"
 PASSWORD_ENV = "LIENTHONG_KEY_PASSWORD"
 KEYS_CONNECTION = "lienthong_keys"
+DISCLOSURE_KEY_ENV = "LIENTHONG_DISCLOSURE_KEY"
+DISCLOSURE_CONNECTION = "lienthong_disclosure_key"
 
 
 class KeyPasswordMissing(RuntimeError):
     """Neither the Airflow connection ``lienthong_keys`` nor ``LIENTHONG_KEY_PASSWORD`` gives the key password."""
+
+
+class DisclosureKeyMissing(RuntimeError):
+    """Neither the Airflow connection ``lienthong_disclosure_key`` nor ``LIENTHONG_DISCLOSURE_KEY`` gives the key of
+    the disclosure index: no package is sealed or accepted without its disclosures indexed."""
 
 
 def var_dir() -> Path:
@@ -81,7 +90,7 @@ def schema_files(folder: str, pattern: str) -> list[Path]:
 
 def key_password() -> bytes:
     """The password of the PKCS#8 keys: the Airflow connection ``lienthong_keys``, else the environment."""
-    password = _airflow_keys_password() or os.environ.get(PASSWORD_ENV)
+    password = _airflow_password(KEYS_CONNECTION) or os.environ.get(PASSWORD_ENV)
     if not password:
         raise KeyPasswordMissing(
             f"no key password: set {PASSWORD_ENV} or the password of the Airflow connection {KEYS_CONNECTION!r}"
@@ -89,16 +98,30 @@ def key_password() -> bytes:
     return password.encode("utf-8")
 
 
-def _airflow_keys_password() -> str | None:
+def disclosure_key() -> bytes:
+    """The HMAC key of the disclosure index (personal IDs are indexed by their HMAC-SHA256 under it, so the index
+    is not one more copy of the IDs): the Airflow connection ``lienthong_disclosure_key``, else the environment.
+    The same key must stay in use for as long as the index is looked up: a new key finds none of the old rows."""
+    key = _airflow_password(DISCLOSURE_CONNECTION) or os.environ.get(DISCLOSURE_KEY_ENV)
+    if not key:
+        raise DisclosureKeyMissing(
+            f"no disclosure key: set {DISCLOSURE_KEY_ENV} or the password of the Airflow connection "
+            f"{DISCLOSURE_CONNECTION!r} (the HMAC key of the disclosure index; packages are not sealed or accepted "
+            "without it)"
+        )
+    return key.encode("utf-8")
+
+
+def _airflow_password(connection: str) -> str | None:
     """Only when Airflow is in play (inside a task, or the connection is in the environment): importing it
     costs seconds, and a command line outside Airflow should not pay that."""
-    in_airflow = "airflow.sdk" in sys.modules or f"AIRFLOW_CONN_{KEYS_CONNECTION.upper()}" in os.environ
+    in_airflow = "airflow.sdk" in sys.modules or f"AIRFLOW_CONN_{connection.upper()}" in os.environ
     if not in_airflow:
         return None
     try:
         from airflow.sdk import BaseHook
 
-        return BaseHook.get_connection(KEYS_CONNECTION).password or None
+        return BaseHook.get_connection(connection).password or None
     except Exception:  # noqa: BLE001 - no such connection or no Airflow here: fall back to the environment
         return None
 

@@ -103,6 +103,9 @@ class Sandbox:
                 partner.store.seed(*seed_registry(name, people, seed))
 
     def start(self, *, admin: bool = True) -> None:
+        from population.log_masking import install_log_masking
+
+        install_log_masking()  # the partners' logs (uvicorn's, the intake's) carry no personal ID whole
         for partner in self.partners.values():
             partner.start()
             partner.publish_links()

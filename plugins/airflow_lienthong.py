@@ -8,6 +8,11 @@
 Both are read-only, carry no personal data, and ask for a signed-in Airflow user (the UI's session cookie, or a
 ``Authorization: Bearer`` token from ``POST /auth/token``). The figures come from ``feeds.overview`` (plain
 Python); the population database is ``LIENTHONG_DB_URL`` and the workspace ``LIENTHONG_VAR_DIR``, as for the DAGs.
+
+The plugin also keeps personal IDs out of Airflow's logs (``population.log_masking``): masking is installed when
+the plugin loads (every Airflow component loads the plugins) and again by its listener as each task starts,
+after Airflow configured the task's logging.
+
 This file is only the Airflow layer: the FastAPI app, mounted by Airflow's API server, and the nav entry under
 Browse that shows it in the UI.
 """
@@ -16,12 +21,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from population.log_masking import install_log_masking
+
 URL_PREFIX = "/lienthong"
+install_log_masking()
 
 
 def _overview():
@@ -62,8 +71,18 @@ async def overview_api() -> dict[str, Any]:
     return overview_json(await run_in_threadpool(_overview))
 
 
+class PersonalIdMasking:
+    """A listener: as a task starts, in the process that runs it and once its logging is configured, personal
+    IDs are masked in whatever it logs (``population.log_masking``)."""
+
+    @hookimpl
+    def on_task_instance_running(self, previous_state, task_instance) -> None:
+        install_log_masking()
+
+
 class LienThongPlugin(AirflowPlugin):
     name = "lienthong"
+    listeners = [PersonalIdMasking()]
     fastapi_apps = [{"name": "lienthong", "app": app, "url_prefix": URL_PREFIX}]
     external_views = [
         {

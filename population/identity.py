@@ -57,3 +57,30 @@ def mask_personal_id(value: str | None) -> str:
     if len(value) <= 6:
         return "*" * len(value)
     return value[:3] + "*" * (len(value) - 6) + value[-3:]
+
+
+_ID_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_UUID_HEAD = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-")
+HEX_TOKEN_CHARS = 16  # twelve digits inside a hex run this long are part of a digest or a key, not an ID
+
+
+def mask_personal_ids(text: str) -> str:
+    """Every 12-digit personal ID in a text masked (``mask_personal_id``): twelve digits with no digit on either
+    side. A run of twelve digits that is part of a longer hexadecimal token (a SHA-256, a fingerprint) or the last
+    group of a UUID (a package id) is not an ID and stays whole."""
+    if len(text) < 12:
+        return text
+    return _ID_IN_TEXT.sub(_mask_match, text)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    left, right = start, end
+    while left > 0 and text[left - 1] in _HEX:
+        left -= 1
+    while right < len(text) and text[right] in _HEX:
+        right += 1
+    if right - left >= HEX_TOKEN_CHARS or _UUID_HEAD.fullmatch(text, max(0, start - 24), start):
+        return match.group()
+    return mask_personal_id(match.group())

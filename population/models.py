@@ -236,3 +236,18 @@ class FeedCheckpoint(Base):
     pending_up_to: Mapped[int | None] = mapped_column(BigInteger)  # the change the pending package covers up to
     pending_package: Mapped[str | None] = mapped_column(String(500))  # path of the sealed, zipped package
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RetentionHold(Base):
+    """A legal hold: while it is in force (not released), retention deletes nothing of one agreement's packages
+    and staging (``agreement``), or nothing that holds one citizen's record (``personal_id``)."""
+
+    __tablename__ = "retention_hold"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agreement: Mapped[str | None] = mapped_column(String(64))
+    personal_id: Mapped[str | None] = mapped_column(String(12))
+    reason: Mapped[str] = mapped_column(String(500))
+    placed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    release_reason: Mapped[str | None] = mapped_column(String(500))

@@ -22,9 +22,13 @@ from population.migrate import upgrade
 # Airflow, when a test imports it, reads its configuration from a home of the test run's own, never ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="lienthong-test-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# The disclosure index's HMAC key, which every feed that seals or accepts a package needs (tests of its absence
+# remove it with monkeypatch).
+os.environ.setdefault("LIENTHONG_DISCLOSURE_KEY", "tests' disclosure key")
 
 PG_SERVER_URL = normalise_url(os.environ.get("LIENTHONG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
-POPULATION_TABLES = ("change_log", "injected_defect", "registry_link", "id_card", "citizen", "household")
+POPULATION_TABLES = ("change_log", "injected_defect", "registry_link", "id_card", "citizen", "household",
+                     "disclosure", "disclosure_package", "retention_hold")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -245,6 +245,14 @@ def optional_key_password() -> bytes | None:
         return None
 
 
+def workspace(var: Path | None = None) -> settings.Workspace:
+    """The workspace for ``--var`` (else the settings'): packages, staging, inbound packages, reports; the PKI as
+    the settings say."""
+    if var is None:
+        return settings.Workspace.from_environment()
+    return settings.Workspace(Path(var), settings.pki_dir())
+
+
 def pki_directory(pki: Path | None):
     """The PKI for ``--pki`` (else the settings')."""
     from exchange.pki import PkiDirectory

@@ -44,4 +44,8 @@ def _demo_setup(var: Path, db: str | None) -> bytes:
         os.environ[settings.DB_ENV] = db
     if not PkiDirectory(var / "pki").root_ca.exists():
         fail(f"no PKI in {var / 'pki'}: run 'lienthong pki init' first")
+    try:
+        settings.disclosure_key()  # the feeds index every disclosure: refused now rather than in every DAG run
+    except settings.DisclosureKeyMissing as error:
+        fail(error)
     return key_password()

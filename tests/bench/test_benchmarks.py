@@ -23,6 +23,11 @@ BOUNDED = {
     "bench_snapshot.py": (["--citizens", "2000", "--workers", "1"], "ours_throughput_vs_stock"),
     "bench_intake.py": (["--small", "3", "--large", "1", "--large-records", "100", "--rounds", "1"], "small"),
     "bench_csv_read.py": (["--rows", "1000", "--rounds", "1"], "checked_vs_pandas"),
+    "bench_disclosure_index.py": (["--citizens", "2000", "--workers", "1", "--rounds", "1"], "index_share"),
+    "bench_disclosure_lookup.py": (
+        ["--rows", "20000", "--citizens", "4000", "--packages", "100", "--lookups", "20"],
+        "lookup_p95_vs_baseline_p95",
+    ),
 }
 
 

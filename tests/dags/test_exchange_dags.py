@@ -50,6 +50,7 @@ def test_every_agreement_gets_its_dags_with_a_pool_per_partner_and_retries(dag_b
             wait = dag.get_task("wait_for_receipt")
             assert wait.deferrable and wait.timeout == agreement.directions["outbound"].delivery_deadline_hours * 3600
     assert "population.change-log" in dag_bag.dags
+    assert [t.task_id for t in dag_bag.dags["lienthong.retention"].tasks] == ["apply_retention"]
 
 
 @pytest.mark.slow
@@ -104,7 +105,7 @@ def test_snapshot_inbound_and_audit_dags_run_through_airflow(dag_world):
         citizens = session.scalar(select(func.count()).select_from(Citizen))
     inbound = sorted(f"{name}.inbound" for name, a in AGREEMENTS.items() if "inbound" in a.directions)
     held_before = len(world.records_held("land", "land-owners"))
-    runs = world.run("land-owners.snapshot", *inbound, "ledger.audit")
+    runs = world.run("land-owners.snapshot", *inbound, "ledger.audit", "lienthong.retention")
     assert all(run["state"] == "success" for run in runs.values()), world.log_tail()
 
     # the snapshot: one mapped task per province (and one for citizens without one), one package of them all
@@ -126,13 +127,18 @@ def test_snapshot_inbound_and_audit_dags_run_through_airflow(dag_world):
     assert set(links) == {"health", "tax", "land", "business"} and all(links.values()), links
     assert all(world.sandbox.partners[a.partner].store.acknowledgements() for a in AGREEMENTS.values())
 
-    # nothing new in the outboxes: the inbound DAGs skip; the audit verified the chain and a sample
+    # nothing new in the outboxes: the inbound DAGs skip; the audit verified the chain, a sample and the heads the
+    # partners signed
     again = world.run(*inbound)
     assert all(run["tasks"]["fetch"] == "skipped" for run in again.values())
     assert runs["ledger.audit"]["tasks"] == {"verify_chain": "success", "verify_signatures": "success",
-                                             "anchor_head": "success", "certificates_expiring": "success"}  # fmt: skip
+                                             "verify_witnesses": "success", "anchor_head": "success",
+                                             "certificates_expiring": "success"}  # fmt: skip
     with session_factory(world.engine)() as session:
         state = ledger.verify(session)  # the head the audit verified is anchored, signed, outside the database
+    # the daily retention ran: nothing is older than an agreement's retention_days yet, so every package stays
+    assert runs["lienthong.retention"]["tasks"] == {"apply_retention": "success"}
+    assert list(world.var.glob("packages/*/*.zip")) and not list(world.var.glob("packages/*/*.expired.json"))
     anchor = world.var / "ledger-anchors" / f"ledger-{state.entries:08d}.json"
     assert json.loads(anchor.read_bytes())["head_hash"] == state.head_hash
     assert anchor.with_name(anchor.name + ".p7s").is_file()

@@ -1,24 +1,60 @@
 """``make airflow``'s Airflow (``lienthong.demo.airflow_running``): the scheduler runs a feed whose tasks
 authenticate to the API server and whose receipt wait defers to the triggerer, the API serves the task logs from
-their files, and nothing listens beyond loopback."""
+their files, and nothing listens beyond loopback. ``lienthong demo`` runs every DAG through Airflow. Neither writes
+a personal ID of the population in any log (Law 91/2025: IDs are masked, ``population.log_masking``)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
+from sqlalchemy import select
 
-from lienthong.demo import AIRFLOW_COMPONENTS, airflow_running
+from lienthong.demo import AIRFLOW_COMPONENTS, airflow_running, dag_order
+from population.identity import mask_personal_id
+from population.models import Citizen as PopulationCitizen  # the fixtures' star import brings another Citizen
 from tests.partners.fixtures import *  # noqa: F403 - sandbox_pki, key_password_env
 from tests.partners.fixtures import exchange_world
 
 DAG = "land-owners.outbound"  # SFTP: its receipt wait is deferred to the triggerer
+
+
+TWELVE_DIGITS = re.compile(rb"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def population_ids(engine) -> set[bytes]:
+    with engine.connect() as connection:
+        return {pid.encode() for (pid,) in connection.execute(select(PopulationCitizen.personal_id)) if pid}
+
+
+def log_files(var: Path) -> list[Path]:
+    """Every log the run wrote under the workspace: Airflow's (its components' and the demo's logs, the task logs
+    under its home) and any other ``*.log`` (the partners')."""
+    found = {p for p in (var / "airflow").rglob("*") if p.is_file() and (p.suffix == ".log" or "logs" in p.parts)}
+    found |= {p for p in var.rglob("*.log") if p.is_file()}
+    return sorted(found)
+
+
+def unmasked_ids(ids: set[bytes], named: dict[str, bytes]) -> dict[str, list[str]]:
+    """Where a personal ID of the population is written whole: {log: [the IDs, masked]}."""
+    found = {}
+    for name, content in named.items():
+        leaked = sorted({m.group() for m in TWELVE_DIGITS.finditer(content)} & ids)
+        if leaked:
+            found[name] = [mask_personal_id(pid.decode()) for pid in leaked]
+    return found
 
 
 def free_port() -> int:
@@ -106,6 +142,36 @@ def test_make_airflow_runs_a_feed_through_the_scheduler_and_listens_on_loopback_
             assert any("Returned value" in str(line.get("event")) for line in log)  # read from the task's file
         assert all(process.poll() is not None for process in components.values())  # all stopped on the way out
         assert world.records_held("land", "land-owners")  # the partner holds what the scheduler's run sent
+        logs = log_files(world.var)  # the scheduler's task runner: the task logs, each component's log
+        assert any("dag_id=" in str(p) for p in logs) and any(p.name == "scheduler.log" for p in logs)
+        assert unmasked_ids(population_ids(world.engine), {str(p): p.read_bytes() for p in logs}) == {}
     finally:
         world.sandbox.stop()
+        world.engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_demo_runs_every_dag_and_writes_no_personal_id_in_any_log(tmp_path, sandbox_pki):
+    """``lienthong demo`` on a small population (the embedded default's layout: the database, ``pki/`` and the
+    partners' state under its folder), then every log it wrote and its own output grepped for the population's
+    personal IDs."""
+    world = exchange_world(tmp_path / "var", sandbox_pki, 59, citizens=200)
+    world.sandbox.stop()  # the demo starts the partners itself, from their state under var/partners
+    shutil.copytree(sandbox_pki.path, world.var / "pki")
+    settings = {k: v for k, v in world.env.items() if k.startswith("LIENTHONG_") and k != "LIENTHONG_PKI_DIR"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LIENTHONG_"))} | settings
+    lienthong = Path(sys.executable).with_name("lienthong")
+    try:
+        done = subprocess.run([str(lienthong), "demo", "--var", str(world.var)], env=env, cwd=tmp_path,
+                              capture_output=True, timeout=1200)  # fmt: skip
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output.decode(errors="replace")[-3000:]
+        results = [json.loads(line) for line in (world.var / "airflow" / "demo-results.jsonl").read_text().splitlines()]
+        assert [r["dag_id"] for r in results] == dag_order() and {r["state"] for r in results} == {"success"}
+        logs = log_files(world.var)
+        assert world.var / "airflow" / "demo.log" in logs
+        assert b"[DAG TEST]" in (world.var / "airflow" / "demo.log").read_bytes()  # the task logs are there
+        named = {str(p): p.read_bytes() for p in logs} | {"the demo's output": output}
+        assert unmasked_ids(population_ids(world.engine), named) == {}
+    finally:
         world.engine.dispose()

@@ -42,6 +42,7 @@ from population.db import create_population_engine
 from population.migrate import upgrade
 
 PASSWORD = b"partners test key password"
+DISCLOSURE_KEY = "partners test disclosure key"
 SCHEMA = SchemaRef("citizen-extract", "1")
 RECORDS = [
     {"personal_id": "001200012345", "full_name": "Nguyễn Thị Thuỷ", "date_of_birth": "2000-01-02", "died": None},
@@ -364,5 +365,5 @@ def exchange_world(
     sandbox.start()
     env = sandbox.connection_environment()
     env |= {"LIENTHONG_DB_URL": url, "LIENTHONG_VAR_DIR": str(var), "LIENTHONG_PKI_DIR": str(pki.path),
-            "LIENTHONG_KEY_PASSWORD": PASSWORD.decode()}  # fmt: skip
+            "LIENTHONG_KEY_PASSWORD": PASSWORD.decode(), "LIENTHONG_DISCLOSURE_KEY": DISCLOSURE_KEY}  # fmt: skip
     return kind(var, engine, sandbox, env)

@@ -53,6 +53,7 @@ legal_basis:
   - "Law on Social Insurance No. 41/2024/QH15"
 purpose: "Keep the records of insured persons in line with their identity and deaths, so that benefits follow them"
 schedule: "15 1 * * *"
+retention_days: 90
 transport:
   kind: rest
   connection_id: lienthong_social_insurance
