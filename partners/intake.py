@@ -209,7 +209,7 @@ class PackageIntake:
         except VerificationError as error:  # a check failed, or another intake took this place in the sequence
             return self._reject(manifest or self._named(data), manifest_sha256, str(error))
         except (InvalidDocument, UnsafeDocument) as error:
-            return self._reject(manifest, manifest_sha256, f"payload: {error}")
+            return self._reject(manifest or self._named(data), manifest_sha256, f"payload: {error}")
         finally:
             shutil.rmtree(decrypted, ignore_errors=True)
         log.info("%s: accepted package %s (#%d of %s, %d records)", self.keys.name, manifest.package_id,
