@@ -26,7 +26,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -247,21 +247,8 @@ class PackageDisclosure:
 def record_package(session: Session, package: PackageDisclosure, sidecars: Iterable[Path]) -> int:
     """Index a package and its records' subjects (from the sidecars) in the caller's transaction; returns the
     number of records indexed."""
-    row = DisclosurePackage(
-        package_id=package.package_id,
-        agreement=package.agreement,
-        direction=package.direction,
-        sender=package.sender,
-        recipient=package.recipient,
-        mode=package.mode,
-        sequence=package.sequence,
-        fields=list(package.fields),
-        legal_basis=list(package.legal_basis),
-        purpose=package.purpose,
-        record_count=0,
-        created_at=package.created_at,
-        recorded_at=datetime.now(UTC),
-    )
+    kept = {**asdict(package), "fields": list(package.fields), "legal_basis": list(package.legal_basis)}
+    row = DisclosurePackage(**kept, record_count=0, recorded_at=datetime.now(UTC))
     session.add(row)
     session.flush()
     blocks = sorted_subjects(sidecars)
@@ -311,20 +298,10 @@ def _copy_subjects(session: Session, package: int, blocks: Iterable[Any]) -> int
 
 
 @dataclass(frozen=True)
-class Disclosure:
-    """One package that carried records of the looked-up citizen, with its receipt as the ledger has it."""
+class Disclosure(PackageDisclosure):
+    """One package that carried records of the looked-up citizen (what was kept of it), with its receipt as the
+    ledger has it."""
 
-    package_id: str
-    agreement: str
-    direction: str
-    sender: str
-    recipient: str
-    mode: str
-    sequence: int
-    fields: tuple[str, ...]
-    legal_basis: tuple[str, ...]
-    purpose: str
-    created_at: datetime
     recorded_at: datetime
     records: int  # of this citizen in the package
     receipt_status: str | None  # accepted | rejected; None while no receipt is recorded
