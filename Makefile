@@ -49,12 +49,13 @@ airflow: venv
 	@test -s var/pki/root-ca.pem || { echo "no sandbox yet: run make demo first"; exit 1; }
 	$(LT) airflow
 
-# System packages the tests need beyond Python: the OpenSSH server (the land partner is also tested against a
-# real sshd). PostgreSQL is expected to run already (see README).
-# The tests run a real OpenSSH sshd and check XML payloads with stock xmllint.
-SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server /usr/bin/xmllint:libxml2-utils
+# System packages beyond Python: the OpenSSH server (the land partner is also tested against a real sshd), stock
+# xmllint (checks XML payloads), fontconfig and DejaVu Sans (the PDF access report's font) and poppler's pdftotext
+# (the tests read that PDF back). PostgreSQL is expected to run already (see README).
+SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server /usr/bin/xmllint:libxml2-utils /usr/bin/fc-match:fontconfig \
+	/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf:fonts-dejavu-core /usr/bin/pdftotext:poppler-utils
 system-packages:
-	@missing="$$(for t in $(SYSTEM_TOOLS); do test -x $${t%%:*} || echo $${t#*:}; done)"; \
+	@missing="$$(for t in $(SYSTEM_TOOLS); do test -e $${t%%:*} || echo $${t#*:}; done)"; \
 	if [ -n "$$missing" ]; then echo "installing" $$missing "with apt-get"; apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 

@@ -9,6 +9,9 @@
 - the key password: the password of the Airflow connection ``lienthong_keys``, else ``LIENTHONG_KEY_PASSWORD``.
 - the disclosure key (the HMAC key of the disclosure index, ``population.disclosures``): the password of the Airflow
   connection ``lienthong_disclosure_key``, else ``LIENTHONG_DISCLOSURE_KEY``.
+- the citizen portal's OAuth2 client (``feeds.access_portal``): the login and password of the Airflow connection
+  ``lienthong_citizen_portal``, else ``LIENTHONG_PORTAL_CLIENT_ID`` and ``LIENTHONG_PORTAL_CLIENT_SECRET``.
+- ``LIENTHONG_REPORT_FONT``: the TrueType font of the PDF access report; default DejaVu Sans, found by fontconfig.
 
 Only the standard library is imported here, so any layer may read its settings from this module.
 """
@@ -29,6 +32,10 @@ PASSWORD_ENV = "LIENTHONG_KEY_PASSWORD"
 KEYS_CONNECTION = "lienthong_keys"
 DISCLOSURE_KEY_ENV = "LIENTHONG_DISCLOSURE_KEY"
 DISCLOSURE_CONNECTION = "lienthong_disclosure_key"
+PORTAL_CONNECTION = "lienthong_citizen_portal"
+PORTAL_CLIENT_ID_ENV, PORTAL_CLIENT_SECRET_ENV = "LIENTHONG_PORTAL_CLIENT_ID", "LIENTHONG_PORTAL_CLIENT_SECRET"
+REPORT_FONT_ENV = "LIENTHONG_REPORT_FONT"
+REPORT_FONT = "DejaVu Sans"  # Debian's fonts-dejavu-core: every Vietnamese letter, regular and bold
 
 
 class KeyPasswordMissing(RuntimeError):
@@ -112,18 +119,67 @@ def disclosure_key() -> bytes:
     return key.encode("utf-8")
 
 
-def _airflow_password(connection: str) -> str | None:
-    """Only when Airflow is in play (inside a task, or the connection is in the environment): importing it
-    costs seconds, and a command line outside Airflow should not pay that."""
-    in_airflow = "airflow.sdk" in sys.modules or f"AIRFLOW_CONN_{connection.upper()}" in os.environ
-    if not in_airflow:
+def portal_client() -> tuple[str, str] | None:
+    """The citizen portal's OAuth2 client (id, secret), or None when none is configured (then every request of the
+    portal is refused). A secret shorter than 32 characters is refused: it also keys the portal's tokens."""
+    login, secret = _airflow_login_password(PORTAL_CONNECTION)
+    if not secret:
+        login, secret = os.environ.get(PORTAL_CLIENT_ID_ENV), os.environ.get(PORTAL_CLIENT_SECRET_ENV)
+    if not login or not secret:
         return None
+    if len(secret) < 32:
+        raise ValueError(f"the citizen portal's client secret must be at least 32 characters ({PORTAL_CONNECTION})")
+    return login, secret
+
+
+class ReportFontMissing(RuntimeError):
+    """No TrueType font for the PDF access report."""
+
+
+def report_font(style: str = "Book") -> Path:
+    """The TrueType file of the PDF report's font in ``style`` (Book or Bold): ``LIENTHONG_REPORT_FONT`` (regular;
+    bold is the file with ``-Bold`` before its suffix when there is one), else DejaVu Sans as fontconfig finds it."""
+    given = os.environ.get(REPORT_FONT_ENV)
+    if given:
+        path = Path(given)
+        if style != "Book":
+            bold = path.with_name(f"{path.stem}-Bold{path.suffix}")
+            path = bold if bold.is_file() else path
+    else:
+        import subprocess
+
+        try:
+            found = subprocess.run(["fc-match", "--format=%{file}", f"{REPORT_FONT}:style={style}"],
+                                   capture_output=True, text=True, timeout=10, check=False).stdout  # fmt: skip
+        except OSError:
+            found = ""
+        path = Path(found)
+        if REPORT_FONT.replace(" ", "") not in path.name:  # fontconfig answers with some other font when it has none
+            path = Path()
+    if path.suffix.lower() != ".ttf" or not path.is_file():
+        raise ReportFontMissing(
+            f"no TrueType font for the PDF report: install {REPORT_FONT} (Debian: apt-get install fonts-dejavu-core "
+            f"fontconfig) or set {REPORT_FONT_ENV} to a .ttf file with Vietnamese letters"
+        )
+    return path
+
+
+def _airflow_password(connection: str) -> str | None:
+    return _airflow_login_password(connection)[1]
+
+
+def _airflow_login_password(connection: str) -> tuple[str | None, str | None]:
+    """A connection's login and password, only when Airflow is in play (inside a task, or the connection is in the
+    environment): importing it costs seconds, and a command line outside Airflow should not pay that."""
+    if "airflow.sdk" not in sys.modules and f"AIRFLOW_CONN_{connection.upper()}" not in os.environ:
+        return None, None
     try:
         from airflow.sdk import BaseHook
 
-        return BaseHook.get_connection(connection).password or None
+        found = BaseHook.get_connection(connection)
+        return found.login or None, found.password or None
     except Exception:  # noqa: BLE001 - no such connection or no Airflow here: fall back to the environment
-        return None
+        return None, None
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,53 @@ def disclosures_of(session: Session, subject: bytes, since: datetime | None = No
     ]
 
 
+# -- full views by stewards -------------------------------------------------------------------------------------
+
+
+class StewardView(Base):
+    """One citizen's record shown whole to a data steward (their personal ID unmasked): who, when, which record and
+    why. Kept under the keyed hash of the personal ID, as the disclosure index, for the citizen's access report."""
+
+    __tablename__ = "steward_view"
+    __table_args__ = (Index("ix_steward_view_subject", "subject", "viewed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[bytes] = mapped_column(LargeBinary(SUBJECT_BYTES))
+    steward: Mapped[str] = mapped_column(String(200))
+    record: Mapped[str] = mapped_column(String(200))  # which record, e.g. "quarantined record 12 (citizen-extract)"
+    purpose: Mapped[str] = mapped_column(String(500))  # what the steward was doing, e.g. "quarantine review"
+    viewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def record_steward_views(session: Session, views: Iterable[tuple[bytes, str]], steward: str, purpose: str) -> int:
+    """Log full views (subject, record) by ``steward`` in the caller's transaction; returns how many."""
+    now = datetime.now(UTC)
+    rows = [StewardView(subject=s, steward=steward, record=r, purpose=purpose, viewed_at=now) for s, r in views]
+    session.add_all(rows)
+    session.flush()
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class FullView:
+    """A full view of one of the looked-up citizen's records, as logged."""
+
+    steward: str
+    record: str
+    purpose: str
+    viewed_at: datetime
+
+
+def steward_views_of(session: Session, subject: bytes, since: datetime | None = None) -> list[FullView]:
+    """Every full view of the subject's records by a steward, oldest first (with ``since``: at or after it)."""
+    view = StewardView.__table__.c
+    query = select(view.steward, view.record, view.purpose, view.viewed_at).where(view.subject == subject)
+    if since is not None:
+        query = query.where(view.viewed_at >= since)
+    rows = session.execute(query.order_by(view.viewed_at, view.id)).all()
+    return [FullView(steward, record, purpose, _utc(at)) for steward, record, purpose, at in rows]
+
+
 def citizen_known(session: Session, personal_id: str) -> bool:
     return session.scalar(select(Citizen.id).where(Citizen.personal_id == personal_id).limit(1)) is not None
 

@@ -28,7 +28,7 @@ os.environ.setdefault("LIENTHONG_DISCLOSURE_KEY", "tests' disclosure key")
 
 PG_SERVER_URL = normalise_url(os.environ.get("LIENTHONG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
 POPULATION_TABLES = ("change_log", "injected_defect", "registry_link", "id_card", "citizen", "household",
-                     "disclosure", "disclosure_package", "retention_hold")  # fmt: skip
+                     "disclosure", "disclosure_package", "retention_hold", "steward_view")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

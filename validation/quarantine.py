@@ -186,6 +186,16 @@ def list_records(
     return session.scalars(query).all()
 
 
+def steward_identity(steward: str | None = None) -> str:
+    """Who a steward's decision or view is recorded under: the identity given, else the OS user."""
+    return (steward or getpass.getuser()).strip()
+
+
+def record_label(record: QuarantinedRecord) -> str:
+    """How a held record is named in the logs of full views (no personal data)."""
+    return f"quarantined record {record.id} ({record.dataset}, run {record.run_id}, row {record.row_number})"
+
+
 def decide(
     session: Session, record_ids: Iterable[int], decision: Decision, reason: str, steward: str | None = None
 ) -> list[StewardDecision]:
@@ -194,7 +204,7 @@ def decide(
         raise DecisionError(f"a decision is 'release' or 'reject', not {decision!r}")
     if not reason or not reason.strip():
         raise DecisionError("a decision needs a reason")
-    steward = (steward or getpass.getuser()).strip()
+    steward = steward_identity(steward)
     ids = sorted(set(record_ids))
     records = session.scalars(select(QuarantinedRecord).where(QuarantinedRecord.id.in_(ids))).all()
     missing = sorted(set(ids) - {r.id for r in records})

@@ -32,14 +32,16 @@ def disclosures(
         typer.Option(
             "--report",
             callback=writable("directory"),
-            help="Write the signed access report here: report.json, report.json.p7s (CMS, detached), report.html.",
+            help="Write the signed access report here: report.json and report.pdf, each with its detached CMS "
+            "signature (.p7s), and report.html.",
         ),
     ] = None,
     db: DbOption = None,
     pki: PkiOption = None,
 ) -> None:
     """Every disclosure of a citizen's data to a partner (partner, agreement, legal basis, purpose, fields, sent and
-    acknowledged), every record a partner sent about them, and (with --report) the signed access report."""
+    acknowledged), every record a partner sent about them, every full view of their record by a steward, and (with
+    --report) the signed access report."""
     from feeds.disclosures import InvalidPersonalId, access_report, lookup, summary_line, write_report
 
     day = parse_date(since, "--since") if since is not None else None
@@ -61,7 +63,10 @@ def disclosures(
             signer = load_signer(pki_directory(pki), POPULATION, key_password())
         except (OSError, ValueError) as error:
             fail(f"cannot load the population agency's signing key: {error}")
-        paths = write_report(document, report, signer)
+        try:
+            paths = write_report(document, report, signer)
+        except settings.ReportFontMissing as error:
+            fail(error)
         for path in paths:
             say(f"wrote {path}", err=True)
     if as_json:
@@ -100,4 +105,7 @@ def _print(document: dict) -> None:
                 say(f"    {'legal basis:' if number == 0 else '            '} {basis}")
             say(f"    purpose: {entry['purpose']}")
             say(f"    receipt{' (ours)' if key == 'received_from_partners' else ''}: {_receipt(entry)}")
-    say(f"steward full views: {document['steward_full_views']['note']}")
+    views = document["steward_full_views"]
+    say(f"full views by stewards: {len(views)}" if views else "full views by stewards: none")
+    for view in views:
+        say(f"- {view['viewed_at']}  {view['steward']}: {view['record']} ({view['purpose']})")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -51,9 +53,13 @@ def package_build(
     pki: PkiOption = None,
     db: DbOption = None,
 ) -> None:
-    """Pack a CSV or JSONL file as an Exchange package v1 and print the package's path."""
+    """Pack a CSV or JSONL file as an exchange package and print the package's path. A package from the population
+    database (--sender population) is a disclosure: it is made under an agreement of that name, and its records are
+    indexed for the citizens' access reports (``lienthong disclosures``) as a feed's packages are."""
     from exchange.package import PackageBuilder, SchemaRef, zip_package
     from exchange.pki import ENCRYPTION, load_certificate, load_signer
+    from feeds.disclosures import package_recorder
+    from population.disclosures import OUTBOUND, SubjectsFile, subjects_path
 
     suffix = INPUT_FORMATS.get(input_file.suffix.lower())
     if suffix is None:
@@ -61,23 +67,58 @@ def package_build(
     engine = population_engine(db)
     require_schema(engine)
     directory = pki_directory(pki)
+    index = _disclosure_index(agreement, recipient) if sender == POPULATION else None
     try:
         signer = load_signer(directory, sender, key_password())
         encrypt_for = load_certificate(directory.certificate(recipient, ENCRYPTION)) if encrypt else None
         out.mkdir(parents=True, exist_ok=True)
         settings = dict(agreement=agreement, recipient=recipient, sender=sender, mode=mode, signer=signer,
                         schema=SchemaRef(schema, schema_version), encrypt_for=encrypt_for)  # fmt: skip
-        with PackageBuilder(out, **settings) as builder:
+        with PackageBuilder(out, **settings) as builder, tempfile.TemporaryDirectory() as scratch:
             name = input_file.with_suffix(suffix).name
             if suffix == ".csv":
                 columns, records = _csv_records(input_file)
-                builder.add_records(name, records, columns=columns)
             else:
-                builder.add_records(name, _jsonl_records(input_file))
-            built = run_checks(builder.seal, engine)
+                columns, records = [], _jsonl_records(input_file)
+            sidecar = subjects_path(Path(scratch) / name)
+            with SubjectsFile(sidecar, index[1]) if index else nullcontext() as subjects:
+                fields = dict.fromkeys(columns)
+                if subjects is not None:
+                    records = _indexed(records, subjects, fields)
+                builder.add_records(name, records, columns=columns or None)
+            also = package_recorder(index[0], OUTBOUND, [sidecar], fields=tuple(fields)) if index else None
+            built = run_checks(builder.seal, engine, also=also)
     except (OSError, ValueError, KeyError) as error:
         fail(error)
     say(zip_package(built.path) if as_zip else built.path)
+
+
+def _disclosure_index(name: str, recipient: str):
+    """The agreement a population package is made under and the disclosure index's hasher; refused without them, or
+    when the agreement is with another partner than the recipient."""
+    from exchange.agreements import load_agreements
+    from feeds.disclosures import subject_hasher
+    from lienthong.settings import DisclosureKeyMissing
+
+    agreement = load_agreements().get(name)
+    if agreement is None:
+        fail(f"--agreement: no agreement {name!r}; a package from the population database is a disclosure, made under "
+             "an agreement (schemas/agreements)")  # fmt: skip
+    if agreement.partner != recipient:
+        fail(f"--recipient {recipient}: agreement {name!r} is with {agreement.partner}")
+    try:
+        return agreement, subject_hasher()
+    except DisclosureKeyMissing as error:
+        fail(error)
+
+
+def _indexed(records: Iterator[dict[str, Any]], subjects, fields: dict[str, None]) -> Iterator[dict[str, Any]]:
+    """The records, unchanged, each one's personal ID written to the disclosure index's sidecar and its keys to the
+    fields disclosed (in the order first seen)."""
+    for record in records:
+        subjects.add(record.get("personal_id") if isinstance(record.get("personal_id"), str) else None)
+        fields.update(dict.fromkeys(record))
+        yield record
 
 
 def _lines(path: Path, handle: TextIO) -> Iterator[str]:

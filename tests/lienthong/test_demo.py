@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from lienthong.demo import AIRFLOW_COMPONENTS, airflow_running, dag_order
 from population.identity import mask_personal_id
@@ -173,5 +174,30 @@ def test_the_demo_runs_every_dag_and_writes_no_personal_id_in_any_log(tmp_path, 
         assert b"[DAG TEST]" in (world.var / "airflow" / "demo.log").read_bytes()  # the task logs are there
         named = {str(p): p.read_bytes() for p in logs} | {"the demo's output": output}
         assert unmasked_ids(population_ids(world.engine), named) == {}
+        disclosures_follow_a_life_event(world, lienthong, env, tmp_path)
     finally:
         world.engine.dispose()
+
+
+def disclosures_follow_a_life_event(world, lienthong: Path, env: dict[str, str], cwd: Path) -> None:
+    """After the demo, ``lienthong disclosures`` on a citizen its life events changed lists exactly the packages
+    that carried their record to a partner, as the partners' own stores hold them, each with its agreement, its
+    fields and the partner's accepted receipt."""
+    with world.engine.connect() as connection:
+        changed = connection.execute(text("SELECT personal_id FROM change_log ORDER BY sequence DESC")).scalars()
+        changed = list(dict.fromkeys(changed))
+    held: dict[str, set[tuple[str, str]]] = {}  # personal ID -> (partner, package) that the partners hold
+    for store in sorted((world.var / "partners").glob("*/registry.db")):
+        with sqlite3.connect(store) as partner:
+            query = "SELECT r.personal_id, r.package_id FROM partner_record r JOIN partner_package p USING (package_id)"
+            for pid, package in partner.execute(query + " WHERE p.sender = 'population'"):
+                held.setdefault(pid, set()).add((store.parent.name, package))
+    citizen = next(pid for pid in changed if pid in held)
+    listed = subprocess.run([str(lienthong), "disclosures", citizen, "--json"], env=env, cwd=cwd, capture_output=True,
+                            timeout=300)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr.decode(errors="replace")
+    document = json.loads(listed.stdout)
+    assert {(d["partner"], d["package_id"]) for d in document["disclosures"]} == held[citizen]
+    for entry in document["disclosures"]:
+        assert entry["agreement"] and "personal_id" in entry["fields"] and entry["legal_basis"]
+        assert entry["receipt"]["status"] == "accepted" and entry["receipt"]["at"] >= entry["sent_at"]

@@ -5,63 +5,26 @@ access report verifies with stock OpenSSL and holds nothing of another citizen; 
 from __future__ import annotations
 
 import json
-import subprocess
-import uuid
-from dataclasses import replace
-from datetime import date
+import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
-from exchange.agreements import load_agreements
-from feeds.outbound import run_outbound
 from lienthong.cli import app
-from partners.store import record as partner_record
 from population.db import create_population_engine, session_factory
 from population.generator import generate
 from population.migrate import upgrade
 from population.models import Citizen as PopulationCitizen
-from population.simulation import DaySimulation
+from tests.feeds.disclosure_fixtures import *  # noqa: F403 - people, health_agreement, sent
+from tests.feeds.disclosure_fixtures import openssl_cms_verify, pdf_text
 from tests.partners.fixtures import *  # noqa: F403 - the shared partner fixtures: sandbox_pki, partners …
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def people(tmp_path):
-    """A generated population with a day of life events (SQLite)."""
-    engine = create_population_engine(f"sqlite:///{tmp_path / 'population.db'}")
-    upgrade(engine)
-    generate(engine, 300, 29, 0.0)
-    DaySimulation(session_factory(engine), 29, date(2026, 7, 2)).run(80)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def health_agreement(partner_agreements):
-    agreement = replace(load_agreements()["health-identity"], name=f"health-identity-{uuid.uuid4().hex[:8]}")
-    partner_agreements[agreement.name] = agreement
-    return agreement
-
-
 def disclosures(*args: str, db: str, **env: str):
     return runner.invoke(app, ["disclosures", *args, "--db", db], env={"COLUMNS": "250", **env})
-
-
-def delivered(partners, package_id: str) -> list[dict]:
-    with partners.partners["health"].store.engine.connect() as connection:
-        rows = connection.execute(select(partner_record.c.content).where(partner_record.c.package_id == package_id))
-        return [json.loads(content) for (content,) in rows]
-
-
-@pytest.fixture
-def sent(partners, sandbox_pki, people, health_agreement, tmp_path):
-    """The day's changes delivered to the health partner, acknowledged with its signed receipt."""
-    run = run_outbound(people, health_agreement, sandbox_pki, tmp_path / "work")
-    assert run.delivery.status == "accepted"
-    return run, delivered(partners, run.package.package_id)
 
 
 def test_the_partner_agreement_fields_and_receipt_are_listed_for_a_changed_citizen(sent, people, health_agreement):
@@ -74,7 +37,7 @@ def test_the_partner_agreement_fields_and_receipt_are_listed_for_a_changed_citiz
     assert health_agreement.name in shown.output
     assert f"fields: {', '.join(health_agreement.directions['outbound'].fields)}" in shown.output
     assert "receipt: accepted at " in shown.output and "Law on Identification No. 26/2023/QH15" in shown.output
-    assert "stewards' workbench does not exist" in shown.output
+    assert "full views by stewards: none" in shown.output
 
     document = json.loads(disclosures(changed, "--json", db=db).stdout)
     (entry,) = document["disclosures"]
@@ -83,14 +46,14 @@ def test_the_partner_agreement_fields_and_receipt_are_listed_for_a_changed_citiz
     assert entry["package_id"] == run.package.package_id and entry["records"] == 1
     assert entry["receipt"]["status"] == "accepted" and entry["receipt"]["at"] >= entry["sent_at"]
     assert entry["legal_basis"] == list(health_agreement.legal_basis) and entry["purpose"] == health_agreement.purpose
-    assert document["received_from_partners"] == [] and document["steward_full_views"]["logged"] is False
+    assert document["received_from_partners"] == [] and document["steward_full_views"] == []
     # --since after the package: nothing
     later = disclosures(changed, "--since", "2999-01-01", db=db)
     assert later.exit_code == 0 and "no disclosure of citizen" in later.output and changed not in later.output
 
 
 def test_the_access_report_verifies_with_openssl_and_holds_no_other_citizen(
-    sent, people, sandbox_pki, key_password_env, tmp_path
+    sent, people, health_agreement, sandbox_pki, key_password_env, tmp_path
 ):
     run, records = sent
     assert len(records) >= 2
@@ -101,30 +64,28 @@ def test_the_access_report_verifies_with_openssl_and_holds_no_other_citizen(
     made = disclosures(first, "--report", str(out), "--pki", str(sandbox_pki.path), db=str(people.url))
     assert made.exit_code == 0, made.output
     report, signature, html = out / "report.json", out / "report.json.p7s", out / "report.html"
-    verified = subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content", str(report),
-         "-CAfile", str(sandbox_pki.root_ca), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert verified.returncode == 0, verified.stderr
-    assert "Verification successful" in verified.stderr
+    pdf, pdf_signature = out / "report.pdf", out / "report.pdf.p7s"
+    for signed, content in ((signature, report), (pdf_signature, pdf)):
+        verified = openssl_cms_verify(signed, content, sandbox_pki.root_ca)
+        assert verified.returncode == 0 and "Verification successful" in verified.stderr, verified.stderr
     document = json.loads(report.read_text(encoding="utf-8"))
     assert document["subject"]["personal_id"] == first
     assert [d["package_id"] for d in document["disclosures"]] == [run.package.package_id]
     page = html.read_text(encoding="utf-8")
     assert "Báo cáo về việc cung cấp, chia sẻ dữ liệu cá nhân" in page and first in page
     assert "Bảo hiểm xã hội Việt Nam" in page and "đã xác nhận tiếp nhận" in page
-    for written in (report.read_bytes(), html.read_bytes(), signature.read_bytes()):
+    # the PDF as a reader extracts it: the same facts, in Vietnamese (a table's cells wrap and interleave their lines)
+    printed = pdf_text(pdf)
+    words = set(printed.split())
+    assert "Báo cáo về việc cung cấp, chia sẻ dữ liệu cá nhân" in printed and first in printed
+    assert {"Bảo", "hiểm", "xã", "hội", "Việt", "Nam", "đã", "xác", "nhận", "tiếp"} <= words
+    assert health_agreement.name.split("-")[-1] in printed
+    for written in (report.read_bytes(), html.read_bytes(), signature.read_bytes(), printed.encode()):
         assert other.encode() not in written and other_name.encode() not in written
 
     # the report changed by one byte no longer verifies
     report.write_bytes(report.read_bytes().replace(first.encode(), other.encode()))
-    tampered = subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content", str(report),
-         "-CAfile", str(sandbox_pki.root_ca), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert tampered.returncode != 0
+    assert openssl_cms_verify(signature, report, sandbox_pki.root_ca).returncode != 0
 
 
 def test_everything_in_the_page_is_escaped():
@@ -200,3 +161,58 @@ def test_the_disclosure_key_prefers_the_airflow_connection(monkeypatch):
     monkeypatch.setenv(DISCLOSURE_KEY_ENV, "from the environment")
     monkeypatch.setenv(f"AIRFLOW_CONN_{DISCLOSURE_CONNECTION.upper()}", '{"conn_type": "generic", "password": "k"}')
     assert disclosure_key() == b"k"
+
+
+def quarantine(*args: str, db: str):
+    return runner.invoke(app, ["quarantine", *args, "--db", db], env={"COLUMNS": "250"})
+
+
+def test_a_stewards_full_view_is_logged_before_it_is_shown_and_listed_for_the_citizen(
+    tmp_path, health_agreement, monkeypatch
+):
+    """``quarantine show ID`` masks the personal ID; ``--unmasked`` shows it whole only once the view is logged
+    (who, which record, why), and the citizen's disclosures list that view; without the disclosure key nothing is
+    shown whole."""
+    from feeds.outbound import extract, validate
+    from validation.models import QuarantinedRecord
+
+    engine = create_population_engine(f"sqlite:///{tmp_path / 'held.db'}")
+    upgrade(engine)
+    generate(engine, 300, 31, 0.05)  # with injected defects: some records are held
+    validate(engine, health_agreement, extract(engine, health_agreement, mode="full"), tmp_path / "staging")
+    with session_factory(engine)() as session:
+        held = session.scalars(select(QuarantinedRecord).order_by(QuarantinedRecord.id)).all()
+        record = next(r for r in held if r.personal_id and len(r.personal_id) == 12 and r.personal_id.isdigit())
+        record_id, pid, failing = record.id, record.personal_id, {f.column_name for f in record.findings}
+        record_fields = list(record.record)
+    db = str(engine.url)
+    try:
+        masked = quarantine("show", str(record_id), db=db)
+        assert masked.exit_code == 0, masked.output
+        assert pid not in masked.output and f"personal ID {pid[:3]}******{pid[-3:]}" in masked.output
+        assert not re.search(r"(?<!\d)\d{12}(?!\d)", masked.output)  # no personal ID whole: a parent's neither
+        shown_fields = {field for field in failing if f"* {field}" in masked.output}  # failing fields are marked
+        assert shown_fields == failing & set(record_fields) and all(field in masked.output for field in failing)
+        assert json.loads(disclosures(pid, "--json", db=db).stdout)["steward_full_views"] == []
+
+        monkeypatch.delenv("LIENTHONG_DISCLOSURE_KEY")
+        keyless = quarantine("show", str(record_id), "--unmasked", db=db)
+        assert keyless.exit_code == 1 and pid not in keyless.output
+        assert keyless.output.startswith("error: whole personal IDs are shown only when the view can be logged")
+        monkeypatch.setenv("LIENTHONG_DISCLOSURE_KEY", "tests' disclosure key")
+
+        shown = quarantine("show", str(record_id), "--unmasked", "--steward", "nguyen.van.an", db=db)
+        assert shown.exit_code == 0 and pid in shown.output
+        (view,) = json.loads(disclosures(pid, "--json", db=db).stdout)["steward_full_views"]
+        assert view["steward"] == "nguyen.van.an" and view["purpose"] == "quarantine review"
+        assert view["record"].startswith(f"quarantined record {record_id} (citizen-extract, run ")
+        listed = disclosures(pid, db=db)
+        assert "full views by stewards: 1" in listed.output and "nguyen.van.an" in listed.output
+
+        # a list shown whole logs a view of every record in it
+        assert quarantine("list", "--unmasked", "--limit", "5", "--steward", "tran.thi.b", db=db).exit_code == 0
+        with session_factory(engine)() as session:
+            steward_views = session.execute(text("SELECT steward, count(*) FROM steward_view GROUP BY steward"))
+            assert dict(steward_views.all()) == {"nguyen.van.an": 1, "tran.thi.b": 5}
+    finally:
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -83,6 +84,25 @@ def test_a_tampered_package_fails_with_the_check_named(lienthong, tmp_path):
     assert failed.exit_code == 1
     assert failed.stderr.startswith("error: file_hash: data/citizens.csv")
     assert failed.stdout == ""
+
+
+def test_a_population_package_built_by_hand_is_a_disclosure_indexed_for_the_citizens(lienthong):
+    """Its records are indexed as a feed's are: the citizen's disclosures list it, with the fields it carried;
+    it is refused under no agreement, or for another partner than the agreement's."""
+    built = lienthong("package", "build", "--agreement", "health-identity", "--recipient", "health",
+                      "--input", "citizens.csv", "--out", "out", "--pki", "pki")  # fmt: skip
+    manifest = json.loads((Path(built.stdout.strip()) / "manifest.json").read_text())
+    document = json.loads(lienthong("disclosures", "001200012345", "--json").stdout)
+    (entry,) = document["disclosures"]
+    assert entry["package_id"] == manifest["package_id"] and entry["agreement"] == "health-identity"
+    assert entry["fields"] == ["personal_id", "full_name", "date_of_birth"] and entry["records"] == 1
+    assert entry["partner"] == "health" and entry["receipt"]["status"] is None
+    unknown = lienthong("package", "build", "--agreement", "health-everything", "--recipient", "health",
+                        "--input", "citizens.csv", "--out", "out", "--pki", "pki", succeed=False)  # fmt: skip
+    assert unknown.stderr.startswith("error: --agreement: no agreement 'health-everything'")
+    elsewhere = lienthong("package", "build", "--agreement", "health-identity", "--recipient", "tax",
+                          "--input", "citizens.csv", "--out", "out", "--pki", "pki", succeed=False)  # fmt: skip
+    assert elsewhere.stderr.strip() == "error: --recipient tax: agreement 'health-identity' is with health"
 
 
 def test_an_encrypted_zip_from_jsonl_is_verified_and_decrypted(lienthong, tmp_path):

@@ -210,7 +210,8 @@ def test_airflow_finds_the_plugin_by_its_entry_point(tmp_path):
     assert not result["errors"]
     plugin = next(p for p in result["plugins"] if p["name"] == "lienthong")
     assert "plugins.airflow_lienthong:LienThongPlugin" in plugin["source"]  # the airflow.plugins entry point
-    assert [(a["name"], a["url_prefix"]) for a in plugin["fastapi_apps"]] == [("lienthong", "/lienthong")]
+    apps = [(a["name"], a["url_prefix"]) for a in plugin["fastapi_apps"]]
+    assert apps == [("lienthong", "/lienthong"), ("lienthong-portal", "/lienthong-portal")]
     [view] = plugin["external_views"]
     assert (view["href"], view["url_route"], view["category"], view["destination"]) == (
         "lienthong/",
@@ -218,7 +219,7 @@ def test_airflow_finds_the_plugin_by_its_entry_point(tmp_path):
         "browse",
         "nav",
     )
-    assert "/lienthong" in result["mounted"]
+    assert {"/lienthong", "/lienthong-portal"} <= set(result["mounted"])
 
 
 def test_no_module_of_the_plugins_or_dags_folder_shadows_a_project_package():
