@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: demo airflow test lint format bench bench-packages requirements clean venv system-packages fuzz
+.PHONY: demo airflow test lint format bench bench-packages requirements clean venv system-packages fuzz test-docs verify-kit
 
 venv: $(INSTALLED)
 
@@ -45,6 +45,8 @@ demo: venv
 	$(LT) ledger verify
 
 # make airflow: after make demo, the partners and Airflow (web UI on 127.0.0.1:8080, nothing beyond loopback) with the DAGs.
+# The partners' connections go to Airflow's metadata database where none of that id is yet (an exported AIRFLOW_CONN_…
+# or an edited connection wins; one line each says which is used); the form's Test button is enabled.
 airflow: venv
 	@test -s var/pki/root-ca.pem || { echo "no sandbox yet: run make demo first"; exit 1; }
 	$(LT) airflow
@@ -54,6 +56,7 @@ airflow: venv
 # (the tests read that PDF back). PostgreSQL is expected to run already (see README).
 SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server /usr/bin/xmllint:libxml2-utils /usr/bin/fc-match:fontconfig \
 	/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf:fonts-dejavu-core /usr/bin/pdftotext:poppler-utils
+SYSTEM_TOOLS += /usr/bin/jq:jq /usr/bin/unzip:unzip  # docs/partners.md's stock-tool blocks, run by tests/verify
 system-packages:
 	@missing="$$(for t in $(SYSTEM_TOOLS); do test -e $${t%%:*} || echo $${t#*:}; done)"; \
 	if [ -n "$$missing" ]; then echo "installing" $$missing "with apt-get"; apt-get update -qq && \
@@ -61,6 +64,11 @@ system-packages:
 
 test: venv system-packages
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# make test-docs: the shell blocks of README.md, docs/ and dags/README.md run as written (or marked not-runnable with
+# a reason), every command in them checked against the code, and the connection extras against docs/connectors.md.
+test-docs: venv
+	$(BIN)/python -m pytest tests/docs -n 2
 
 # make fuzz: the Hypothesis harnesses of tests/fuzz, 20,000 inputs each (CI runs them with a few hundred).
 fuzz: venv
@@ -111,6 +119,13 @@ requirements:
 	  $$pip freeze --exclude lienthong | grep -vxF -f "$$tmp/requirements.txt"; } > "$$tmp/requirements-dev.txt"; \
 	mv "$$tmp/requirements.txt" requirements.txt; mv "$$tmp/requirements-dev.txt" requirements-dev.txt; \
 	echo "requirements.txt: $$(grep -c '==' requirements.txt) pins; requirements-dev.txt: $$(grep -c '==' requirements-dev.txt) more"
+
+# make verify-kit: the partners' verification kit (verify/pyproject.toml, lienthong-verify) as a wheel in dist/,
+# built from a copy of verify/ with its schema links resolved, so that no build/ is left in the tree.
+verify-kit: venv
+	@set -euo pipefail; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	cp -rL verify "$$tmp/verify"; rm -rf "$$tmp/verify/build" "$$tmp"/verify/src/*.egg-info; \
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist "$$tmp/verify"; ls -l dist/lienthong_verify-*.whl
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

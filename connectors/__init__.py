@@ -39,9 +39,11 @@ _RETRY_FIELDS = {
     "max_retry_after": _number("Longest Retry-After honoured (s)", 300, "A longer wait asked fails at once."),
 }
 _TIMEOUT_FIELDS = {"timeout": _number("Timeout (s)", 60)}
+_SCHEME_FIELDS = {"scheme": _text("Scheme", "When host is a bare name (not a whole URL).", "https")}
 
 
 REST_FIELDS = {
+    **_SCHEME_FIELDS,
     "token_url": _text("OAuth2 token URL", "Token endpoint for client credentials; login/password are the client."),
     "scope": _text("OAuth2 scope", "Scope to ask for, if the partner wants one."),
     **_TLS_FIELDS,
@@ -51,9 +53,11 @@ REST_FIELDS = {
     "max_download_bytes": _number("Largest download (bytes)", 8 * 1024**3, kind="integer"),
     "page_size": _number("Page size", 500, kind="integer"),
     "health_path": _text("Health path", "Resource that test_connection reaches.", "health"),
+    "outbox_path": _text("Outbox path", "The partner's outbox of packages for us, under the base path.", "outbox"),
     **_RETRY_FIELDS,
 }
 SOAP_FIELDS = {
+    **_SCHEME_FIELDS,
     "wsdl": _text("WSDL", "Path under schemas/ or URL of the WSDL.", "wsdl/tax-exchange.v1.wsdl"),
     "binding": _text("Binding", "Qualified binding name, when the WSDL has several."),
     "password_digest": {
@@ -69,13 +73,14 @@ SOAP_FIELDS = {
     "signing_cert": _text("Signing certificate", "PEM agency signing certificate (when sign_body)."),
     "signing_key": _text("Signing key", "PEM (PKCS#8, encrypted) key of the signing certificate."),
     **_TLS_FIELDS,
-    **_TIMEOUT_FIELDS,
+    "timeout": _number("Timeout (s)", 30, "Loading the WSDL and connecting; an operation has its own."),
     "operation_timeout": _number("Operation timeout (s)", 60),
+    "page_size": _number("Page size", 500, kind="integer"),
     **_RETRY_FIELDS,
 }
 SFTP_FIELDS = {
     "host_key": _text("Pinned host key", "The server's OpenSSH public key line; any other key is refused."),
-    "remote_folder": _text("Agreed folder", "Remote folder every path is confined to.", "/"),
+    "remote_folder": _text("Agreed folder", "Remote folder every path is confined to, e.g. /exchange/population."),
     "private_key_file": _text("Private key file", "OpenSSH or PEM private key; its passphrase is the password."),
     "private_key": {
         "label": "Private key",
@@ -85,6 +90,9 @@ SFTP_FIELDS = {
     "inbox": _text("Inbox folder", "Where packages are delivered.", "inbox"),
     "receipts": _text("Receipts folder", "Where the partner leaves signed receipts.", "receipts"),
     "outbox": _text("Outbox folder", "Where the partner publishes its packages.", "outbox"),
+    "acknowledgements": _text(
+        "Acknowledgements folder", "Where our receipts for the partner's packages go.", "acknowledgements"
+    ),
     "connect_timeout": _number("Connect timeout (s)", 15),
     **_TIMEOUT_FIELDS,
     "window_size": _number("SSH window (bytes)", 64 * 1024 * 1024, kind="integer"),

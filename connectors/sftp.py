@@ -121,6 +121,11 @@ class SftpHook(PartnerHook):
         return posixpath.normpath("/" + self.extras.required("remote_folder").strip("/"))
 
     @cached_property
+    def inbox(self) -> str:
+        """The partner's inbox, relative to the agreed folder."""
+        return self.extras.text("inbox", "inbox")
+
+    @cached_property
     def port(self) -> int:
         return int(self.connection.port or 22)
 
@@ -379,7 +384,7 @@ class SftpHook(PartnerHook):
     def deliver_package(self, package_zip: Path, package_id: str | None = None) -> None:
         """Upload a zipped package into the partner's inbox (``inbox`` extra, default ``inbox``). The partner
         answers later (``fetch_receipt``); it reads the package id from the manifest and deduplicates by it."""
-        self.upload(package_zip, posixpath.join(self.extras.text("inbox", "inbox"), package_zip.name))
+        self.upload(package_zip, posixpath.join(self.inbox, package_zip.name))
 
     def fetch_receipt(self, package_name: str) -> DeliveredReceipt | None:
         """The partner's signed receipt for a package (``receipts/<package name>/``), or None if not there yet."""
@@ -446,13 +451,13 @@ class SftpHook(PartnerHook):
     # -- Airflow ------------------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Connect (host key and user key checked) and list the agreed folder."""
+        """Connect (host key and user key checked) and list the partner's inbox, where packages are delivered."""
         try:
             with self:
-                files = self.list()
+                files = self.list(folder=self.inbox)
         except Exception as error:  # noqa: BLE001 - the UI wants a message, not a traceback
             return False, f"{type(error).__name__}: {error}"
-        return True, f"connected; {len(files)} file(s) in {self.folder}"
+        return True, f"connected; {len(files)} file(s) in {posixpath.join(self.folder, self.inbox)}"
 
 
 def _folder_holds(sftp: paramiko.SFTPClient, folder: str, files: tuple[tuple[str, bytes], ...]) -> bool:

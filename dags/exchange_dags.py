@@ -5,7 +5,8 @@ an outbound direction gets ``<agreement>.outbound`` (incremental, when the chang
 agreement's schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per province);
 each agreement with an inbound direction gets ``<agreement>.inbound``. ``population.change-log`` announces that
 the change log advanced (the Asset the outbound DAGs wait on), ``ledger.audit`` checks the ledger daily and
-``lienthong.retention`` deletes expired payloads and staging files daily (``feeds.retention``).
+``lienthong.retention`` deletes expired payloads and staging files daily (``feeds.retention``). An agreement file
+that does not load loses only its own DAGs: its error (``file:line: rule``) is this file's import error in Airflow.
 
 Thin on purpose: every task is one call into ``feeds.tasks`` (or ``feeds.snapshot``, ``feeds.inbound``,
 ``feeds.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool. What
@@ -104,6 +105,12 @@ def deliver_and_verify(agreement, sealed, pool: str):
     return verify_receipt(sealed, receipt_dir)
 
 
+def selected(rows) -> str:
+    """An agreement's row selection in words, for the DAG's documentation (the tests' values stay in the file)."""
+    events = [f"events {', '.join(rows.events)}"] if rows.events else []
+    return "; ".join([*events, *(f"a test on {test.field}" for test in rows.where)])
+
+
 def outbound_dag(agreement) -> DAG:
     name, pool = agreement.name, feeds.partner_pool(agreement.partner)
     direction = agreement.directions["outbound"]
@@ -115,7 +122,8 @@ def outbound_dag(agreement) -> DAG:
         tags=["outbound", agreement.partner, agreement.transport],
         doc_md=f"Incremental feed of **{name}** ({direction.dataset} v{direction.schema_version}, "
         f"{agreement.format}) to **{agreement.partner}** over {agreement.transport}: extract the changes after the "
-        "checkpoint → validate → minimise → package → deliver → verify the receipt → ledger → checkpoint.",
+        "checkpoint → validate → minimise → package → deliver → verify the receipt → ledger → checkpoint."
+        + (f" Only the rows its agreement selects ({selected(direction.rows)})." if direction.rows else ""),
     ) as dag:
 
         @task
@@ -338,6 +346,21 @@ def retention_dag() -> DAG:
     return dag
 
 
+class UnusableAgreements(DAG):
+    """Stands for the agreement files that do not load. Airflow cannot bag it: its check raises the files' errors
+    (``file:line: rule``, one a line), which Airflow records as this DAG file's import error, while the DAGs of
+    the agreements that load are bagged as usual."""
+
+    def validate(self):
+        raise ValueError("agreement files that do not load, their DAGs left out:\n" + (self.doc_md or ""))
+
+
+def unusable_agreements_dag(errors: list[str]) -> DAG:
+    return UnusableAgreements(
+        dag_id="lienthong.unusable-agreements", schedule=None, start_date=START, doc_md="\n".join(errors)
+    )
+
+
 for _agreement in feeds.outbound_agreements():
     globals()[f"outbound_{_agreement.name}"] = outbound_dag(_agreement)
     globals()[f"snapshot_{_agreement.name}"] = snapshot_dag(_agreement)
@@ -346,3 +369,5 @@ for _agreement in feeds.inbound_agreements():
 population_change_log = change_log_dag()
 ledger_audit = ledger_audit_dag()
 retention = retention_dag()
+if _unusable := feeds.unusable_agreements():
+    unusable_agreements = unusable_agreements_dag(_unusable)

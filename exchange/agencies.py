@@ -17,9 +17,9 @@ from pathlib import Path
 
 from exchange.documents import DocumentError, YamlDocument, dataset_fields, read_yaml
 from lienthong.settings import schema_files
+from lienthong_verify.sequence import POPULATION as POPULATION
 
 AGENCY_SCHEMA = "agencies/agency.schema.json"
-POPULATION = "population"
 
 
 class AgencyError(DocumentError):

@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from exchange.errors import LedgerBroken
+from lienthong_verify.package import Head as Head  # a point of the chain, as manifests carry it
 from population.models import LedgerEntry, LedgerHead
 
 GENESIS_HASH = "0" * 64
@@ -53,15 +54,6 @@ class LedgerRecord:
 class LedgerState:
     entries: int
     head_hash: str
-
-
-@dataclass(frozen=True)
-class Head:
-    """A point of the chain as a manifest carries it and a receipt witnesses it: entry ``entry`` (its position,
-    from 1) has the hash ``hash``. Since each entry's hash covers the one before, it pins every entry up to it."""
-
-    entry: int
-    hash: str
 
 
 def head(session: Session, *, lock: bool = False) -> Head | None:

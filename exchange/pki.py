@@ -18,7 +18,6 @@ Vietnam the real root is run by the Government Cipher Committee (Ban Cơ yếu C
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,16 +29,38 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exchange.agencies import POPULATION as POPULATION  # re-exported: most modules take it from here
 from exchange.agencies import load_agencies
+from lienthong_verify.certificates import (  # noqa: F401 (re-exported: the partners' side of the PKI lives in their kit)
+    ENCRYPTION,
+    SIGNING,
+    TLS_CLIENT,
+    TLS_SERVER,
+    CertifiedKey,
+    PkiDirectory,
+    Signer,
+    agency_of,
+    describe,
+    fingerprint,
+    key_path,
+    load_certificate,
+    load_certificates,
+    load_crl,
+    load_private_key,
+    load_recipient,
+    load_signer,
+)
+from lienthong_verify.certificates import common_name as common_name  # re-exported (make_*_ca's parameters shadow it)
 
 DEFAULT_RSA_BITS = 3072
 CRL_DAYS = 365
+# Where the issuing CA's CRL is published (each certificate it issues names it: crlDistributionPoints). A sandbox
+# default: an operator sets the address it really serves the CRL (DER) at with ``lienthong pki init --crl-url``.
+DEFAULT_CRL_URL = "http://pki.lienthong.gov.vn/crl/issuing-ca.crl"
 
-SIGNING, ENCRYPTION, TLS_SERVER, TLS_CLIENT = "signing", "encryption", "tls-server", "tls-client"
 _KEY_USAGE_FIELDS = (
     "digital_signature",
     "content_commitment",  # nonRepudiation
@@ -76,46 +97,7 @@ PROFILES = {
         frozenset({"digital_signature"}), days=365, extended_key_usage=(ExtendedKeyUsageOID.CLIENT_AUTH,)
     ),
 }
-
-
-@dataclass(frozen=True)
-class CertifiedKey:
-    certificate: x509.Certificate
-    private_key: PrivateKeyTypes
-
-
-@dataclass(frozen=True)
-class Signer:
-    """A signing certificate, its key, and the CA certificates between it and the root (carried in signatures)."""
-
-    certificate: x509.Certificate
-    private_key: PrivateKeyTypes
-    chain: tuple[x509.Certificate, ...]
-
-
-@dataclass(frozen=True)
-class PkiDirectory:
-    """Where each file of a PKI directory lives."""
-
-    path: Path
-
-    @property
-    def root_ca(self) -> Path:
-        return self.path / "root-ca.pem"
-
-    @property
-    def issuing_ca(self) -> Path:
-        return self.path / "issuing-ca.pem"
-
-    @property
-    def crl(self) -> Path:
-        return self.path / "crl.pem"
-
-    def certificate(self, agency: str, purpose: str) -> Path:
-        return self.path / agency / f"{purpose}.pem"
-
-    def key(self, agency: str, purpose: str) -> Path:
-        return self.path / agency / f"{purpose}.key.pem"
+PURPOSES = tuple(PROFILES)
 
 
 # -- certificates ----------------------------------------------------------------------------------------------
@@ -137,27 +119,6 @@ def agency_subject(agency: str, purpose: str) -> x509.Name:
     )
 
 
-def agency_of(certificate: x509.Certificate) -> str | None:
-    """The agency code a certificate was issued to (its OU), if any."""
-    units = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    return str(units[0].value) if units else None
-
-
-def fingerprint(certificate: x509.Certificate) -> str:
-    """SHA-256 of the certificate's DER, hex: what the ledger records for a signer."""
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def common_name(certificate: x509.Certificate) -> str:
-    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else certificate.subject.rfc4514_string()
-
-
-def describe(certificate: x509.Certificate) -> str:
-    """A short name for messages: the certificate's CN and serial."""
-    return f"'{common_name(certificate)}' (serial {certificate.serial_number:x})"
-
-
 def issue_certificate(
     subject: x509.Name,
     public_key,
@@ -168,8 +129,10 @@ def issue_certificate(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     alternative_names: Iterable[x509.GeneralName] = (),
+    crl_url: str | None = None,
 ) -> x509.Certificate:
-    """A certificate for ``public_key`` signed by ``issuer``, or self-signed with ``signing_key`` for a root."""
+    """A certificate for ``public_key`` signed by ``issuer``, or self-signed with ``signing_key`` for a root;
+    ``crl_url``: where the issuer publishes the CRL that would list it."""
     not_before = not_before or datetime.now(UTC) - timedelta(minutes=5)
     not_after = not_after or not_before + timedelta(days=profile.days)
     issuer_name = issuer.certificate.subject if issuer else subject
@@ -192,6 +155,9 @@ def issue_certificate(
     alternative_names = list(alternative_names)
     if alternative_names:
         builder = builder.add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
+    if crl_url:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
     key = issuer.private_key if issuer else signing_key
     return builder.sign(key, hashes.SHA256())
 
@@ -229,9 +195,11 @@ def make_agency_certificate(
     profile: Profile | None = None,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    crl_url: str | None = DEFAULT_CRL_URL,
 ) -> CertifiedKey:
-    """A fresh key and certificate for one agency and purpose. Encryption keys are RSA (CMS key transport with
-    stock OpenSSL); the others EC P-256. ``profile`` and the dates may be overridden, for tests of rejections."""
+    """A fresh key and certificate for one agency and purpose, naming ``crl_url`` as its CRL distribution point.
+    Encryption keys are RSA (CMS key transport with stock OpenSSL); the others EC P-256. ``profile`` and the dates
+    may be overridden, for tests of rejections."""
     key = (
         rsa.generate_private_key(65537, rsa_bits) if purpose == ENCRYPTION else ec.generate_private_key(ec.SECP256R1())
     )
@@ -250,6 +218,7 @@ def make_agency_certificate(
         not_before=not_before,
         not_after=not_after,
         alternative_names=names,
+        crl_url=crl_url,
     )
     return CertifiedKey(certificate, key)
 
@@ -273,10 +242,17 @@ def make_crl(
     return builder.sign(issuer.private_key, hashes.SHA256())
 
 
-def init_pki(out: Path, password: bytes, *, rsa_bits: int = DEFAULT_RSA_BITS, force: bool = False) -> PkiDirectory:
+def init_pki(
+    out: Path,
+    password: bytes,
+    *,
+    rsa_bits: int = DEFAULT_RSA_BITS,
+    force: bool = False,
+    crl_url: str = DEFAULT_CRL_URL,
+) -> PkiDirectory:
     """Make the whole sandbox PKI under ``out``, for every agency of the schema folders (``schemas/agencies``, and
-    an operator's on ``LIENTHONG_SCHEMAS_PATH``); partners get a TLS server certificate too. Refuses to overwrite
-    one unless ``force``."""
+    an operator's on ``LIENTHONG_SCHEMAS_PATH``); partners get a TLS server certificate too; every agency
+    certificate names ``crl_url`` as its CRL distribution point. Refuses to overwrite one unless ``force``."""
     pki = PkiDirectory(out)
     if pki.root_ca.exists() and not force:
         raise FileExistsError(f"a PKI already exists in {out}")
@@ -288,7 +264,7 @@ def init_pki(out: Path, password: bytes, *, rsa_bits: int = DEFAULT_RSA_BITS, fo
     for agency in agencies.values():
         purposes = [SIGNING, ENCRYPTION, TLS_CLIENT] + ([TLS_SERVER] if agency.is_partner else [])
         for purpose in purposes:
-            issued = make_agency_certificate(issuing, agency.name, purpose, rsa_bits=rsa_bits)
+            issued = make_agency_certificate(issuing, agency.name, purpose, rsa_bits=rsa_bits, crl_url=crl_url)
             write_certified_key(issued, pki.certificate(agency.name, purpose), password)
     write_pem(pki.crl, make_crl(issuing).public_bytes(serialization.Encoding.PEM))
     return pki
@@ -315,12 +291,26 @@ def revoke(pki: PkiDirectory, certificate: x509.Certificate, password: bytes) ->
     return crl
 
 
+def renew(pki: PkiDirectory, agency: str, purpose: str, password: bytes, *, rsa_bits: int = DEFAULT_RSA_BITS) -> Path:
+    """A fresh key and certificate for ``agency`` and ``purpose`` from the PKI's issuing CA, written in place of the
+    current ones, with the same CRL distribution point. The current certificate is kept beside it as
+    ``<purpose>-<serial>.pem`` (it stays valid until it expires or is revoked); returns that path."""
+    current_path = pki.certificate(agency, purpose)
+    current = load_certificate(current_path)
+    issuing = CertifiedKey(load_certificate(pki.issuing_ca), load_private_key(key_path(pki.issuing_ca), password))
+    try:
+        points = current.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        crl_url = points[0].full_name[0].value
+    except x509.ExtensionNotFound:
+        crl_url = DEFAULT_CRL_URL
+    issued = make_agency_certificate(issuing, agency, purpose, rsa_bits=rsa_bits, crl_url=crl_url)
+    previous = current_path.with_name(f"{purpose}-{current.serial_number:x}.pem")
+    write_pem(previous, current.public_bytes(serialization.Encoding.PEM))
+    write_certified_key(issued, current_path, password)
+    return previous
+
+
 # -- files -----------------------------------------------------------------------------------------------------
-
-
-def key_path(certificate_path: Path) -> Path:
-    """``signing.pem`` → ``signing.key.pem``."""
-    return certificate_path.with_name(certificate_path.name.removesuffix(".pem") + ".key.pem")
 
 
 def write_pem(path: Path, data: bytes, *, private: bool = False) -> None:
@@ -338,47 +328,3 @@ def write_certified_key(issued: CertifiedKey, certificate_path: Path, password: 
         serialization.BestAvailableEncryption(password),
     )
     write_pem(key_path(certificate_path), encrypted, private=True)
-
-
-def load_certificate(path: Path) -> x509.Certificate:
-    data = path.read_bytes()
-    return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-
-
-def load_certificates(path: Path) -> list[x509.Certificate]:
-    """Every certificate of a PEM bundle (or the one of a DER file)."""
-    data = path.read_bytes()
-    return x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data else [x509.load_der_x509_certificate(data)]
-
-
-def load_crl(path: Path) -> x509.CertificateRevocationList:
-    data = path.read_bytes()
-    return x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
-
-
-def load_private_key(path: Path, password: bytes | None) -> PrivateKeyTypes:
-    """A PKCS#8 (or traditional) PEM key; the password is used when the key is encrypted."""
-    data = path.read_bytes()
-    try:
-        return serialization.load_pem_private_key(data, password)
-    except TypeError:  # the key is not encrypted, or it is and no password was given
-        if password is None:
-            raise ValueError(f"the key {path} is encrypted: a key password is needed") from None
-        return serialization.load_pem_private_key(data, None)
-    except ValueError:
-        raise ValueError(f"cannot load the key {path}: wrong key password or not a PEM key") from None
-
-
-def load_signer(pki: PkiDirectory, agency: str, password: bytes) -> Signer:
-    """The agency's signing certificate and key, with the issuing CA to carry in signatures."""
-    certificate_path = pki.certificate(agency, SIGNING)
-    return Signer(
-        load_certificate(certificate_path),
-        load_private_key(key_path(certificate_path), password),
-        (load_certificate(pki.issuing_ca),),
-    )
-
-
-def load_recipient(certificate_path: Path, key: Path, password: bytes | None) -> CertifiedKey:
-    """An encryption certificate and its key, for decrypting what was encrypted to it."""
-    return CertifiedKey(load_certificate(certificate_path), load_private_key(key, password))

@@ -8,34 +8,23 @@ Both sides keep their state in ``package_feed``; a writer holds the feed's row l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from exchange.errors import SequenceFork, SequenceGap, SequenceReplay
-from exchange.pki import POPULATION
+from lienthong_verify.sequence import (  # noqa: F401 (re-exported: the sequence rule lives in the partners' kit)
+    INBOUND,
+    OUTBOUND,
+    Feed,
+    direction_of,
+)
+from lienthong_verify.sequence import check_next as check_after
 from population.models import LedgerEntry, PackageFeed
 
 SENT, RECEIVED = "sent", "received"
-OUTBOUND, INBOUND = "outbound", "inbound"
-
-
-@dataclass(frozen=True)
-class Feed:
-    sender: str
-    agreement: str
-    direction: str
-
-    def describe(self) -> str:
-        return f"{self.sender}'s {self.direction} packages on agreement {self.agreement}"
-
-
-def direction_of(sender: str) -> str:
-    """Outbound: from the population database to a partner; inbound: from a partner."""
-    return OUTBOUND if sender == POPULATION else INBOUND
 
 
 def state(session: Session, side: str, feed: Feed) -> PackageFeed | None:
@@ -89,27 +78,8 @@ def check_next(
     """Is this package the next one on the feed, after ``last`` (the receiving side's state)?"""
     last_sequence = last.last_sequence if last else 0
     last_hash = last.last_manifest_sha256 if last else None
-    if sequence == last_sequence + 1:
-        if previous_manifest_sha256 != last_hash:
-            raise SequenceFork(
-                f"package {sequence} of {feed.describe()} follows manifest {_short(previous_manifest_sha256)}, "
-                f"but the package accepted before it was {_short(last_hash)}"
-            )
-        return
-    if sequence > last_sequence + 1:
-        raise SequenceGap(
-            f"expected package {last_sequence + 1} of {feed.describe()}, got {sequence}: "
-            f"{sequence - last_sequence - 1} missing"
-        )
-    accepted = _accepted_manifest(session, feed, sequence) if sequence < last_sequence else last_hash
-    if accepted is not None and accepted != manifest_sha256:
-        raise SequenceFork(
-            f"package {sequence} of {feed.describe()} differs from the package {sequence} accepted before "
-            f"({_short(manifest_sha256)} against {_short(accepted)})"
-        )
-    raise SequenceReplay(
-        f"package {sequence} of {feed.describe()} was already accepted (the last accepted is {last_sequence})"
-    )
+    accepted = partial(_accepted_manifest, session, feed)
+    check_after(feed, last_sequence, last_hash, sequence, previous_manifest_sha256, manifest_sha256, accepted)
 
 
 def _accepted_manifest(session: Session, feed: Feed, sequence: int) -> str | None:
@@ -123,7 +93,3 @@ def _accepted_manifest(session: Session, feed: Feed, sequence: int) -> str | Non
             LedgerEntry.sequence == sequence,
         )
     )
-
-
-def _short(digest: str | None) -> str:
-    return "none" if digest is None else digest[:12] + "…"

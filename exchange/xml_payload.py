@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -35,6 +35,7 @@ from lxml import etree
 
 from exchange.safe_xml import InvalidDocument, parse_untrusted, validate
 from lienthong.settings import schema_file
+from lienthong_verify.schemas import date_time_text
 
 # The datasets that have an XML batch layout: (name, version) → XSD. A batch read from outside is read with the
 # layout of the dataset its manifest names; its root must be that layout's, in the XSD's targetNamespace.
@@ -247,7 +248,7 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, datetime):
-        return (value.astimezone(UTC) if value.tzinfo else value).isoformat()
+        return date_time_text(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bool):

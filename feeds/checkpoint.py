@@ -45,6 +45,15 @@ def read_checkpoint(engine: Engine, agreement: str) -> Checkpoint:
     return Checkpoint(agreement, row.last_change_sequence, row.last_package_id, row.pending_up_to, pending)
 
 
+def start_feed(engine: Engine, agreement: str, at: int) -> bool:
+    """Give a new feed its checkpoint at change ``at``; False (and nothing changed) when it has one already."""
+    with session_factory(engine)() as session, session.begin():
+        if session.get(FeedCheckpoint, agreement, with_for_update=True) is not None:
+            return False
+        session.add(FeedCheckpoint(agreement=agreement, last_change_sequence=at, updated_at=datetime.now(UTC)))
+        return True
+
+
 def hold_pending(engine: Engine, agreement: str, up_to: int, package: Path) -> None:
     """Remember the sealed package that covers the changes up to ``up_to``, until its receipt is verified."""
     with session_factory(engine)() as session, session.begin():

@@ -12,8 +12,10 @@ Each step returns a small frozen dataclass of references and counts (XCom values
 retry:
 
 - ``extract`` fixes the window: the changes after the feed's checkpoint up to the change-log head read at the
-  start (incremental), or every citizen (full). While a sealed package waits for its receipt, the window is that
-  package's, so a rerun resends it rather than sealing another.
+  start (incremental), or every citizen (full); of them, the rows the agreement's ``select`` takes (its events,
+  its field tests, in SQL). While a sealed package waits for its receipt, the window is that package's, so a
+  rerun resends it rather than sealing another. A new feed starts at the head unless its agreement says
+  ``start: beginning``.
 - ``validate`` validates the extract rows with the agreement's suite, over the fields the partner gets and the
   columns that identify a person (a defect in a field the partner never sees does not hold back, say, a death
   the land registry must know of; one person under two IDs is held back from every partner), then minimises
@@ -47,9 +49,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy.orm import Session
 
 from connectors.transport import partner_hook
-from exchange.agreements import Agreement, Direction
+from exchange.agreements import EVERY_ROW, HEAD, Agreement, Direction, RowSelection
 from exchange.errors import VerificationError
 from exchange.package import (
     WRITERS,
@@ -65,10 +68,10 @@ from exchange.pki import POPULATION, PkiDirectory, load_certificate, load_signer
 from exchange.receipt import record_receipt, verify_receipt
 from exchange.sequence import SENT, Feed, direction_of, state
 from exchange.signature import TrustAnchors
-from feeds.checkpoint import hold_pending, move_checkpoint, read_checkpoint
+from feeds.checkpoint import hold_pending, move_checkpoint, read_checkpoint, start_feed
 from feeds.disclosures import package_recorder, subject_hasher
 from lienthong.settings import key_password
-from population.changelog import last_sequence
+from population.changelog import changed_citizens, last_sequence
 from population.db import session_factory
 from population.disclosures import SubjectsFile, subjects_path
 from population.extract import extract_query
@@ -154,21 +157,39 @@ def outbound_of(agreement: Agreement) -> Direction:
 # -- 1. extract --------------------------------------------------------------------------------------------------
 
 
-def _changed_citizens(window: FeedWindow):
-    return select(Change.citizen_id).where(Change.sequence > window.after, Change.sequence <= window.up_to)
-
-
-def _window_query(window: FeedWindow):
-    query = extract_query()
+def _window_query(window: FeedWindow, rows: RowSelection, columns: list[str] | None = None):
+    """The extract rows of the window that the agreement selects: in an incremental window, the citizens changed
+    in it (by one of the selected events, when it names some); in a full one, every citizen (with such an event
+    in the change log up to the window's end); each meeting the selection's field tests."""
+    query = extract_query(columns=columns, where=rows.where)
     if window.mode == INCREMENTAL:
-        query = query.where(Citizen.id.in_(_changed_citizens(window)))
+        query = query.where(Citizen.id.in_(changed_citizens(window.after, window.up_to, rows.events)))
+    elif rows.events:
+        query = query.where(Citizen.id.in_(changed_citizens(0, window.up_to, rows.events)))
     return query
+
+
+def _window_citizens(session: Session, window: FeedWindow, rows: RowSelection) -> int:
+    if rows:
+        selected = _window_query(window, rows, ["personal_id"]).order_by(None).subquery()
+        return session.scalar(select(func.count()).select_from(selected))
+    if window.mode == INCREMENTAL:
+        changed = Change.sequence > window.after, Change.sequence <= window.up_to
+        return session.scalar(select(func.count(distinct(Change.citizen_id))).where(*changed))
+    return session.scalar(select(func.count()).select_from(Citizen))
 
 
 def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) -> FeedWindow:
     """The window this run delivers: the changes after the checkpoint up to the change-log head now
-    (incremental), or every citizen (full). While a package is pending, its window, so that it is resent."""
-    mode = mode or outbound_of(agreement).mode
+    (incremental), or every citizen (full); only the rows the agreement selects. While a package is pending,
+    its window, so that it is resent.
+
+    A new incremental feed (no checkpoint yet) starts where its agreement says: at the change-log head as of this
+    first run (``start: head``, the default: its first window is empty, and the log says so), or with the first
+    change (``start: beginning``). A feed whose first run is a snapshot starts where the snapshot ends. A window
+    whose changes the agreement selects none of is passed over: the checkpoint moves to its end, nothing is sent."""
+    direction = outbound_of(agreement)
+    mode = mode or direction.mode
     if mode not in (FULL, INCREMENTAL):
         raise ValueError("mode must be full or incremental")
     checkpoint = read_checkpoint(engine, agreement.name)
@@ -178,26 +199,44 @@ def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) ->
         after, up_to = checkpoint.last_change_sequence, int(checkpoint.pending_up_to or 0)
         return FeedWindow(agreement.name, manifest.mode, after, up_to, manifest.record_count, str(sealed))
     with session_factory(engine)() as session:
-        up_to = checkpoint.pending_up_to if checkpoint.pending_up_to is not None else last_sequence(session)
+        head = last_sequence(session)
+    if mode == INCREMENTAL and direction.start == HEAD and start_feed(engine, agreement.name, head):
+        log.info(
+            "%s: a new feed, started at change %d (the change-log head now); the changes before it are not "
+            "sent ('start: beginning' in the agreement sends them, a snapshot sends every citizen)",
+            agreement.name,
+            head,
+        )
+        checkpoint = read_checkpoint(engine, agreement.name)
+    with session_factory(engine)() as session:
+        up_to = checkpoint.pending_up_to if checkpoint.pending_up_to is not None else head
         window = FeedWindow(agreement.name, mode, checkpoint.last_change_sequence, up_to, 0)
-        if mode == INCREMENTAL:
-            citizens = session.scalar(select(func.count(distinct(Change.citizen_id))).where(
-                Change.sequence > window.after, Change.sequence <= window.up_to))  # fmt: skip
-        else:
-            citizens = session.scalar(select(func.count()).select_from(Citizen))
+        citizens = _window_citizens(session, window, direction.rows)
     log.info("%s: window after change %d up to %d, %d citizens (%s)", agreement.name, window.after, window.up_to,
              citizens, mode)  # fmt: skip
+    if mode == INCREMENTAL and not citizens and window.up_to > window.after and checkpoint.pending_up_to is None:
+        move_checkpoint(engine, agreement.name, window.up_to, None)
+        log.info(
+            "%s: none of changes %d-%d is one the agreement selects: passed over",
+            agreement.name,
+            window.after + 1,
+            window.up_to,
+        )
+        return replace(window, after=window.up_to)
     return replace(window, citizens=citizens)
 
 
-def window_batches(engine: Engine, window: FeedWindow, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
-    """The extract rows of the window's citizens, streamed in batches of text indexed by row number."""
+def window_batches(
+    engine: Engine, window: FeedWindow, batch_rows: int | None = None, rows: RowSelection = EVERY_ROW
+) -> Iterator[pd.DataFrame]:
+    """The extract rows of the window's citizens (those ``rows`` selects), streamed in batches of text indexed by
+    row number."""
     from validation.runner import BATCH_ROWS, extract_frames
 
     batch_rows = batch_rows or BATCH_ROWS
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=batch_rows)
-        yield from extract_frames(result.execute(_window_query(window)), batch_rows)
+        yield from extract_frames(result.execute(_window_query(window, rows)), batch_rows)
 
 
 # -- 2-3. minimise and validate ------------------------------------------------------------------------------
@@ -278,7 +317,7 @@ def validate(
     staging = Path(work_dir) / agreement.name / f"changes-{window.after}-{window.up_to}" / name
     staging.parent.mkdir(parents=True, exist_ok=True)
     hasher = subject_hasher()  # no disclosure key, no package: refused before anything is validated
-    batches = (batch[suite.columns] for batch in window_batches(engine, window))
+    batches = (batch[suite.columns] for batch in window_batches(engine, window, rows=direction.rows))
     passing = (minimise(ok, fields) for ok in run.passing(batches))
     with staging.open("wb") as handle, SubjectsFile(subjects_path(staging), hasher) as subjects:
         sink = HashingWriter(handle)

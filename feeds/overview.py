@@ -73,17 +73,17 @@ def partner_figures(engine: Engine) -> list[PartnerFigures]:
         for agreement in load_agreements().values():
             row = figures.setdefault(agreement.partner, PartnerFigures(agreement.partner))
             for kind, (count, records) in _by_kind(_ledger_counts(session, agreement.name)).items():
-                if kind == "package_sent":
-                    row.packages_sent, row.sent = count, records
+                if kind == "package_sent":  # a partner's agreements add up: each is a feed of its own
+                    row.packages_sent, row.sent = row.packages_sent + count, row.sent + records
                 elif kind == "receipt_received":
-                    row.receipts = count
+                    row.receipts += count
                 elif kind == "package_received":
-                    row.packages_received, row.received = count, records
+                    row.packages_received, row.received = row.packages_received + count, row.received + records
             outbound = agreement.directions.get("outbound")
             if outbound is not None:  # the pipeline's runs: "<agreement>: …", in the outbound dataset
                 outbound_runs = ValidationRun.source.like(f"{agreement.name}:%") & (
                     ValidationRun.dataset == outbound.dataset)  # fmt: skip
-                row.quarantined_out = _quarantined(session, outbound_runs)
+                row.quarantined_out += _quarantined(session, outbound_runs)
             inbound = agreement.directions.get("inbound")
             if inbound is None:
                 continue

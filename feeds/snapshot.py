@@ -62,7 +62,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, and_, case, false, func, or_, select
 from sqlalchemy.orm import aliased
 
-from exchange.agreements import Agreement
+from exchange.agreements import Agreement, RowSelection
 from exchange.package import WRITERS, HashingWriter
 from exchange.pki import PkiDirectory
 from feeds.disclosures import subject_hasher
@@ -84,6 +84,8 @@ from feeds.outbound import (
     pending_package,
     subject_position,
 )
+from lienthong_verify.schemas import date_time_text
+from population.changelog import changed_citizens
 from population.db import create_population_engine, is_sqlite, session_factory
 from population.disclosures import SubjectHasher, SubjectsFile, subjects_path
 from population.extract import extract_columns, extract_query, extract_schema
@@ -252,10 +254,22 @@ def _duplicate_of(after: _AfterWindow):
     return case((known, earliest.scalar_subquery())).label(DUPLICATE_OF)
 
 
-def _shard_query(engine: Engine, shard: Shard, after: _AfterWindow, provinces: dict[str, str], columns: list[str]):
-    """The shard's extract rows (these columns), in citizen order, with ``duplicate_of`` computed over the whole
-    snapshot."""
-    query = extract_query(columns=columns, card_per_citizen=engine.dialect.name == "postgresql")
+def _shard_query(
+    engine: Engine,
+    shard: Shard,
+    after: _AfterWindow,
+    provinces: dict[str, str],
+    columns: list[str],
+    window: FeedWindow,
+    rows: RowSelection,
+):
+    """The shard's extract rows (these columns) that the agreement selects (``rows``: its field tests, and its
+    events among the changes up to the window's end), in citizen order, with ``duplicate_of`` computed over the
+    whole snapshot."""
+    per_citizen = engine.dialect.name == "postgresql"
+    query = extract_query(columns=columns, card_per_citizen=per_citizen, where=rows.where)
+    if rows.events:
+        query = query.where(Citizen.id.in_(changed_citizens(0, window.up_to, rows.events)))
     return query.where(_shard_condition(shard.code, after, provinces)).add_columns(_duplicate_of(after))
 
 
@@ -267,9 +281,7 @@ def _shard_suite(agreement: Agreement, as_of: date | None) -> DatasetSuite:
 
 
 def _iso(value) -> str:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.isoformat()
+    return date_time_text(value) if isinstance(value, datetime) else value.isoformat()
 
 
 def _shard_frames(engine: Engine, query, batch_rows: int):
@@ -340,7 +352,7 @@ def validate_shard(
     after = _after_window(engine, window)
     wanted = {*suite.columns, *fields}  # what the suite reads and the partner receives, nothing more
     columns = [c for c in extract_columns() if c in wanted]
-    query = _shard_query(engine, shard, after, _ward_provinces(engine), columns)
+    query = _shard_query(engine, shard, after, _ward_provinces(engine), columns, window, direction.rows)
     name, staging = _staging(agreement, window, shard, work_dir)
     source = f"{agreement.name}: full snapshot up to change {window.up_to}, shard {shard.code}"
     store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)

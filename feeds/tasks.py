@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from exchange.agreements import Agreement, load_agreements
+from exchange.agreements import Agreement, usable_agreements
 from exchange.pki import PkiDirectory
 from lienthong.settings import Workspace
 
@@ -38,18 +38,27 @@ def population_database() -> Iterator[Engine]:
 
 
 def agreement(name: str) -> Agreement:
-    try:
-        return load_agreements()[name]
-    except KeyError:
-        raise ValueError(f"no agreement named {name!r} in schemas/agreements") from None
+    """The named agreement; another agreement's file that does not load does not stop this one's feed."""
+    agreements, errors = usable_agreements()
+    if name in agreements:
+        return agreements[name]
+    unusable = "".join(f"; {error}" for error in errors)
+    raise ValueError(f"no agreement named {name!r} in schemas/agreements{unusable}")
 
 
 def outbound_agreements() -> list[Agreement]:
-    return [a for a in load_agreements().values() if "outbound" in a.directions]
+    """The agreements with an outbound direction, of the files that load."""
+    return [a for a in usable_agreements()[0].values() if "outbound" in a.directions]
 
 
 def inbound_agreements() -> list[Agreement]:
-    return [a for a in load_agreements().values() if "inbound" in a.directions]
+    """The agreements with an inbound direction, of the files that load."""
+    return [a for a in usable_agreements()[0].values() if "inbound" in a.directions]
+
+
+def unusable_agreements() -> list[str]:
+    """One line per agreement file that does not load (``file:line: rule``)."""
+    return [str(error) for error in usable_agreements()[1]]
 
 
 # -- XCom values ------------------------------------------------------------------------------------------------
@@ -178,6 +187,33 @@ def is_final(error: BaseException) -> bool:
 def partner_pool(partner: str) -> str:
     """The Airflow pool that limits concurrent tasks against one partner."""
     return f"partner-{partner}"
+
+
+def partner_pools() -> dict[str, int]:
+    """Each partner's pool and its slots: the most that any of the partner's agreements (of the files that load)
+    asks for in ``pool_slots``."""
+    slots: dict[str, int] = {}
+    for each in usable_agreements()[0].values():
+        pool = partner_pool(each.partner)
+        slots[pool] = max(slots.get(pool, 0), each.pool_slots)
+    return slots
+
+
+def make_partner_pools() -> list[str]:
+    """Create or update the partners' pools in Airflow's metadata database, as the agreements say (an agreement's
+    ``pool_slots`` wins over an edit in the UI); the pools' names. Needs the metadata database: an Airflow
+    component's process (the plugin's listener, as each one starts), never a task's."""
+    from airflow.models.pool import Pool
+    from sqlalchemy.exc import IntegrityError
+
+    pools = partner_pools()
+    for name, slots in sorted(pools.items()):
+        description = f"Concurrent tasks against the {name.removeprefix('partner-')} partner (schemas/agreements)"
+        try:
+            Pool.create_or_update_pool(name, slots, description, include_deferred=False)
+        except IntegrityError:  # another component starting at the same moment made it first: it is there
+            continue
+    return sorted(pools)
 
 
 def package_name(sealed: dict[str, Any]) -> str:

@@ -6,17 +6,20 @@ database) is prepared first: migrated, and a pool per partner made from the agre
 (dag id, state, seconds, each task's state) is appended to ``--results``.
 
 Airflow reads its configuration when it is first imported, so ``airflow_environment`` must be in the environment
-before that: this module is meant to run as its own process (``run_dags`` starts it).
+before that: this module is meant to run as its own process (``run_dags`` starts it; without ``AIRFLOW_HOME`` it
+takes ``airflow_environment`` of the workspace, ``LIENTHONG_VAR_DIR`` or ``var``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -36,25 +39,125 @@ def airflow_environment(var: Path) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__API__HOST": "127.0.0.1",  # the web UI and API on loopback only
         "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",  # the connection form's Test button (disabled by default)
         "LIENTHONG_VAR_DIR": str(Path(var).resolve()),
     }
 
 
 def prepare_airflow() -> None:
     """Migrate the metadata database and make each partner's pool (in this process's Airflow home)."""
-    from airflow.models.pool import Pool
     from airflow.utils.db import initdb
 
-    from exchange.agreements import load_agreements
     from feeds import tasks as feeds
 
     initdb()
-    slots: dict[str, int] = {}
-    for agreement in load_agreements().values():
-        slots[agreement.partner] = max(slots.get(agreement.partner, 0), agreement.pool_slots)
-    for partner, count in sorted(slots.items()):
-        description = f"Concurrent tasks against the {partner} partner"
-        Pool.create_or_update_pool(feeds.partner_pool(partner), count, description, include_deferred=False)
+    feeds.make_partner_pools()  # as the plugin's listener makes them when a component of a real deployment starts
+
+
+# -- the sandbox's connections ---------------------------------------------------------------------------------
+# Handed to Airflow's metadata database, never as AIRFLOW_CONN_… variables of the components: Airflow looks in the
+# environment (and a secrets backend) before the database, so an engineer's exported connection, or one edited in
+# the UI, wins over the sandbox's.
+
+SANDBOX_CONNECTIONS_ENV = "LIENTHONG_SANDBOX_CONNECTIONS"
+"""The sandbox's connections, ``{conn_id: Airflow's JSON form}``, as the preparation step receives them."""
+CONNECTION_PREFIX = "AIRFLOW_CONN_"
+SANDBOX_RECORD = "sandbox-connections.json"
+"""In Airflow's home: the fingerprint of each connection as the sandbox last wrote it (no secret in it)."""
+
+
+def sandbox_connections_apart(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split the sandbox's environment into what Airflow's components get (no ``AIRFLOW_CONN_…``) and what the
+    preparation step gets to write the connections into the metadata database (``SANDBOX_CONNECTIONS_ENV``)."""
+    rest = {name: value for name, value in env.items() if not name.startswith(CONNECTION_PREFIX)}
+    offered = {
+        name.removeprefix(CONNECTION_PREFIX).lower(): json.loads(value)
+        for name, value in env.items()
+        if name.startswith(CONNECTION_PREFIX)
+    }
+    return rest, {SANDBOX_CONNECTIONS_ENV: json.dumps(offered)}
+
+
+def _fingerprint(connection) -> str:
+    fields = [
+        connection.conn_type,
+        connection.host,
+        connection.port,
+        connection.schema,
+        connection.login,
+        connection.password,
+        connection.extra_dejson,
+    ]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _sandbox_connection(conn_id: str, document: Mapping):
+    from airflow.models.connection import Connection
+
+    extra = document.get("extra")
+    return Connection(
+        conn_id=conn_id,
+        conn_type=document.get("conn_type"),
+        host=document.get("host"),
+        port=document.get("port"),
+        schema=document.get("schema"),
+        login=document.get("login"),
+        password=document.get("password"),
+        extra=json.dumps(extra) if extra else None,
+        description="written by the Liên thông sandbox (make airflow); edit it and it is kept",
+    )
+
+
+def hand_over_connections(offered: Mapping[str, Mapping]) -> list[str]:
+    """Write the sandbox's connections into the metadata database where none with that id is there yet, or where
+    the one there is still what the sandbox wrote last time (its ports change on each start); a connection edited
+    since (UI, CLI) is kept. Returns one line per connection: the one Airflow uses and where it comes from."""
+    from airflow.configuration import ensure_secrets_loaded
+    from airflow.models.connection import Connection
+    from airflow.secrets.metastore import MetastoreBackend
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    record_file = Path(os.environ["AIRFLOW_HOME"]) / SANDBOX_RECORD
+    written = json.loads(record_file.read_text(encoding="utf-8")) if record_file.exists() else {}
+    states: dict[str, str] = {}
+    with create_session() as session:
+        for conn_id, document in sorted(offered.items()):
+            found = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+            fresh = _sandbox_connection(conn_id, document)
+            if found is not None and _fingerprint(found) != written.get(conn_id):
+                states[conn_id] = "kept as edited there (the sandbox's is not written)"
+                continue
+            if found is None:
+                session.add(fresh)
+                states[conn_id] = "the sandbox's, written now"
+            elif _fingerprint(found) == _fingerprint(fresh):
+                states[conn_id] = "the sandbox's"
+            else:
+                for field in ("conn_type", "host", "port", "schema", "login", "password", "extra"):
+                    setattr(found, field, getattr(fresh, field))
+                states[conn_id] = "the sandbox's, updated to where it listens now"
+            written[conn_id] = _fingerprint(fresh)
+    record_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    lines = []
+    for conn_id in sorted(offered):
+        for backend in ensure_secrets_loaded():  # Airflow's own order: secrets backend, environment, database
+            if backend.get_connection(conn_id) is None:
+                continue
+            if isinstance(backend, MetastoreBackend):
+                lines.append(f"connection {conn_id}: the metadata database, {states[conn_id]}")
+            elif type(backend).__name__ == "EnvironmentVariablesBackend":
+                lines.append(
+                    f"connection {conn_id}: the environment ({CONNECTION_PREFIX}{conn_id.upper()}); "
+                    "the sandbox's, in the metadata database, is not used"
+                )
+            else:
+                lines.append(
+                    f"connection {conn_id}: the secrets backend {type(backend).__name__}; the sandbox's, "
+                    "in the metadata database, is not used"
+                )
+            break
+    return lines
 
 
 def run(dag_ids: list[str], results: Path, conf: dict | None = None) -> int:
@@ -116,10 +219,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path(os.devnull))
     parser.add_argument("--conf", type=json.loads, default=None, help="run configuration (JSON)")
     arguments = parser.parse_args()
-    if "AIRFLOW_HOME" not in os.environ:
-        raise SystemExit("set the Airflow environment first (lienthong.airflow_runner.airflow_environment)")
+    if "AIRFLOW_HOME" not in os.environ:  # Airflow's home under the workspace, as make demo has it
+        from lienthong.settings import var_dir
+
+        os.environ.update(airflow_environment(var_dir()))
     if not arguments.dag_ids:
         prepare_airflow()
+        if SANDBOX_CONNECTIONS_ENV in os.environ:
+            for line in hand_over_connections(json.loads(os.environ[SANDBOX_CONNECTIONS_ENV])):
+                print(line, flush=True)
         return
     sys.exit(1 if run(arguments.dag_ids, arguments.results, arguments.conf) else 0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from lienthong.commands import demo, disclosures
+from lienthong.commands.agreements import agreements_app
 from lienthong.commands.changes import changes_app
 from lienthong.commands.db import db_app
 from lienthong.commands.ledger import ledger_app
@@ -40,6 +41,7 @@ app.add_typer(quality_app, name="quality")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(partners_app, name="partners")
+app.add_typer(agreements_app, name="agreements")
 app.add_typer(retention_app, name="retention")
 app.command("disclosures")(disclosures.disclosures)
 

@@ -177,14 +177,16 @@ def airflow_running(var: Path, env: dict[str, str]) -> Iterator[dict[str, subpro
     """Airflow's components (``AIRFLOW_COMPONENTS``) running with the exchange DAGs, its home in ``var/airflow``
     (migrated, a pool per partner) and ``env`` on top of its environment; yields their processes by name. Each
     component's output goes to ``var/airflow/<component>.log``; all are stopped on the way out."""
-    from lienthong.airflow_runner import airflow_environment
+    from lienthong.airflow_runner import airflow_environment, sandbox_connections_apart
 
+    env, connections = sandbox_connections_apart(env)  # into the metadata database: the engineer's own win
     environment = {**os.environ, **airflow_environment(var), **env}
     home = Path(environment["AIRFLOW_HOME"])
     # Every component signs and checks the tasks' tokens with one secret; left to Airflow, a component that starts
     # before the configuration file is written makes up its own, and every task then fails to authenticate.
     environment["AIRFLOW__API_AUTH__JWT_SECRET"] = _instance_secret(home / "jwt-secret")
-    subprocess.run([sys.executable, "-m", "lienthong.airflow_runner"], env=environment, check=True)  # migrate, pools
+    # migrate, pools, the sandbox's connections (one line each: which is used, from where)
+    subprocess.run([sys.executable, "-m", "lienthong.airflow_runner"], env=environment | connections, check=True)
     airflow = Path(sys.executable).with_name("airflow")
     components: dict[str, subprocess.Popen] = {}
     try:

@@ -9,6 +9,7 @@ change N, every change numbered N or less is already committed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -17,6 +18,24 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from population.models import Change, ChangeLogHead, Citizen
+
+# The kinds of life event the change log records (``Change.event_type``, written by ``population.events``): what
+# an agreement's row selection names (``events: [death]``). A birth is ``birth_registration``; a move, one of the
+# three ``*_residence_change``; a renaming, ``name_change``; the surviving spouse's entry of a death,
+# ``spouse_death``.
+EVENT_TYPES = (
+    "birth_registration",
+    "death",
+    "spouse_death",
+    "permanent_residence_change",
+    "temporary_residence_change",
+    "current_residence_change",
+    "name_change",
+    "card_issue",
+    "card_renewal",
+    "marriage",
+    "divorce",
+)
 
 
 @dataclass
@@ -34,6 +53,9 @@ def _json_value(value: Any) -> Any:
 def append(session: Session, pending: list[PendingChange]) -> list[Change]:
     """Number and write the changes of this transaction. Call it last, right before commit."""
     pending = [p for p in pending if p.fields]
+    unknown = sorted({p.event_type for p in pending} - set(EVENT_TYPES))
+    if unknown:  # agreements select rows by these names: a new kind of event is named in EVENT_TYPES first
+        raise ValueError(f"not event types of the change log: {', '.join(unknown)}")
     if not pending:
         return []
     last = session.execute(
@@ -68,6 +90,13 @@ def changes_after(session: Session, sequence: int, limit: int = 10_000) -> list[
     return list(
         session.scalars(select(Change).where(Change.sequence > sequence).order_by(Change.sequence).limit(limit))
     )
+
+
+def changed_citizens(after: int, up_to: int, event_types: Sequence[str] = ()):
+    """The citizens (ids) with a change numbered after ``after`` up to ``up_to``, of these event types (any
+    when none is given), as a subquery."""
+    query = select(Change.citizen_id).where(Change.sequence > after, Change.sequence <= up_to)
+    return query.where(Change.event_type.in_(list(event_types))) if event_types else query
 
 
 def last_sequence(session: Session) -> int:

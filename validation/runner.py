@@ -32,6 +32,7 @@ from great_expectations.core import ExpectationSuiteValidationResult
 
 from exchange.payload import MAX_RECORD_CHARS, csv_rows, json_lines
 from exchange.safe_xml import InvalidDocument
+from lienthong_verify.schemas import date_time_text
 from population.identity import mask_personal_id
 from validation.context import new_context, unique_name
 from validation.crossrow import CrossRowIndex
@@ -146,7 +147,7 @@ def read_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFr
 
 
 def _iso(value: date | datetime) -> str:
-    return value.isoformat()
+    return date_time_text(value) if isinstance(value, datetime) else value.isoformat()
 
 
 def extract_batches(engine, limit: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:

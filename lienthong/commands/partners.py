@@ -1,8 +1,11 @@
-"""``lienthong partners``: run the four reference partner registries on loopback, and misbehave on request."""
+"""``lienthong partners``: run the four reference partner registries on loopback, misbehave on request, and test an
+agreement's connection."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import threading
 import urllib.error
@@ -17,6 +20,7 @@ import typer
 from lienthong.commands.common import (
     DbOption,
     PkiOption,
+    VarOption,
     database_url,
     fail,
     key_password,
@@ -225,3 +229,49 @@ def endpoints(state_dir: StateOption = None) -> None:
         typer.echo(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2, ensure_ascii=False))
     except (OSError, ValueError) as error:
         fail(f"{path} cannot be used ({type(error).__name__}): is 'lienthong partners serve' running?")
+
+
+@partners_app.command("test")
+def test(
+    agreement: Annotated[str, typer.Argument(help="The agreement whose partner to reach, e.g. health-identity.")],
+    var: VarOption = None,
+) -> None:
+    """Reach an agreement's partner as its DAGs do: its Airflow connection, looked up the way the hooks look it up
+    (AIRFLOW_CONN_<ID>, a secrets backend, then the metadata database: make airflow's under <var>/airflow unless
+    AIRFLOW_HOME is set), and the hook's test_connection. Prints ok: … or failed: … (exit status 1)."""
+    from exchange.agreements import usable_agreements
+
+    agreements, errors = usable_agreements()  # a bad file elsewhere does not stop this one
+    if agreement not in agreements:
+        unusable = f"; and {len(errors)} file(s) that do not load, the first: {errors[0]}" if errors else ""
+        fail(f"no agreement {agreement!r}; there are: {', '.join(sorted(agreements))}{unusable}")
+    chosen = agreements[agreement]
+    use_airflow_home(var)
+    from connectors.transport import partner_hook
+
+    try:
+        with partner_hook(chosen.transport, chosen.connection_id) as hook:
+            worked, message = hook.test_connection()
+    except Exception as error:  # noqa: BLE001 - no such connection, an incomplete one: a line, not a traceback
+        worked, message = False, f"{type(error).__name__}: {error}"
+    where = f"{agreement} ({chosen.transport}, connection {chosen.connection_id})"
+    if not worked:
+        say(f"failed: {where}: {message}")
+        raise typer.Exit(code=1)
+    say(f"ok: {where}: {message}")
+
+
+def use_airflow_home(var: Path | None) -> None:
+    """Look connections up as make airflow's components do: the metadata database as well (as ``airflow
+    connections test`` does), and without an Airflow environment of its own, ``<var>/airflow``'s; log errors only.
+    Before Airflow is imported, which reads its configuration once."""
+    from lienthong.airflow_runner import airflow_environment
+
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "ERROR"  # the hooks' progress lines: the one line says it
+    logging.disable(logging.WARNING)  # their libraries' (paramiko's)
+    if "AIRFLOW_HOME" not in os.environ:
+        environment = airflow_environment(var or Workspace.from_environment().var)
+        os.environ.update({name: value for name, value in environment.items() if name not in os.environ})
+        if not Path(environment["AIRFLOW_HOME"], "airflow.db").exists():
+            return  # no make airflow here yet: the environment and a secrets backend only, no empty database left
+    os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")

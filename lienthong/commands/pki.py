@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from exchange.pki import DEFAULT_RSA_BITS
+from exchange.pki import DEFAULT_CRL_URL, DEFAULT_RSA_BITS, PURPOSES
 from lienthong import settings
 from lienthong.commands.common import PkiOption, existing, fail, key_password, pki_directory, say, writable
 
@@ -22,6 +22,9 @@ def pki_init(
     ] = None,
     rsa_bits: Annotated[int, typer.Option(min=2048, help="Size of the RSA encryption keys.")] = DEFAULT_RSA_BITS,
     force: Annotated[bool, typer.Option(help="Replace an existing PKI in --out.")] = False,
+    crl_url: Annotated[
+        str, typer.Option(help="Where the CRL will be published (DER): each agency certificate names it.")
+    ] = DEFAULT_CRL_URL,
 ) -> None:
     """Make a root CA, an issuing CA, signing, encryption and TLS certificates for every agency, and a CRL.
     Keys are PKCS#8 encrypted with LIENTHONG_KEY_PASSWORD (or the Airflow connection lienthong_keys)."""
@@ -29,7 +32,7 @@ def pki_init(
     from exchange.pki import init_pki
 
     try:
-        pki = init_pki(settings.pki_dir(out), key_password(), rsa_bits=rsa_bits, force=force)
+        pki = init_pki(settings.pki_dir(out), key_password(), rsa_bits=rsa_bits, force=force, crl_url=crl_url)
     except FileExistsError as error:
         fail(f"{error} (use --force to replace it)")
     except DocumentError as error:  # an agency file that cannot be used: its file and line
@@ -51,3 +54,24 @@ def pki_revoke(
         fail(error)
     serial = load_certificate(certificate).serial_number
     say(f"revoked serial {serial:x}; {pki_directory(pki).crl} lists {len(crl)} certificate(s)")
+
+
+@pki_app.command("renew")
+def pki_renew(
+    agency: Annotated[str, typer.Argument(help="The agency whose certificate is renewed (its folder in the PKI).")],
+    purpose: Annotated[str, typer.Argument(help=f"Which certificate: {', '.join(PURPOSES)}.")],
+    rsa_bits: Annotated[int, typer.Option(min=2048, help="Size of an RSA encryption key.")] = DEFAULT_RSA_BITS,
+    pki: PkiOption = None,
+) -> None:
+    """Issue a fresh key and certificate for one agency and purpose from the issuing CA, in place of the current
+    ones; the current certificate is kept beside it, valid until it expires or is revoked."""
+    from exchange.pki import renew
+
+    if purpose not in PURPOSES:
+        fail(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
+    directory = pki_directory(pki)
+    try:
+        previous = renew(directory, agency, purpose, key_password(), rsa_bits=rsa_bits)
+    except (OSError, ValueError) as error:
+        fail(error)
+    say(f"renewed {directory.certificate(agency, purpose)}; the previous certificate is kept as {previous}")

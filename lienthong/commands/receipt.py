@@ -51,19 +51,23 @@ def receipt_create(
     db: DbOption = None,
 ) -> None:
     """Sign a receipt for a package (verify the package first) and print the receipt's directory."""
+    from exchange.errors import SignerMismatch
     from exchange.pki import load_signer
-    from exchange.receipt import make_receipt, record_receipt, write_receipt
+    from exchange.receipt import record_receipt, sign_receipt
 
     manifest, manifest_sha256 = _manifest(package)
     try:
-        receipt = make_receipt(manifest, manifest_sha256, status=status, errors=error or (), record_count=record_count)
         key = load_signer(pki_directory(pki), signer, key_password())
     except (OSError, ValueError, KeyError) as problem:
         fail(problem)
     try:
-        directory = write_receipt(receipt, out, key)
+        receipt = sign_receipt(manifest, manifest_sha256, out, key, status=status, errors=error or (),
+                               record_count=record_count)  # fmt: skip
+    except (ValueError, SignerMismatch) as problem:  # a signer that is not the recipient; a bad status
+        fail(problem)
     except OSError as error:
         fail(f"{error.filename or out}: {error.strerror or type(error).__name__}")
+    directory = out
     if record:
         engine = population_engine(db)
         require_schema(engine)

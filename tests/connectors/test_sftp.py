@@ -64,9 +64,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_test_connection_lists_the_agreed_folder(land):
+def test_test_connection_lists_the_partners_inbox(land):
     ok, message = SftpHook(land.conn_id).test_connection()
-    assert ok, message
+    assert ok and message.endswith("/inbox"), message
+
+
+def test_test_connection_fails_with_the_reason_when_the_inbox_is_missing(land, monkeypatch):
+    document = land.document | {"extra": land.document["extra"] | {"inbox": "no-such-folder"}}
+    ok, message = SftpHook(define_connection(monkeypatch, "land_without_inbox", document)).test_connection()
+    assert not ok and "No such file" in message, message
 
 
 def test_an_upload_lands_under_its_final_name_and_lists_by_pattern(land, tmp_path):

@@ -15,7 +15,7 @@ from feeds.checkpoint import read_checkpoint
 from population.changelog import last_sequence
 from population.db import session_factory
 from population.models import Citizen, RegistryLink
-from tests.feeds.changes import changed_personal_ids, quarantined_ids
+from tests.feeds.changes import changed_personal_ids, quarantined_ids, selected_personal_ids
 from validation.models import QuarantinedRecord, ValidationRun
 
 AGREEMENTS = load_agreements()
@@ -58,8 +58,6 @@ def test_the_outbound_dags_deliver_each_change_once_over_each_transport(dag_worl
     world = dag_world
     with session_factory(world.engine)() as session:
         head = last_sequence(session)
-    changed = changed_personal_ids(world.engine, 0, head)
-
     runs = world.run("population.change-log", *(f"{name}.outbound" for name in OUTBOUND))
     assert all(run["state"] == "success" for run in runs.values()), world.log_tail()
     assert runs["population.change-log"]["tasks"] == {"announce": "success"}
@@ -69,13 +67,19 @@ def test_the_outbound_dags_deliver_each_change_once_over_each_transport(dag_worl
         held = world.records_held(agreement.partner, name)
         sent = {r["personal_id"] for r in held}
         assert len(held) == len(sent), f"{name}: a citizen delivered twice"
-        assert sent == changed - quarantined_ids(world.engine, name) and sent
+        selected = selected_personal_ids(world.engine, agreement, 0, head)  # every change, or deaths only …
+        assert sent == selected - quarantined_ids(world.engine, name) and sent
         assert all(set(r) == set(agreement.directions["outbound"].fields) for r in held)
         assert read_checkpoint(world.engine, name).last_change_sequence == head
     with session_factory(world.engine)() as session:
         kinds = Counter(e.kind for e in ledger.entries(session))
         assert ledger.verify(session).entries == sum(kinds.values())
     assert kinds == {"package_sent": len(OUTBOUND), "receipt_received": len(OUTBOUND)}
+    # two agreements with the health partner, each its own feed: the deaths-only one sent only deaths
+    assert {"health-identity", "health-deaths"} <= set(OUTBOUND)
+    deaths = world.records_held("health", "health-deaths")
+    assert deaths and all(r["date_of_death"] for r in deaths)
+    assert len(world.records_held("health", "health-identity")) > len(deaths)
 
     # nothing changed since: the change log is not announced again, and the feeds have nothing to send
     again = world.run("population.change-log", "health-identity.outbound")

@@ -23,3 +23,24 @@ def quarantined_ids(engine, agreement: str) -> set[str]:
     with session_factory(engine)() as session:
         runs = select(ValidationRun.id).where(ValidationRun.source.like(f"{agreement}:%"))
         return set(session.scalars(select(QuarantinedRecord.personal_id).where(QuarantinedRecord.run_id.in_(runs))))
+
+
+def selected_personal_ids(engine, agreement, after: int, up_to: int | None = None) -> set[str]:
+    """The personal IDs of citizens changed in the window that the agreement's outbound ``select`` takes (worked
+    out in Python, apart from the feed's SQL): a change of one of its events, and every field test met."""
+    rows = agreement.directions["outbound"].rows
+    changed = select(Change.citizen_id).where(Change.sequence > after)
+    if up_to is not None:
+        changed = changed.where(Change.sequence <= up_to)
+    if rows.events:
+        changed = changed.where(Change.event_type.in_(rows.events))
+    with session_factory(engine)() as session:
+        people = session.scalars(select(Citizen).where(Citizen.id.in_(changed)))
+        return {person.personal_id for person in people if all(_meets(person, test) for test in rows.where)}
+
+
+def _meets(person, test) -> bool:
+    value = getattr(person, test.field)
+    if test.test == "prefix":
+        return value is not None and any(value.startswith(prefix) for prefix in test.values)
+    return value in test.values

@@ -69,7 +69,7 @@ def test_schema_files_come_from_the_operators_folders_first(monkeypatch, tmp_pat
     assert settings.schema_file("datasets/citizen-extract.v1.json") == tmp_path / "datasets" / "citizen-extract.v1.json"
     assert settings.schema_file("xsd/land-owners.v1.xsd").is_file()  # the packaged one
     names = [path.name for path in settings.schema_files("agreements", "*.yaml")]
-    assert names == ["extra.yaml", "business.yaml", "health.yaml", "land.yaml", "tax.yaml"]
+    assert names == ["extra.yaml", "business.yaml", "health-deaths.yaml", "health.yaml", "land.yaml", "tax.yaml"]
 
 
 def test_a_missing_key_password_is_one_line_naming_both_sources(monkeypatch, tmp_path):

@@ -81,6 +81,7 @@ def installed(tmp_path_factory) -> dict:
     env |= {
         "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         "LIENTHONG_KEY_PASSWORD": PASSWORD,
+        "LIENTHONG_DISCLOSURE_KEY": "the operator's disclosure key",  # a population package is indexed as it is sealed
         "AIRFLOW_HOME": str(work / "airflow"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(work / "airflow" / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -64,6 +64,7 @@ directions:
     dataset: citizen-extract
     schema_version: 1
     mode: incremental
+    start: beginning  # the test's first run sends the day's changes (the default starts at the log's head)
     fields:
       personal_id: "Identifies the insured person (Decision 06/QĐ-TTg: the personal ID is the insurance identifier)"
       full_name: "The insured person's particulars (Law 41/2024, art. 28)"

@@ -7,8 +7,8 @@ import zipfile
 import pytest
 
 from exchange import ledger
-from exchange import package as package_module
 from exchange.receipt import verify_receipt
+from lienthong_verify import package as package_module  # the reader partners and the intake share
 from partners.intake import IntakeRefused, PackageIntake, PartnerKeys
 from partners.store import RegistryStore
 from population.db import session_factory
