@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: demo airflow test lint format bench bench-packages requirements clean venv system-packages fuzz test-docs verify-kit
+.PHONY: demo airflow test lint format bench bench-packages bench-latency requirements clean venv system-packages fuzz test-docs verify-kit
 
 venv: $(INSTALLED)
 
@@ -95,6 +95,10 @@ bench: venv
 
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py
+
+# make bench-latency: a life event's way to every partner under a running scheduler (issue 17), about 15 minutes
+bench-latency: venv
+	$(BIN)/python bench/bench_latency.py --events 200 --burst 10000
 
 # make requirements: the locks, resolved from pyproject.toml in a throwaway virtual environment (never .venv):
 # requirements.txt is what `pip install .` brings (no test or lint tools), requirements-dev.txt adds the `dev`

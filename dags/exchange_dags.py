@@ -3,10 +3,12 @@
 Adding a partner on an existing transport takes an agreement file and an Airflow connection: each agreement with
 an outbound direction gets ``<agreement>.outbound`` (incremental, when the change log advances and on the
 agreement's schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per province);
-each agreement with an inbound direction gets ``<agreement>.inbound``. ``population.change-log`` announces that
-the change log advanced (the Asset the outbound DAGs wait on), ``ledger.audit`` checks the ledger daily and
-``lienthong.retention`` deletes expired payloads and staging files daily (``feeds.retention``). An agreement file
-that does not load loses only its own DAGs: its error (``file:line: rule``) is this file's import error in Airflow.
+each agreement with an inbound direction gets ``<agreement>.inbound``. The change log's Asset, which the outbound
+DAGs wait on, is watched in the triggerer (``feeds.change_log_events``): a committed life event starts them within
+seconds; ``population.change-log`` is the watcher's safety net, announcing every five minutes a head it missed.
+``ledger.audit`` checks the ledger daily and ``lienthong.retention`` deletes expired payloads and staging files
+daily (``feeds.retention``). An agreement file that does not load loses only its own DAGs: its error
+(``file:line: rule``) is this file's import error in Airflow.
 
 Thin on purpose: every task is one call into ``feeds.tasks`` (or ``feeds.snapshot``, ``feeds.inbound``,
 ``feeds.audit``); XComs carry references and counts. Tasks that talk to a partner run in the partner's pool. What
@@ -18,18 +20,33 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, get_current_context, task
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    AssetWatcher,
+    CronTriggerTimetable,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from connectors.transport import hook_class
 from feeds import tasks as feeds
+from feeds.change_log_events import ChangeLogTrigger
 from population.log_masking import install_log_masking
 
 install_log_masking()  # no personal ID in the task logs, from the parse on (the plugin's listener again per task)
 
 log = logging.getLogger(__name__)
 SIGNATURE_SAMPLE, CERTIFICATE_WARNING_DAYS = 20, 30
-CHANGE_LOG = Asset(name="population_change_log", uri="lienthong://population/change-log")
+# The change log's Asset, watched in the triggerer (``feeds.change_log_events``): a committed life event starts
+# the outbound feeds within seconds (PostgreSQL NOTIFY, and a poll for what a notification misses).
+CHANGE_LOG = Asset(
+    name="population_change_log",
+    uri="lienthong://population/change-log",
+    watchers=[AssetWatcher(name="population_change_log_advanced", trigger=ChangeLogTrigger())],
+)
 TIMEZONE = "Asia/Ho_Chi_Minh"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 RETRIES = {
@@ -195,7 +212,7 @@ def snapshot_dag(agreement) -> DAG:
 def change_log_dag() -> DAG:
     with exchange_dag(
         dag_id="population.change-log",
-        description="Announce that the population change log advanced (the outbound DAGs' Asset)",
+        description="The safety net of the change log's watcher: announce a head it has not announced",
         schedule=CronTriggerTimetable("*/5 * * * *", timezone=TIMEZONE),
         tags=["population"],
     ) as dag:
@@ -203,7 +220,7 @@ def change_log_dag() -> DAG:
         @task(inlets=[CHANGE_LOG], outlets=[CHANGE_LOG])
         def announce(*, inlet_events, outlet_events) -> int:
             announced = inlet_events[CHANGE_LOG]
-            last = announced[-1].extra.get("head", 0) if len(announced) else 0
+            last = announced_head(announced[-1].extra) if len(announced) else 0
             head = feeds.change_log_head()
             if head <= last:
                 raise AirflowSkipException(f"the change log is at {head}, announced already")
@@ -212,6 +229,12 @@ def change_log_dag() -> DAG:
 
         announce()
     return dag
+
+
+def announced_head(extra: dict) -> int:
+    """The head an event of the change log's Asset announced: this DAG's (``head``) or the watcher's (the
+    trigger's payload)."""
+    return int(extra.get("head") or (extra.get("payload") or {}).get("head") or 0)
 
 
 def inbound_pending(agreement) -> Asset:

@@ -10,7 +10,7 @@ checkpoints, the ledger, the validation runs with their quarantined records, the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,16 @@ class Outbound:
     receipts_accepted: int = 0
     receipts_rejected: int = 0
     validation: Quarantine = field(default_factory=Quarantine)
+    lag: int = 0  # freshness: changes in the log after the checkpoint (the change log's head minus the checkpoint)
+    oldest_unacknowledged_at: datetime | None = None  # when the first of them was committed (None: no lag)
+
+    def oldest_unacknowledged_age_s(self, now: datetime | None = None) -> float | None:
+        """How long the oldest change not yet acknowledged by the partner has waited, in seconds."""
+        if self.oldest_unacknowledged_at is None:
+            return None
+        at = self.oldest_unacknowledged_at
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        return round(((now or datetime.now(UTC)) - at).total_seconds(), 1)
 
 
 @dataclass
@@ -217,6 +227,7 @@ def agreement_overview(session: Session, agreement: Agreement, checkpoint: Check
         outbound.receipts_accepted = counts.get(("receipt_received", "accepted"), (0, 0))[0]
         outbound.receipts_rejected = counts.get(("receipt_received", "rejected"), (0, 0))[0]
         outbound.validation = _validation(session, agreement.name, direction.dataset)
+        _freshness(session, outbound)
     if (direction := agreement.directions.get("inbound")) is not None:
         inbound = Inbound(direction.dataset)
         inbound.packages_received, inbound.records_received = kinds.get("package_received", (0, 0))
@@ -226,6 +237,17 @@ def agreement_overview(session: Session, agreement: Agreement, checkpoint: Check
     folders = {"packages": str(var / "packages" / agreement.name), "inbound": str(var / "inbound" / agreement.name),
                "reports": str(var / "reports" / agreement.name)}  # fmt: skip
     return AgreementOverview(agreement.name, agreement.partner, agreement.transport, outbound, inbound, folders)
+
+
+def _freshness(session: Session, outbound: Outbound) -> None:
+    """The feed's lag behind the change log and when the oldest change it has not delivered was committed."""
+    from population.changelog import last_sequence
+    from population.models import Change
+
+    outbound.lag = max(0, last_sequence(session) - outbound.last_change_delivered)
+    if outbound.lag:
+        oldest = select(Change.recorded_at).where(Change.sequence > outbound.last_change_delivered)
+        outbound.oldest_unacknowledged_at = session.scalar(oldest.order_by(Change.sequence).limit(1))
 
 
 def exchange_overview(engine: Engine, var: Path) -> Overview:
@@ -255,7 +277,12 @@ def overview_json(overview: Overview) -> dict[str, Any]:
             return [plain(item) for item in value]
         return value
 
-    return plain(asdict(overview))
+    document = plain(asdict(overview))
+    now = datetime.now(UTC)
+    for entry, agreement in zip(document["agreements"], overview.agreements, strict=True):
+        if agreement.outbound is not None:
+            entry["outbound"]["oldest_unacknowledged_age_s"] = agreement.outbound.oldest_unacknowledged_age_s(now)
+    return document
 
 
 # -- the page ---------------------------------------------------------------------------------------------------
@@ -306,7 +333,10 @@ def _outbound_html(outbound: Outbound) -> str:
     pending = (f'<p class="pending">pending: package for changes up to {outbound.pending_up_to:,}, waiting for its '
                f"verified receipt: {_code(outbound.pending_package)}</p>" if outbound.pending_up_to is not None
                else "")  # fmt: skip
+    age = outbound.oldest_unacknowledged_age_s()
     rows = [("last change delivered (checkpoint)", outbound.last_change_delivered),
+            ("lag: changes not yet delivered", outbound.lag),
+            ("oldest change not yet acknowledged, waiting", None if age is None else f"{age:,.0f} s"),
             ("last package", outbound.last_package_id), ("packages sent", outbound.packages_sent),
             ("records sent", outbound.records_sent), ("signed receipts back, accepted", outbound.receipts_accepted),
             ("signed receipts back, rejected", outbound.receipts_rejected),

@@ -39,6 +39,8 @@ def airflow_environment(var: Path) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__API__HOST": "127.0.0.1",  # the web UI and API on loopback only
         "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
+        # the exchange DAGs run as soon as they are parsed: a life event reaches the partners with no click
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",  # the connection form's Test button (disabled by default)
         "LIENTHONG_VAR_DIR": str(Path(var).resolve()),
     }

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from population.models import Change, ChangeLogHead, Citizen
+
+CHANGE_LOG_CHANNEL = "lienthong_change_log"
+"""PostgreSQL's notification channel on which each transaction that numbers changes announces the new head
+(delivered at its commit, and only then); ``feeds.change_log_events`` listens to it."""
 
 # The kinds of life event the change log records (``Change.event_type``, written by ``population.events``): what
 # an agreement's row selection names (``events: [death]``). A birth is ``birth_registration``; a move, one of the
@@ -51,7 +55,8 @@ def _json_value(value: Any) -> Any:
 
 
 def append(session: Session, pending: list[PendingChange]) -> list[Change]:
-    """Number and write the changes of this transaction. Call it last, right before commit."""
+    """Number and write the changes of this transaction, and (PostgreSQL) notify ``CHANGE_LOG_CHANNEL`` of the new
+    head at its commit. Call it last, right before commit."""
     pending = [p for p in pending if p.fields]
     unknown = sorted({p.event_type for p in pending} - set(EVENT_TYPES))
     if unknown:  # agreements select rows by these names: a new kind of event is named in EVENT_TYPES first
@@ -64,6 +69,8 @@ def append(session: Session, pending: list[PendingChange]) -> list[Change]:
         .values(last_sequence=ChangeLogHead.last_sequence + len(pending))
         .returning(ChangeLogHead.last_sequence)
     ).scalar_one()
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANGE_LOG_CHANNEL, str(last))))
     first = last - len(pending) + 1
     now = datetime.now(UTC)
     entries = [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from exchange import ledger
 from exchange.agreements import load_agreements
@@ -25,9 +25,10 @@ from feeds.checkpoint import hold_pending, move_checkpoint, read_checkpoint
 from feeds.outbound import extract, validate
 from feeds.overview import exchange_overview, partner_figures
 from lienthong.airflow_runner import PROJECT_ROOT, airflow_environment
+from population.changelog import last_sequence
 from population.db import create_population_engine, session_factory
 from population.generator import generate
-from population.models import Citizen
+from population.models import Change, Citizen
 from population.simulation import DaySimulation
 from validation.models import QuarantinedRecord
 from validation.partner_sample import partner_sample
@@ -165,6 +166,13 @@ def test_the_json_has_the_same_figures(client, world):
     tax = by_name["tax-identity"]["outbound"]
     assert tax["pending_up_to"] == 42 and tax["pending_package"].endswith("pending.zip")
     assert tax["packages_sent"] == 0 and by_name["tax-identity"]["inbound"]["latest_reconciliation"] is None
+    # freshness: the lag behind the change log's head, and how long the oldest change not delivered has waited
+    with session_factory(world.engine)() as session:
+        head = last_sequence(session)
+        first_change = session.scalar(select(func.min(Change.recorded_at)))
+    assert outbound["lag"] == head - checkpoint.last_change_sequence
+    assert tax["lag"] == head > 0 and tax["oldest_unacknowledged_at"].startswith(first_change.isoformat()[:19])
+    assert 0 <= tax["oldest_unacknowledged_age_s"] < 86_400
     assert_no_personal_id(response.text, world)
 
 
