@@ -191,15 +191,19 @@ def database_url(db: str | None):
         fail(f"--db: no default database ({error.strerror}: {error.filename})")
 
 
-def population_engine(db: str | None):
+def population_engine(db: str | None, *, create: bool = False):
     """The population database's engine for ``--db`` (else the settings'), connected once: a database that cannot
-    be opened (a folder on its path that is a file, a server down) is refused naming the option."""
+    be opened (a folder on its path that is a file, a server down) is refused naming the option, and so is a SQLite
+    file that does not exist, without making it, unless ``create`` (``db upgrade``)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from population.db import create_population_engine
 
     url = database_url(db)
     shown = url.render_as_string(hide_password=True)
+    in_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if in_file and not create and not Path(url.database).exists():
+        fail(f"--db: there is no population database at {shown}: make it with 'lienthong db upgrade', or give --db")
     try:
         engine = create_population_engine(url.render_as_string(hide_password=False))
     except OSError as error:  # SQLite's folder cannot be made

@@ -14,7 +14,7 @@ def db_upgrade(db: DbOption = None, revision: str = typer.Option("head", help="T
     """Create or upgrade the schema to the latest revision (the only way the schema changes)."""
     from population.migrate import current_revision, upgrade
 
-    engine = population_engine(db)
+    engine = population_engine(db, create=True)
     upgrade(engine, revision)
     console.print(
         f"database {engine.url.render_as_string(hide_password=True)} is at revision {current_revision(engine)}"

@@ -91,3 +91,18 @@ def test_the_installed_console_script_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert f"revision {head_revision()}" in done.stdout
+
+
+def test_a_command_on_a_missing_database_says_so_and_makes_none(tmp_path, monkeypatch):
+    """Only ``db upgrade`` makes a database: any other command on a SQLite file that is not there is refused in
+    one line, and leaves no empty database behind (a partner who ran ``package verify`` found one)."""
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "nowhere.db"
+    for command in (["db", "current"], ["quarantine", "list"], ["disclosures", "001200012345"], ["ledger", "verify"]):
+        refused = CliRunner().invoke(app, [*command, "--db", f"sqlite:///{missing}"])
+        assert refused.exit_code == 1, (command, refused.output)
+        assert refused.output.strip() == (f"error: --db: there is no population database at sqlite:///{missing}: "
+                                          "make it with 'lienthong db upgrade', or give --db")  # fmt: skip
+        assert not missing.exists()
+    made = CliRunner().invoke(app, ["db", "upgrade", "--db", f"sqlite:///{missing}"])
+    assert made.exit_code == 0 and missing.exists()
