@@ -12,6 +12,8 @@
 - the citizen portal's OAuth2 client (``feeds.access_portal``): the login and password of the Airflow connection
   ``lienthong_citizen_portal``, else ``LIENTHONG_PORTAL_CLIENT_ID`` and ``LIENTHONG_PORTAL_CLIENT_SECRET``.
 - ``LIENTHONG_REPORT_FONT``: the TrueType font of the PDF access report; default DejaVu Sans, found by fontconfig.
+- ``LIENTHONG_FAST_PATH_CITIZENS``: the largest incremental window (changed citizens) an outbound DAG sends in one
+  task, the fast path; default 500, 0 turns it off.
 
 Only the standard library is imported here, so any layer may read its settings from this module.
 """
@@ -36,6 +38,8 @@ PORTAL_CONNECTION = "lienthong_citizen_portal"
 PORTAL_CLIENT_ID_ENV, PORTAL_CLIENT_SECRET_ENV = "LIENTHONG_PORTAL_CLIENT_ID", "LIENTHONG_PORTAL_CLIENT_SECRET"
 REPORT_FONT_ENV = "LIENTHONG_REPORT_FONT"
 REPORT_FONT = "DejaVu Sans"  # Debian's fonts-dejavu-core: every Vietnamese letter, regular and bold
+FAST_PATH_ENV = "LIENTHONG_FAST_PATH_CITIZENS"
+FAST_PATH_CITIZENS = 500
 
 
 class KeyPasswordMissing(RuntimeError):
@@ -130,6 +134,11 @@ def portal_client() -> tuple[str, str] | None:
     if len(secret) < 32:
         raise ValueError(f"the citizen portal's client secret must be at least 32 characters ({PORTAL_CONNECTION})")
     return login, secret
+
+
+def fast_path_citizens() -> int:
+    """The largest incremental window, in changed citizens, that an outbound DAG sends in one task (0: none)."""
+    return int(os.environ.get(FAST_PATH_ENV) or FAST_PATH_CITIZENS)
 
 
 class ReportFontMissing(RuntimeError):

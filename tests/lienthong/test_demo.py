@@ -136,10 +136,13 @@ def test_make_airflow_runs_a_feed_through_the_scheduler_and_listens_on_loopback_
             runs = until(lambda: finished(api), 400, 2)  # with any the scheduler started itself on unpausing
             assert {run["state"] for run in runs} == {"success"}
             tasks = {run["dag_run_id"]: tasks_of(api, run) for run in runs}
-            delivered = [run for run, states in tasks.items() if states["deliver"] == "success"]
-            assert delivered and all(set(tasks[run].values()) == {"success"} for run in delivered), tasks
+            # a small window goes out in the first task (the fast path: the rest skipped), a big one a task a step
+            delivering = {run: "deliver" if states["deliver"] == "success" else "extract"
+                          for run, states in tasks.items() if states["extract"] == "success"}  # fmt: skip
+            assert delivering and all("failed" not in tasks[run].values() for run in delivering), tasks
             assert listening_addresses(components.values()) <= {"127.0.0.1", "::1"}  # no log server on 0.0.0.0
-            log = api.call("GET", f"{run_path(delivered[0])}/taskInstances/deliver/logs/1")["content"]
+            run, task = next(iter(delivering.items()))
+            log = api.call("GET", f"{run_path(run)}/taskInstances/{task}/logs/1")["content"]
             assert any("Returned value" in str(line.get("event")) for line in log)  # read from the task's file
         assert all(process.poll() is not None for process in components.values())  # all stopped on the way out
         assert world.records_held("land", "land-owners")  # the partner holds what the scheduler's run sent

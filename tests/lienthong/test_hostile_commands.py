@@ -153,7 +153,7 @@ def test_a_path_that_cannot_be_used_is_refused_naming_its_option(tmp_path, optio
 @pytest.mark.parametrize(
     ("db", "expected"),
     [
-        pytest.param("sqlite:///{tmp}/notes.txt/population.db", ["--db", "there is no population database"], id="under-a-file"),
+        pytest.param("sqlite:///{tmp}/notes.txt/population.db", ["--db", "no population database"], id="under-a-file"),
         pytest.param("sqlite:///{tmp}/notes.txt", ["--db", "cannot open", "not a database"], id="a-text-file"),
         pytest.param("population.db", ["--db: not a database URL"], id="not-a-url"),
         pytest.param("postgresql://lan:hunter2@127.0.0.1:1/population", ["--db", "cannot open", "***"], id="down"),
