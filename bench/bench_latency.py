@@ -265,6 +265,8 @@ def main() -> None:
     lost = [a for a, v in figures["latency"].items() if v["received"] < v["expected"]]
     if lost or None in slowest:  # a change that never reached a partner is a failure, not a slow figure
         sys.exit(f"changes did not reach {', '.join(lost) or 'every partner in the burst'} within {options.timeout} s")
+    if not figures["components_alive"]:  # a triggerer that died leaves the five-minute safety net doing its work
+        sys.exit(f"an Airflow component stopped during the run: see {var / 'airflow'}/<component>.log")
 
 
 def world_packages(world: World) -> dict[str, int]:

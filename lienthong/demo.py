@@ -14,6 +14,7 @@ events in ``var/lienthong.db``, the sandbox PKI in ``var/pki``). It then
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -185,6 +186,9 @@ def airflow_running(var: Path, env: dict[str, str]) -> Iterator[dict[str, subpro
     # Every component signs and checks the tasks' tokens with one secret; left to Airflow, a component that starts
     # before the configuration file is written makes up its own, and every task then fails to authenticate.
     environment["AIRFLOW__API_AUTH__JWT_SECRET"] = _instance_secret(home / "jwt-secret")
+    # So with the key that encrypts what the metadata database keeps (connections, the triggers' arguments): a
+    # triggerer with a key of its own cannot read the change log watcher's arguments, and dies.
+    environment["AIRFLOW__CORE__FERNET_KEY"] = _instance_secret(home / "fernet-key", fernet=True)
     # migrate, pools, the sandbox's connections (one line each: which is used, from where)
     subprocess.run([sys.executable, "-m", "lienthong.airflow_runner"], env=environment | connections, check=True)
     airflow = Path(sys.executable).with_name("airflow")
@@ -210,10 +214,11 @@ def _stop(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _instance_secret(path: Path) -> str:
-    """This Airflow instance's secret, made once and kept in ``path`` (under var/, git-ignored, owner only)."""
+def _instance_secret(path: Path, *, fernet: bool = False) -> str:
+    """This Airflow instance's secret, made once and kept in ``path`` (under var/, git-ignored, owner only): a
+    Fernet key (32 random bytes, URL-safe base64) when ``fernet``."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(64))
+        path.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode() if fernet else secrets.token_urlsafe(64))
     return path.read_text().strip()

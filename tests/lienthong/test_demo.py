@@ -141,6 +141,8 @@ def test_make_airflow_runs_a_feed_through_the_scheduler_and_listens_on_loopback_
                           for run, states in tasks.items() if states["extract"] == "success"}  # fmt: skip
             assert delivering and all("failed" not in tasks[run].values() for run in delivering), tasks
             assert listening_addresses(components.values()) <= {"127.0.0.1", "::1"}  # no log server on 0.0.0.0
+            # every component still up: the triggerer reads the change log watcher's arguments with the instance's key
+            assert {name: process.poll() for name, process in components.items()} == dict.fromkeys(components)
             run, task = next(iter(delivering.items()))
             log = api.call("GET", f"{run_path(run)}/taskInstances/{task}/logs/1")["content"]
             assert any("Returned value" in str(line.get("event")) for line in log)  # read from the task's file
