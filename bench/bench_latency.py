@@ -121,9 +121,10 @@ class World:
                 found[package] = (agreement, at.timestamp())
             return found
 
-    def arrivals(self, pid: str, after: float) -> dict[str, float]:
-        """Per agreement, when the first receipt after ``after`` came for a package carrying ``pid``."""
-        held, receipts = self.packages_holding(), self.receipts()
+    @staticmethod
+    def arrivals(pid: str, after: float, held: dict, receipts: dict) -> dict[str, float]:
+        """Per agreement, when the first receipt after ``after`` came for a package carrying ``pid`` (``held``:
+        ``packages_holding()``, ``receipts``: ``receipts()``, read once for every event looked at)."""
         found: dict[str, float] = {}
         for partner in held.values():
             for package in partner.get(pid, ()):
@@ -142,14 +143,15 @@ class World:
 def wait_for(world: World, pending: list[tuple[str, str, float]], seconds: float) -> dict[tuple[str, str], float]:
     """The latency of each (event, agreement) expected, waiting up to ``seconds`` for the last of them."""
     got: dict[tuple[str, str], float] = {}
+    expected = sum(1 for _, kind, _ in pending for a in world.agreements if world.selects(a, kind))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        held, receipts = world.packages_holding(), world.receipts()  # the stores and the ledger once a look
         for pid, kind, committed in pending:
-            arrived = world.arrivals(pid, committed)
+            arrived = world.arrivals(pid, committed, held, receipts)
             for agreement in world.agreements:
                 if world.selects(agreement, kind) and agreement in arrived:
                     got.setdefault((pid, agreement), arrived[agreement] - committed)
-        expected = sum(1 for _, kind, _ in pending for a in world.agreements if world.selects(a, kind))
         if len(got) >= expected:
             break
         time.sleep(1)

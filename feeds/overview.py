@@ -213,7 +213,10 @@ def _latest_reconciliation(session: Session, partner: str) -> Reconciliation | N
                           mismatches)  # fmt: skip
 
 
-def agreement_overview(session: Session, agreement: Agreement, checkpoint: Checkpoint, var: Path) -> AgreementOverview:
+def agreement_overview(
+    session: Session, agreement: Agreement, checkpoint: Checkpoint, var: Path, head: int
+) -> AgreementOverview:
+    """One agreement's feeds; ``head`` is the change log's last change number."""
     counts = _ledger_counts(session, agreement.name)
     kinds = _by_kind(counts)
     outbound = inbound = None
@@ -227,7 +230,7 @@ def agreement_overview(session: Session, agreement: Agreement, checkpoint: Check
         outbound.receipts_accepted = counts.get(("receipt_received", "accepted"), (0, 0))[0]
         outbound.receipts_rejected = counts.get(("receipt_received", "rejected"), (0, 0))[0]
         outbound.validation = _validation(session, agreement.name, direction.dataset)
-        _freshness(session, outbound)
+        _freshness(session, outbound, head)
     if (direction := agreement.directions.get("inbound")) is not None:
         inbound = Inbound(direction.dataset)
         inbound.packages_received, inbound.records_received = kinds.get("package_received", (0, 0))
@@ -239,12 +242,12 @@ def agreement_overview(session: Session, agreement: Agreement, checkpoint: Check
     return AgreementOverview(agreement.name, agreement.partner, agreement.transport, outbound, inbound, folders)
 
 
-def _freshness(session: Session, outbound: Outbound) -> None:
-    """The feed's lag behind the change log and when the oldest change it has not delivered was committed."""
-    from population.changelog import last_sequence
+def _freshness(session: Session, outbound: Outbound, head: int) -> None:
+    """The feed's lag behind the change log's ``head`` and when the oldest change it has not delivered was
+    committed."""
     from population.models import Change
 
-    outbound.lag = max(0, last_sequence(session) - outbound.last_change_delivered)
+    outbound.lag = max(0, head - outbound.last_change_delivered)
     if outbound.lag:
         oldest = select(Change.recorded_at).where(Change.sequence > outbound.last_change_delivered)
         outbound.oldest_unacknowledged_at = session.scalar(oldest.order_by(Change.sequence).limit(1))
@@ -252,6 +255,7 @@ def _freshness(session: Session, outbound: Outbound) -> None:
 
 def exchange_overview(engine: Engine, var: Path) -> Overview:
     """Every agreement's feeds, and the ledger's length and head hash; ``var`` is the workspace's folder."""
+    from population.changelog import last_sequence
     from population.db import session_factory
     from population.models import LedgerHead
 
@@ -259,7 +263,8 @@ def exchange_overview(engine: Engine, var: Path) -> Overview:
     agreements = list(load_agreements().values())
     checkpoints = {a.name: read_checkpoint(engine, a.name) for a in agreements}
     with session_factory(engine)() as session:
-        overviews = [agreement_overview(session, a, checkpoints[a.name], var) for a in agreements]
+        change_log_head = last_sequence(session)  # once for every feed's lag
+        overviews = [agreement_overview(session, a, checkpoints[a.name], var, change_log_head) for a in agreements]
         head = session.get(LedgerHead, 1)
     entries, head_hash = (head.last_position, head.last_hash) if head is not None else (0, "")
     return Overview(overviews, entries, head_hash)
