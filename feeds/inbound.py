@@ -483,7 +483,7 @@ def validate(
     suite = build_suite(settings.get("suite", direction.dataset), as_of=as_of,
                         freshness_days=settings.get("freshness_days"), columns=fields)  # fmt: skip
     source = f"{agreement.name}: inbound package {verified.sequence} ({verified.package_id})"
-    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)
+    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source, agreement.name)
     sinks: list = [store]
     report = None
     if reports_dir is not None:

@@ -48,7 +48,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine, distinct, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from connectors.transport import partner_hook
@@ -126,6 +126,8 @@ class CheckedRows:
     quarantined: int
     suite: str
     validation_run: int | None
+    released: tuple[dict, ...] = ()  # the manifest's validation.released: the stewards' releases it carries
+    releases_done: tuple[int, ...] = ()  # the released records this package settles (carried, or held anew)
 
 
 @dataclass(frozen=True)
@@ -157,13 +159,17 @@ def outbound_of(agreement: Agreement) -> Direction:
 # -- 1. extract --------------------------------------------------------------------------------------------------
 
 
-def _window_query(window: FeedWindow, rows: RowSelection, columns: list[str] | None = None):
+def _window_query(
+    window: FeedWindow, rows: RowSelection, columns: list[str] | None = None, released: tuple[str, ...] = ()
+):
     """The extract rows of the window that the agreement selects: in an incremental window, the citizens changed
-    in it (by one of the selected events, when it names some); in a full one, every citizen (with such an event
-    in the change log up to the window's end); each meeting the selection's field tests."""
+    in it (by one of the selected events, when it names some) and those a steward released from the quarantine
+    (``released``: their personal IDs); in a full one, every citizen (with such an event in the change log up to
+    the window's end); each meeting the selection's field tests."""
     query = extract_query(columns=columns, where=rows.where)
     if window.mode == INCREMENTAL:
-        query = query.where(Citizen.id.in_(changed_citizens(window.after, window.up_to, rows.events)))
+        changed = Citizen.id.in_(changed_citizens(window.after, window.up_to, rows.events))
+        query = query.where(or_(changed, Citizen.personal_id.in_(released)) if released else changed)
     elif rows.events:
         query = query.where(Citizen.id.in_(changed_citizens(0, window.up_to, rows.events)))
     return query
@@ -177,6 +183,16 @@ def _window_citizens(session: Session, window: FeedWindow, rows: RowSelection) -
         changed = Change.sequence > window.after, Change.sequence <= window.up_to
         return session.scalar(select(func.count(distinct(Change.citizen_id))).where(*changed))
     return session.scalar(select(func.count()).select_from(Citizen))
+
+
+def _releases_waiting(session: Session, agreement: Agreement) -> int:
+    """How many records stewards released from this feed's quarantine are not sent yet
+    (``validation.quarantine.releases_due``)."""
+    from validation.models import QuarantinedRecord
+
+    waiting = (QuarantinedRecord.agreement == agreement.name, QuarantinedRecord.status == "released",
+               QuarantinedRecord.dataset == outbound_of(agreement).dataset)  # fmt: skip
+    return session.scalar(select(func.count()).where(*waiting, QuarantinedRecord.sent_in.is_(None)))
 
 
 def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) -> FeedWindow:
@@ -212,6 +228,8 @@ def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) ->
         up_to = checkpoint.pending_up_to if checkpoint.pending_up_to is not None else head
         window = FeedWindow(agreement.name, mode, checkpoint.last_change_sequence, up_to, 0)
         citizens = _window_citizens(session, window, direction.rows)
+        if mode == INCREMENTAL:  # the stewards' releases go out in the next package, changes or not
+            citizens += _releases_waiting(session, agreement)
     log.info("%s: window after change %d up to %d, %d citizens (%s)", agreement.name, window.after, window.up_to,
              citizens, mode)  # fmt: skip
     if mode == INCREMENTAL and not citizens and window.up_to > window.after and checkpoint.pending_up_to is None:
@@ -227,16 +245,20 @@ def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) ->
 
 
 def window_batches(
-    engine: Engine, window: FeedWindow, batch_rows: int | None = None, rows: RowSelection = EVERY_ROW
+    engine: Engine,
+    window: FeedWindow,
+    batch_rows: int | None = None,
+    rows: RowSelection = EVERY_ROW,
+    released: tuple[str, ...] = (),
 ) -> Iterator[pd.DataFrame]:
-    """The extract rows of the window's citizens (those ``rows`` selects), streamed in batches of text indexed by
-    row number."""
+    """The extract rows of the window's citizens (those ``rows`` selects, and the ``released`` ones), streamed in
+    batches of text indexed by row number."""
     from validation.runner import BATCH_ROWS, extract_frames
 
     batch_rows = batch_rows or BATCH_ROWS
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=batch_rows)
-        yield from extract_frames(result.execute(_window_query(window, rows)), batch_rows)
+        yield from extract_frames(result.execute(_window_query(window, rows, released=released)), batch_rows)
 
 
 # -- 2-3. minimise and validate ------------------------------------------------------------------------------
@@ -298,26 +320,42 @@ def check_quarantine_limit(direction: Direction, outcome: ValidationOutcome) -> 
 
 
 def validate(
-    engine: Engine, agreement: Agreement, window: FeedWindow, work_dir: Path, *, as_of: date | None = None
+    engine: Engine,
+    agreement: Agreement,
+    window: FeedWindow,
+    work_dir: Path,
+    *,
+    as_of: date | None = None,
+    reports_dir: Path | None = None,
 ) -> CheckedRows:
     """Validate the window's rows, minimise those that pass and write them to ``work_dir`` in the payload
-    format."""
-    from validation.quarantine import QuarantineStore
+    format. With ``reports_dir``, the run's report is kept per feed, in ``<agreement>/run-<id>/``: its Data Docs,
+    ``quarantine.csv`` (every finding) and ``summary.json``."""
+    from validation.quarantine import QuarantineStore, releases_due
+    from validation.reports import FindingsCsv, write_summary
     from validation.runner import StreamValidation
 
     direction = outbound_of(agreement)
     fields = list(direction.fields)
     suite = outbound_suite(agreement, as_of)
+    due = []
     if window.mode == INCREMENTAL:  # the changed citizens are parts of households: no household roll-up
         suite = replace(suite, households=None)
+        with session_factory(engine)() as session:
+            due = releases_due(session, agreement.name, direction.dataset)
     source = f"{agreement.name}: changes {window.after + 1}-{window.up_to} ({window.mode})"
-    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)
-    run = StreamValidation(suite, sinks=[store], waivers=store.waivers, source=source)
+    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source, agreement.name)
+    report = None if reports_dir is None else Path(reports_dir) / agreement.name / f"run-{store.run_id}"
+    sinks = [store] if report is None else [store, FindingsCsv(report / "quarantine.csv")]
+    run = StreamValidation(suite, sinks=sinks, waivers=store.waivers, source=source,
+                           data_docs_dir=None if report is None else report / "data-docs")  # fmt: skip
     name = payload_name(agreement)
     staging = Path(work_dir) / agreement.name / f"changes-{window.after}-{window.up_to}" / name
     staging.parent.mkdir(parents=True, exist_ok=True)
     hasher = subject_hasher()  # no disclosure key, no package: refused before anything is validated
-    batches = (batch[suite.columns] for batch in window_batches(engine, window, rows=direction.rows))
+    released = tuple(d.personal_id for d in due if d.personal_id is not None)
+    batches = (batch[suite.columns] for batch in window_batches(engine, window, rows=direction.rows,
+                                                                released=released))  # fmt: skip
     passing = (minimise(ok, fields) for ok in run.passing(batches))
     with staging.open("wb") as handle, SubjectsFile(subjects_path(staging), hasher) as subjects:
         sink = HashingWriter(handle)
@@ -325,11 +363,18 @@ def validate(
         passed = WRITERS[staging.suffix](fields, rows, sink)
         sink.flush()
     outcome = run.outcome
+    if report is not None:
+        write_summary(outcome, report / "summary.json")
     check_quarantine_limit(direction, outcome)
     log.info("%s: %d rows validated, %d passed, %d quarantined", agreement.name, outcome.rows, passed,
              outcome.quarantined)  # fmt: skip
+    held_again = store.held_among(released)  # changed since it was released, and held for something new
+    carried = tuple(d.manifest_entry() for d in due if d.personal_id not in held_again)
+    if due:
+        log.info("%s: %d record(s) released by stewards go out (%d held again)", agreement.name, len(carried),
+                 len(due) - len(carried))  # fmt: skip
     return CheckedRows(window, (StagedFile(name, str(staging), passed),), outcome.rows, passed, outcome.quarantined,
-                       suite.suite.name, outcome.run_id)  # fmt: skip
+                       suite.suite.name, outcome.run_id, carried, tuple(d.record for d in due))  # fmt: skip
 
 
 # -- 4. package --------------------------------------------------------------------------------------------------
@@ -373,14 +418,21 @@ def package(
         if directory.exists():  # sealed, then stopped before zipping
             return _sealed(window, zip_package(directory))
     expected = _next_package(engine, agreement, out_dir)
-    # the disclosure index: the staged files' subjects, recorded in the sealing transaction
+    # recorded in the sealing transaction: the disclosure index (the staged files' subjects), the stewards'
+    # releases the package settles, and which package the validation run's rows went out in
     disclosures = package_recorder(agreement, OUTBOUND, [subjects_path(f.path) for f in checked.files])
+
+    def also(session: Session, manifest) -> None:
+        disclosures(session, manifest)
+        settle_releases(session, checked, manifest.package_id)
+
     hold_pending(engine, agreement.name, window.up_to, expected.with_name(expected.name + ".zip"))
     direction = outbound_of(agreement)
     encrypt_for = None
     if direction.encryption:
         encrypt_for = load_certificate(pki.path / str(direction.recipient_certificate))
-    validation = Validation(suite=checked.suite, passed=True, quarantined=checked.quarantined, report=None)
+    validation = Validation(suite=checked.suite, passed=True, quarantined=checked.quarantined, report=None,
+                            released=checked.released)  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     schema = SchemaRef(direction.dataset, str(direction.schema_version))
     signer = load_signer(pki, POPULATION, key_password())
@@ -388,7 +440,7 @@ def package(
                         mode=window.mode, encrypt_for=encrypt_for, validation=validation) as builder:  # fmt: skip
         for staged in checked.files:
             builder.add_file(staged.name, Path(staged.path), staged.records)
-        built = builder.seal(engine, also=disclosures)
+        built = builder.seal(engine, also=also)
     if built.path != expected:
         raise RuntimeError(f"{agreement.name}: another run sealed a package on this feed meanwhile")
     archive = zip_package(built.path)
@@ -396,6 +448,19 @@ def package(
              built.manifest.package_id, built.manifest.record_count)  # fmt: skip
     return SealedPackage(window, str(archive), built.manifest.package_id, built.manifest.sequence,
                          built.manifest_sha256, built.manifest.record_count, checked.quarantined)  # fmt: skip
+
+
+def settle_releases(session: Session, checked: CheckedRows, package_id: str) -> None:
+    """In the package's sealing transaction: the released records it settles are not due again, and its
+    validation run names it (``lienthong quarantine list --package``)."""
+    from validation.models import ValidationRun
+    from validation.quarantine import mark_sent
+
+    mark_sent(session, checked.releases_done, package_id)
+    if checked.validation_run is not None:
+        session.execute(
+            update(ValidationRun).where(ValidationRun.id == checked.validation_run).values(package_id=package_id)
+        )
 
 
 # -- 5-7. deliver, verify the receipt, move the checkpoint ----------------------------------------------------
@@ -472,7 +537,8 @@ def run_outbound(
     elif window.mode == INCREMENTAL and not window.citizens:
         return OutboundRun(window, None, None)
     else:
-        checked = validate(engine, agreement, window, Path(work_dir) / "staging", as_of=as_of)
+        checked = validate(engine, agreement, window, Path(work_dir) / "staging", as_of=as_of,
+                           reports_dir=Path(work_dir) / "reports")  # fmt: skip
         sealed = package(engine, agreement, checked, pki, Path(work_dir) / "packages")
     return deliver_and_close_window(engine, agreement, sealed, pki, receipt_timeout)
 

@@ -85,6 +85,7 @@ from feeds.outbound import (
     subject_position,
 )
 from lienthong_verify.schemas import date_time_text
+from population.admin_units import ward_provinces
 from population.changelog import changed_citizens
 from population.db import create_population_engine, is_sqlite, session_factory
 from population.disclosures import SubjectHasher, SubjectsFile, subjects_path
@@ -131,17 +132,6 @@ def _wards_in_force():
     return select(AdministrativeUnit.code).where(
         AdministrativeUnit.level == "ward", AdministrativeUnit.effective_to.is_(None)
     )
-
-
-def _ward_provinces(engine: Engine) -> dict[str, str]:
-    """Ward code → province code, for wards in force."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(AdministrativeUnit.code, AdministrativeUnit.province_code).where(
-                AdministrativeUnit.level == "ward", AdministrativeUnit.effective_to.is_(None)
-            )
-        )
-        return {code: province for code, province in rows}
 
 
 @dataclass(frozen=True)
@@ -202,7 +192,7 @@ def snapshot_shards(engine: Engine, agreement: Agreement, window: FeedWindow | N
     tasks are the same on every run."""
     outbound_of(agreement)
     after = _after_window(engine, window)
-    provinces = _ward_provinces(engine)
+    provinces = ward_provinces(engine)
     with engine.connect() as connection:
         units = connection.execute(
             select(AdministrativeUnit.code, AdministrativeUnit.name)
@@ -352,10 +342,10 @@ def validate_shard(
     after = _after_window(engine, window)
     wanted = {*suite.columns, *fields}  # what the suite reads and the partner receives, nothing more
     columns = [c for c in extract_columns() if c in wanted]
-    query = _shard_query(engine, shard, after, _ward_provinces(engine), columns, window, direction.rows)
+    query = _shard_query(engine, shard, after, ward_provinces(engine), columns, window, direction.rows)
     name, staging = _staging(agreement, window, shard, work_dir)
     source = f"{agreement.name}: full snapshot up to change {window.up_to}, shard {shard.code}"
-    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source)
+    store = QuarantineStore(engine, direction.dataset, suite.suite.name, source, agreement.name)
     partial = staging.with_name(staging.name + ".partial")
     hasher = subject_hasher()  # the disclosure index's subjects are written beside the staged file
     if fast:

@@ -74,7 +74,8 @@ def _checked(value: dict[str, Any]):
     from feeds.outbound import CheckedRows, StagedFile
 
     files = tuple(StagedFile(**f) for f in value["files"])
-    return CheckedRows(**(value | {"window": _window(value["window"]), "files": files}))
+    releases = {key: tuple(value.get(key, ())) for key in ("released", "releases_done")}
+    return CheckedRows(**(value | {"window": _window(value["window"]), "files": files} | releases))
 
 
 def _sealed(value: dict[str, Any]):
@@ -122,7 +123,10 @@ def validate_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
     if window["pending"] is not None:
         return {"sealed_already": window["pending"]}
     with population_database() as engine:
-        return asdict(validate(engine, agreement(name), _window(window), Workspace.from_environment().staging))
+        workspace = Workspace.from_environment()
+        checked = validate(engine, agreement(name), _window(window), workspace.staging,
+                           reports_dir=workspace.reports)  # fmt: skip
+        return asdict(checked)
 
 
 def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +197,7 @@ def exchange_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
         if window["pending"] is not None:
             sealed = pending_package(_window(window))
         else:
-            checked = validate(engine, found, _window(window), workspace.staging)
+            checked = validate(engine, found, _window(window), workspace.staging, reports_dir=workspace.reports)
             sealed = package(engine, found, checked, pki, workspace.packages)
         run = deliver_and_close_window(engine, found, sealed, pki, FAST_PATH_RECEIPT_WAIT)
     return {"package_id": sealed.package_id, "delivery": None if run.delivery is None else asdict(run.delivery)}

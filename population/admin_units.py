@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 from vietnam_provinces import Province, Ward
 
@@ -91,3 +91,14 @@ def legacy_province(session: Session, id_prefix: str) -> AdministrativeUnit | No
             AdministrativeUnit.effective_from == LEGACY_FROM,
         )
     )
+
+
+def ward_provinces(engine: Engine) -> dict[str, str]:
+    """Ward code → province code, for wards in force."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(AdministrativeUnit.code, AdministrativeUnit.province_code).where(
+                AdministrativeUnit.level == "ward", AdministrativeUnit.effective_to.is_(None)
+            )
+        )
+        return {code: province for code, province in rows}

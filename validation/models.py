@@ -18,10 +18,15 @@ class ValidationRun(Base):
     """One validation of a dataset: its figures and the four dimension scores, kept to show trends."""
 
     __tablename__ = "validation_run"
-    __table_args__ = (Index("ix_validation_run_dataset_started", "dataset", "started_at"),)
+    __table_args__ = (
+        Index("ix_validation_run_dataset_started", "dataset", "started_at"),
+        Index("ix_validation_run_agreement_started", "agreement", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset: Mapped[str] = mapped_column(String(40))
+    agreement: Mapped[str | None] = mapped_column(String(60))  # the feed validated for; None for a file's check
+    package_id: Mapped[str | None] = mapped_column(String(36))  # the package its passing rows went out in
     suite: Mapped[str] = mapped_column(String(60))
     source: Mapped[str] = mapped_column(String(250))  # a file name, or "database"
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -48,16 +53,20 @@ class QuarantinedRecord(Base):
     __table_args__ = (
         Index("ix_quarantined_record_status", "status", "dataset"),
         Index("ix_quarantined_record_personal_id", "personal_id"),
+        Index("ix_quarantined_record_queue", "status", "agreement", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("validation_run.id"), index=True)
     dataset: Mapped[str] = mapped_column(String(40))
+    agreement: Mapped[str | None] = mapped_column(String(60))  # the feed it was held from
+    province_code: Mapped[str | None] = mapped_column(String(8))  # of its permanent ward, for the queue's facets
     row_number: Mapped[int] = mapped_column(BigInteger)
     personal_id: Mapped[str | None] = mapped_column(String(64))  # as given, which may not be a valid ID
     record: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(10))  # held | released | rejected
+    status: Mapped[str] = mapped_column(String(10))  # held | awaiting (a second steward) | released | rejected
     held_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_in: Mapped[str | None] = mapped_column(String(36))  # the package that carried it, once released
 
     findings: Mapped[list[QuarantineFinding]] = relationship(back_populates="record", order_by="QuarantineFinding.id")
     decisions: Mapped[list[StewardDecision]] = relationship(back_populates="record", order_by="StewardDecision.id")
@@ -75,6 +84,7 @@ class QuarantineFinding(Base):
     column_name: Mapped[str] = mapped_column(String(200))
     value: Mapped[str | None] = mapped_column(Text)
     dimension: Mapped[str] = mapped_column(String(8))
+    severity: Mapped[str] = mapped_column(String(10), server_default="quarantine")  # quarantine | block
     reason: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of dataset, personal ID, rule and value
 
@@ -89,6 +99,7 @@ class StewardDecision(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     record_id: Mapped[int] = mapped_column(ForeignKey("quarantined_record.id"), index=True)
     decision: Mapped[str] = mapped_column(String(10))  # release | reject
+    scope: Mapped[str] = mapped_column(String(10), server_default="feed")  # feed (the record's own) | all (feeds)
     steward: Mapped[str] = mapped_column(String(120))
     reason: Mapped[str] = mapped_column(Text)
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -127,3 +138,17 @@ class ReconciliationMismatch(Base):
     mismatch: Mapped[str] = mapped_column(String(30))
     partner_value: Mapped[str | None] = mapped_column(Text)
     population_value: Mapped[str | None] = mapped_column(Text)
+
+
+class MismatchResolution(Base):
+    """The audit of a steward's resolution of a mismatch: the population is right, the partner must correct, or
+    escalate; who, when and why. Never updated: a later resolution of the same mismatch supersedes it."""
+
+    __tablename__ = "mismatch_resolution"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mismatch_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_mismatch.id"), index=True)
+    resolution: Mapped[str] = mapped_column(String(30))  # population_right | partner_must_correct | escalate
+    steward: Mapped[str] = mapped_column(String(120))
+    reason: Mapped[str] = mapped_column(Text)
+    resolved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

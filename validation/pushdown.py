@@ -175,9 +175,8 @@ class DatabaseValidation(BatchedRun):
                 for (rule, found), evaluated in zip(failing, judged, strict=True):
                     samples = _values(records, rule.columns, found[:SAMPLE_VALUES])
                     self.tallies.count(rule.config, evaluated, len(found), samples)
-                quarantinable = [(r.config, rows) for r, rows in failing
-                                 if rows and r.config.meta["severity"] != "block"]  # fmt: skip
-                self._hold(self._record(index, findings_of(quarantinable, records), records, total))
+                found = [(r.config, rows) for r, rows in failing if rows]
+                self._hold(self._record(index, findings_of(found, records), records, total))
                 self._households(source, index)
                 self._finish(index, context, self.tallies.share_blocks())
             finally:

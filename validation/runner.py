@@ -229,7 +229,7 @@ class RunTallies:
             evaluated = stats.get("element_count", 0) - stats.get("missing_count", 0)
             unexpected = stats.get("unexpected_count", 0)
             self.count(config, evaluated, unexpected, stats.get("partial_unexpected_list", []))
-            if unexpected and meta["severity"] != "block":
+            if unexpected:  # a block rule's failing rows too: their findings are kept on the rows held anyway
                 failing.append((config, rows_of(stats.get("unexpected_index_list") or [])))
         return failing
 
@@ -394,6 +394,9 @@ class BatchedRun:
         if self.waivers is not None and len(findings):
             findings = self.waivers(findings)
         held_rows = findings.loc[findings["severity"] == "quarantine", "row_number"].unique().tolist()
+        # a block rule judges the share of failing rows, not a row: its findings go with the rows held for
+        # another reason (their release then takes two stewards), and on the others say nothing
+        findings = findings[(findings["severity"] != "block") | findings["row_number"].isin(held_rows)]
         index.tally(findings, rows)
         held = records.loc[held_rows, self.suite.columns] if held_rows else pd.DataFrame()
         for sink in self.sinks:

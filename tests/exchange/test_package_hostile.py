@@ -181,6 +181,17 @@ def _at_sequence(text: str, sequence: int) -> str:
     return _with('"previous_manifest_sha256": null', f'"previous_manifest_sha256": "{"ab" * 32}"')(text)
 
 
+def _validation(released: str) -> str:
+    return (
+        '"validation": {"suite": "citizen-extract.v1", "passed": true, "quarantined": 0, "report": null, '
+        f'"released": {released}}}'
+    )
+
+
+def _released(record: str = "7", decisions: str = "[12]", rules: str = '["rule"]', extra: str = "") -> str:
+    return f'{{"record": {record}, "decisions": {decisions}, "rules": {rules}{extra}}}'
+
+
 MANIFESTS = {
     "a key twice": _with('"mode": "full",', '"mode": "full",\n  "mode": "incremental",'),
     "a 5,000-digit number": _with('"record_count": 3', '"record_count": ' + "9" * 5000),
@@ -193,6 +204,15 @@ MANIFESTS = {
     "a file's bytes 2^53": lambda text: re.sub(r'"bytes": \d+', f'"bytes": {2**53}', text),
     "a control character in free text": _with('"name": "citizen-extract"', '"name": "citizen\\u001b[2Jextract"'),
     "a path with a dot segment": _with(f'"path": "{PAYLOAD}"', '"path": "data/./citizens.csv"'),
+    # validation.released, the stewards' releases a package carries: {record, decisions, rules} each, or absent
+    "released: an empty list": _with('"validation": null', _validation("[]")),
+    "released: three decisions": _with('"validation": null', _validation(_released(decisions="[1, 2, 3]"))),
+    "released: a personal ID slipped in": _with(
+        '"validation": null', _validation(_released(extra=', "personal_id": "001090000001"'))
+    ),
+    "released: a negative record": _with('"validation": null', _validation(_released(record="-1"))),
+    "released: no rules": _with('"validation": null', _validation(_released(rules="[]"))),
+    "released: 1,025 entries": _with('"validation": null', _validation("[" + ", ".join([_released()] * 1025) + "]")),
 }
 
 

@@ -201,7 +201,8 @@ def test_a_stewards_full_view_is_logged_before_it_is_shown_and_listed_for_the_ci
         assert keyless.output.startswith("error: whole personal IDs are shown only when the view can be logged")
         monkeypatch.setenv("LIENTHONG_DISCLOSURE_KEY", "tests' disclosure key")
 
-        shown = quarantine("show", str(record_id), "--unmasked", "--steward", "nguyen.van.an", db=db)
+        monkeypatch.setenv("LIENTHONG_STEWARD", "nguyen.van.an")  # the configured identity
+        shown = quarantine("show", str(record_id), "--unmasked", db=db)
         assert shown.exit_code == 0 and pid in shown.output
         (view,) = json.loads(disclosures(pid, "--json", db=db).stdout)["steward_full_views"]
         assert view["steward"] == "nguyen.van.an" and view["purpose"] == "quarantine review"
@@ -210,7 +211,8 @@ def test_a_stewards_full_view_is_logged_before_it_is_shown_and_listed_for_the_ci
         assert "full views by stewards: 1" in listed.output and "nguyen.van.an" in listed.output
 
         # a list shown whole logs a view of every record in it
-        assert quarantine("list", "--unmasked", "--limit", "5", "--steward", "tran.thi.b", db=db).exit_code == 0
+        monkeypatch.setenv("LIENTHONG_STEWARD", "tran.thi.b")
+        assert quarantine("list", "--unmasked", "--limit", "5", db=db).exit_code == 0
         with session_factory(engine)() as session:
             steward_views = session.execute(text("SELECT steward, count(*) FROM steward_view GROUP BY steward"))
             assert dict(steward_views.all()) == {"nguyen.van.an": 1, "tran.thi.b": 5}

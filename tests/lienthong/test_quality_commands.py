@@ -26,7 +26,7 @@ def test_every_command_has_help(command):
     assert result.exit_code == 0, result.output
 
 
-def test_check_list_release_reject_report(tmp_path):
+def test_check_list_release_reject_report(tmp_path, monkeypatch):
     db = f"sqlite:///{tmp_path / 'p.db'}"
     upgrade(create_population_engine(db))
     rows = [_citizen("001090000001"), _citizen("001090000002", full_name="Lê Văn Ðức"),
@@ -43,9 +43,13 @@ def test_check_list_release_reject_report(tmp_path):
     no_reason = invoke("quarantine", "release", "1", db=db)
     assert no_reason.exit_code != 0
     released = invoke("quarantine", "release", "1", "--reason", "spelled so in the register", db=db)
-    assert released.exit_code == 0 and "released 1 record(s) as" in released.output
-    rejected = invoke("quarantine", "reject", "2", "--reason", "fix at source", "--steward", "minh", db=db)
+    assert released.exit_code == 0 and "release recorded as" in released.output
+    assert "record 1: released" in released.output
+    monkeypatch.setenv("LIENTHONG_STEWARD", "minh")  # decisions go under the configured identity
+    rejected = invoke("quarantine", "reject", "2", "--reason", "fix at source", db=db)
     assert rejected.exit_code == 0 and "as minh" in rejected.output
+    again = invoke("quarantine", "release", "2", "--reason", "oops", db=db)
+    assert again.exit_code == 1 and "quarantined record 2 is already rejected by minh" in again.output
     decided = invoke("quarantine", "list", "--status", "all", "--unmasked", db=db)
     assert "001090000002" in decided.output and "released" in decided.output and "minh" in decided.output
     report = invoke("quality", "report", "citizen-extract", "--out", str(tmp_path / "trend.html"), db=db)

@@ -11,8 +11,8 @@ from population.db import is_sqlite
 from population.generator import generate
 
 AS_OF = date(2026, 7, 1)  # the generator's default as_of: records are fresh on it
-VALIDATION_TABLES = ("steward_decision", "quarantine_finding", "quarantined_record", "validation_run",
-                     "reconciliation_mismatch", "reconciliation_run")  # fmt: skip
+VALIDATION_TABLES = ("mismatch_resolution", "steward_decision", "quarantine_finding", "quarantined_record",
+                     "validation_run", "reconciliation_mismatch", "reconciliation_run")  # fmt: skip
 
 
 @pytest.fixture

@@ -121,12 +121,16 @@ class PayloadFile:
 
 @dataclass(frozen=True)
 class Validation:
-    """The data-quality outcome the sender attaches (the validation issue fills it; until then: null)."""
+    """The data-quality outcome the sender attaches: the suite, whether it passed, how many rows were held back,
+    where the report is, and, only when the package carries records a data steward released from the quarantine,
+    ``released``: one entry per such record, ``{record, decisions, rules}`` (the sender's quarantine record and
+    decision numbers, and the rules the release waived; no personal data)."""
 
     suite: str
     passed: bool
     quarantined: int
     report: str | None
+    released: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ class Manifest:
     def to_bytes(self) -> bytes:
         fields = asdict(self)
         version = fields.pop("format")
+        if fields["validation"] is not None and not fields["validation"]["released"]:
+            del fields["validation"]["released"]  # only a package carrying released records names them
         if version == FORMAT_1:
             if fields.pop("ledger_head") is not None:
                 raise ValueError(f"a {FORMAT_1} manifest has no ledger_head")
@@ -209,7 +215,9 @@ class Manifest:
             schema=SchemaRef(**schema),
             record_count=document["record_count"],
             files=tuple(_payload_file(position, entry) for position, entry in enumerate(files)),
-            validation=Validation(**validation) if validation else None,
+            validation=Validation(**(validation | {"released": tuple(validation.get("released", ()))}))
+            if validation
+            else None,
             ledger_head=head,
             format=version,
         )
@@ -318,11 +326,36 @@ def _is_count(value: object) -> bool:
 def _is_validation(value: object) -> bool:
     return (
         isinstance(value, dict)
-        and set(value) == {"suite", "passed", "quarantined", "report"}
+        and set(value) in ({"suite", "passed", "quarantined", "report"}, {*VALIDATION_KEYS})
         and _is_text(value["suite"])
         and isinstance(value["passed"], bool)
         and _is_count(value["quarantined"])
         and (value["report"] is None or _is_text(value["report"]))
+        and ("released" not in value or _is_releases(value["released"]))
+    )
+
+
+VALIDATION_KEYS = ("suite", "passed", "quarantined", "report", "released")
+
+
+def _is_releases(value: object) -> bool:
+    """``validation.released``: 1 to MAX_ENTRIES records, each ``{record, decisions, rules}``: its number, the
+    one or two decisions that released it (four eyes), the rules waived."""
+    return (
+        isinstance(value, list)
+        and 0 < len(value) <= MAX_ENTRIES
+        and all(
+            isinstance(entry, dict)
+            and set(entry) == {"record", "decisions", "rules"}
+            and _is_count(entry["record"])
+            and isinstance(entry["decisions"], list)
+            and 0 < len(entry["decisions"]) <= 2
+            and all(map(_is_count, entry["decisions"]))
+            and isinstance(entry["rules"], list)
+            and 0 < len(entry["rules"]) <= MAX_ENTRIES
+            and all(map(_is_text, entry["rules"]))
+            for entry in value
+        )
     )
 
 
