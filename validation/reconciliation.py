@@ -34,14 +34,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine, insert, select, tuple_
+from sqlalchemy import Engine, func, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from population.db import is_sqlite, session_factory
 from population.models import Citizen, RegistryLink
 from population.names import fold_name
 from validation.crossrow import CrossRowIndex
-from validation.models import ReconciliationMismatch, ReconciliationRun
+from validation.models import MismatchResolution, ReconciliationMismatch, ReconciliationRun
 from validation.reports import neutralise
 from validation.suites import partner_dataset
 
@@ -326,4 +326,115 @@ def write_mismatch_csv(engine: Engine, run_id: int, path: Path) -> int:
         for row in session.execute(query).yield_per(10_000):
             writer.writerow([neutralise(cell) for cell in row])
             written += 1
+    return written
+
+
+# -- stewards' resolutions ----------------------------------------------------------------------------------------
+
+RESOLUTIONS = ("population_right", "partner_must_correct", "escalate")
+UNRESOLVED = "unresolved"
+CORRECTION_COLUMNS = ("personal_id", "identifier", "mismatch", "partner_value", "population_value", "reason",
+                      "resolved_at")  # fmt: skip
+
+
+class ResolutionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MismatchFilter:
+    """Which mismatches a steward looks at (None: any): a partner, a run, a class, and how they stand now (one of
+    ``RESOLUTIONS``, or ``unresolved``)."""
+
+    partner: str | None = None
+    run: int | None = None
+    mismatch: str | None = None
+    resolution: str | None = None
+
+
+def _latest_resolutions():
+    """Each resolved mismatch's latest resolution (a later one supersedes an earlier)."""
+    latest = select(func.max(MismatchResolution.id)).group_by(MismatchResolution.mismatch_id)
+    return select(MismatchResolution).where(MismatchResolution.id.in_(latest)).subquery()
+
+
+def _mismatch_query(columns, where: MismatchFilter, leave_out: str | None = None):
+    latest = _latest_resolutions()
+    query = (
+        select(*columns)
+        .select_from(ReconciliationMismatch)
+        .join(ReconciliationRun, ReconciliationRun.id == ReconciliationMismatch.run_id)
+        .outerjoin(latest, latest.c.mismatch_id == ReconciliationMismatch.id)
+    )
+    if where.partner is not None:
+        query = query.where(ReconciliationRun.partner == where.partner)
+    if where.run is not None:
+        query = query.where(ReconciliationMismatch.run_id == where.run)
+    if where.mismatch is not None and leave_out != "mismatch":
+        query = query.where(ReconciliationMismatch.mismatch == where.mismatch)
+    if where.resolution == UNRESOLVED:
+        query = query.where(latest.c.id.is_(None))
+    elif where.resolution is not None:
+        query = query.where(latest.c.resolution == where.resolution)
+    return query, latest
+
+
+def list_mismatches(
+    session, where: MismatchFilter | None = None, limit: int = 50, after: int = 0
+) -> list[tuple[ReconciliationMismatch, ReconciliationRun, str | None]]:
+    """A page of mismatches with their run and current resolution (None: unresolved), by id."""
+    query, latest = _mismatch_query([ReconciliationMismatch, ReconciliationRun], where or MismatchFilter())
+    query = query.add_columns(latest.c.resolution).where(ReconciliationMismatch.id > after)
+    return [tuple(row) for row in session.execute(query.order_by(ReconciliationMismatch.id).limit(limit))]
+
+
+def mismatch_counts(session, where: MismatchFilter | None = None) -> dict[str, int]:
+    """How many mismatches of each class, under the filter's other facets."""
+    query, _ = _mismatch_query([ReconciliationMismatch.mismatch, func.count()], where or MismatchFilter(), "mismatch")
+    rows = session.execute(query.group_by(ReconciliationMismatch.mismatch).order_by(ReconciliationMismatch.mismatch))
+    return dict(rows.all())
+
+
+def resolve_mismatches(
+    session, mismatch_ids: Iterable[int], resolution: str, reason: str, steward: str
+) -> list[MismatchResolution]:
+    """Record a steward's resolution of mismatches, with a reason (audited; a later one supersedes). Commits."""
+    if resolution not in RESOLUTIONS:
+        raise ResolutionError(f"a resolution is one of {', '.join(RESOLUTIONS)}, not {resolution!r}")
+    if not reason or not reason.strip():
+        raise ResolutionError("a resolution needs a reason")
+    ids = sorted(set(mismatch_ids))
+    found = set(session.scalars(select(ReconciliationMismatch.id).where(ReconciliationMismatch.id.in_(ids))))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ResolutionError(f"no mismatch {', '.join(map(str, missing))}")
+    now = datetime.now(UTC)
+    resolutions = [MismatchResolution(mismatch_id=i, resolution=resolution, steward=steward.strip(),
+                                      reason=reason.strip(), resolved_at=now) for i in ids]  # fmt: skip
+    session.add_all(resolutions)
+    session.commit()
+    return resolutions
+
+
+def write_corrections_csv(session, partner: str, handle) -> int:
+    """The corrections a partner must make (mismatches whose current resolution is ``partner_must_correct``) as
+    CSV, cells neutralised against formulas; returns the line count."""
+    where = MismatchFilter(partner=partner, resolution="partner_must_correct")
+    query, latest = _mismatch_query(
+        [
+            ReconciliationMismatch.personal_id,
+            ReconciliationMismatch.identifier,
+            ReconciliationMismatch.mismatch,
+            ReconciliationMismatch.partner_value,
+            ReconciliationMismatch.population_value,
+        ],
+        where,
+    )
+    query = query.add_columns(latest.c.reason, latest.c.resolved_at).order_by(ReconciliationMismatch.id)
+    writer = csv.writer(handle)
+    writer.writerow(CORRECTION_COLUMNS)
+    written = 0
+    for row in session.execute(query):
+        writer.writerow([neutralise(cell) for cell in row])
+        written += 1
     return written

@@ -1,7 +1,11 @@
 """Reconciliation of partner datasets derived from a generated population with deliberate disagreements."""
 
+import csv
+import io
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from population.db import session_factory
 from population.models import RegistryLink
@@ -9,7 +13,18 @@ from tests.partners.social_insurance import PARTNER, write_partner_files
 from tests.validation.conftest import AS_OF
 from validation.models import ReconciliationMismatch, ReconciliationRun
 from validation.partner_sample import partner_sample
-from validation.reconciliation import CLASSES, Reconciler, reconcile, write_mismatch_csv
+from validation.reconciliation import (
+    CLASSES,
+    MismatchFilter,
+    Reconciler,
+    ResolutionError,
+    list_mismatches,
+    mismatch_counts,
+    reconcile,
+    resolve_mismatches,
+    write_corrections_csv,
+    write_mismatch_csv,
+)
 from validation.suites import build_suite
 
 EXPECTED = {"missing_id": "matched"}  # a row without ID is linked by folded name and date of birth
@@ -66,3 +81,36 @@ def test_an_agency_from_an_operators_folder_is_sampled_validated_and_reconciled(
     with session_factory(population)() as session:
         kinds = set(session.scalars(select(RegistryLink.identifier_kind).where(RegistryLink.partner == PARTNER)))
     assert kinds == {"social_insurance_number"}
+
+
+def test_stewards_resolve_mismatches_and_the_partners_corrections_export_as_csv(population):
+    sample = partner_sample(population, "tax", 400, seed=5, disagreement_rate=0.15)
+    sample.rows.loc[sample.rows.index[0], "full_name"] = '=HYPERLINK("http://x","click")'  # a partner's formula
+    report = reconcile(population, "tax", [sample.rows], "sample")
+    with session_factory(population)() as session:
+        counts = mismatch_counts(session, MismatchFilter(partner="tax", run=report.run_id))
+        assert counts == {c: n for c, n in report.counts.items() if c != "matched" and n}
+        names = list_mismatches(session, MismatchFilter("tax", report.run_id, "name_differs"), limit=1000)
+        assert names and all(m.mismatch == "name_differs" and resolution is None for m, _, resolution in names)
+        formula = next(m for m, _, _ in names if m.partner_value.startswith("="))
+        plain = next(m for m, _, _ in names if m is not formula)
+        with pytest.raises(ResolutionError, match="needs a reason"):
+            resolve_mismatches(session, [plain.id], "partner_must_correct", " ", "lan.nguyen")
+        with pytest.raises(ResolutionError, match="no mismatch 99999999"):
+            resolve_mismatches(session, [99999999], "escalate", "why", "lan.nguyen")
+        resolve_mismatches(session, [plain.id], "escalate", "the name differs in the civil register too", "lan")
+        resolve_mismatches(session, [plain.id, formula.id], "partner_must_correct", "the register is right", "minh")
+        unresolved = list_mismatches(
+            session, MismatchFilter("tax", report.run_id, resolution="unresolved"), limit=10_000
+        )
+        assert {plain.id, formula.id}.isdisjoint(m.id for m, _, _ in unresolved)
+        handle = io.StringIO()
+        assert write_corrections_csv(session, "tax", handle) == 2
+        assert write_corrections_csv(session, "health", io.StringIO()) == 0
+    lines = list(csv.DictReader(io.StringIO(handle.getvalue())))
+    assert [line["reason"] for line in lines] == ["the register is right"] * 2  # the latest resolution
+    assert {line["partner_value"][0] for line in lines} != {"="} and any(
+        v["partner_value"].startswith("'=") for v in lines
+    )
+    with pytest.raises(DBAPIError, match="append-only"), population.begin() as connection:
+        connection.execute(text("UPDATE mismatch_resolution SET reason = 'changed'"))
