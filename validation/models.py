@@ -53,7 +53,7 @@ class QuarantinedRecord(Base):
     __table_args__ = (
         Index("ix_quarantined_record_status", "status", "dataset"),
         Index("ix_quarantined_record_personal_id", "personal_id"),
-        Index("ix_quarantined_record_queue", "status", "agreement", "id"),
+        Index("ix_quarantined_record_queue", "status", "agreement", "province_code", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -102,6 +102,9 @@ def test_releasing_a_record_failing_a_block_rule_takes_two_stewards(db, tmp_path
         counts = facet_counts(session, QueueFilter())
         assert counts["severity"] == {"block": 1, "quarantine": 1} and counts["status"] == {"held": 1}
         assert counts["dimension"] == {"đúng": 1}
+        filtered = facet_counts(session, QueueFilter(severity="block"))  # a facet's own filter is left out of it
+        assert filtered["severity"] == {"block": 1, "quarantine": 1} and len(filtered["rule"]) == 2
+        assert facet_counts(session, QueueFilter(dimension="sạch"))["severity"] == {}
         (first,) = decide(session, [record.id], "release", "an old 9-digit card number, checked", "lan.nguyen")
         assert session.get(QuarantinedRecord, record.id).status == "awaiting"
         with pytest.raises(DecisionError, match=f"record {record.id} fails a block-severity rule.*not lan.nguyen"):

@@ -11,7 +11,7 @@
 - ``mismatch_resolution``: a steward's resolution of a reconciliation mismatch (the population is right, the
   partner must correct, or escalate), audited like the decisions: triggers refuse UPDATE and DELETE.
 
-The queue pages by id under a status and a feed: one index for that.
+The queue pages by id under a status, a feed and a province, and counts them: one index for that.
 
 Revision ID: 0010
 Revises: 0009
@@ -37,7 +37,7 @@ def upgrade() -> None:
     op.add_column("quarantined_record", sa.Column("agreement", sa.String(length=60), nullable=True))
     op.add_column("quarantined_record", sa.Column("province_code", sa.String(length=8), nullable=True))
     op.add_column("quarantined_record", sa.Column("sent_in", sa.String(length=36), nullable=True))
-    op.create_index("ix_quarantined_record_queue", "quarantined_record", ["status", "agreement", "id"])
+    op.create_index("ix_quarantined_record_queue", "quarantined_record", ["status", "agreement", "province_code", "id"])
     op.add_column(
         "quarantine_finding",
         sa.Column("severity", sa.String(length=10), nullable=False, server_default="quarantine"),
