@@ -298,8 +298,8 @@ class ColumnValuesOnOrAfter(_ColumnMetric):
 
 
 class ExpectColumnValuesToBeOnOrAfter(ColumnMapExpectation):
-    """Each date (or date-time) is on or after ``since`` (YYYY-MM-DD): for freshness, records updated within the
-    agreement's window."""
+    """Each date (or date-time) is on or after ``since`` (YYYY-MM-DD): records verified within the agreement's
+    window."""
 
     since: str
     map_metric = "column_values.on_or_after"
@@ -491,6 +491,30 @@ class ExpectNoActiveCardAfterDeath(ColumnPairMapExpectation):
     success_keys = ("column_A", "column_B", "ignore_row_if", "mostly")
 
 
+class ColumnPairNoActiveCardPastExpiry(ColumnPairMapMetricProvider):
+    condition_metric_name = "column_pair_values.no_active_card_past_expiry"
+    condition_value_keys = ("on",)
+
+    @column_pair_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column_A, column_B, on, **kwargs):
+        stale = (column_B == "active").to_numpy(dtype=bool) & (_date_part(column_A) < on)
+        return _judged(column_A.index, _present(column_A, column_B), ~stale)
+
+    @column_pair_condition_partial(engine=SqlAlchemyExecutionEngine)
+    def _sqlalchemy(cls, column_A, column_B, on, **kwargs):
+        return _unless_missing(sa.or_(column_B != "active", _date_prefix(column_A) >= on), column_A, column_B)
+
+
+class ExpectNoActiveCardPastExpiry(ColumnPairMapExpectation):
+    """A card whose expiry date (column_A) is before ``on`` (YYYY-MM-DD) is not shown as active (column_B is its
+    status): the expiry is a known event that has not reached the record."""
+
+    on: str
+    ignore_row_if: Literal["neither"] = _NEITHER
+    map_metric = "column_pair_values.no_active_card_past_expiry"
+    success_keys = ("column_A", "column_B", "on", "ignore_row_if", "mostly")
+
+
 class ColumnPairPresentTogether(ColumnPairMapMetricProvider):
     condition_metric_name = "column_pair_values.present_together"
 
@@ -609,6 +633,7 @@ CUSTOM_EXPECTATIONS = (
     ExpectPersonalIdToAgreeWithRecord,
     ExpectAdministrativeUnitInForce,
     ExpectNoActiveCardAfterDeath,
+    ExpectNoActiveCardPastExpiry,
     ExpectColumnPairValuesToBePresentTogether,
     ExpectColumnValuesToBeTaxCode,
     ExpectPersonalTaxCodeToBeValid,

@@ -5,7 +5,8 @@ A suite is built from two sources:
   code patterns, lengths, ISO dates;
 - the domain rules of ``../shared/DESIGN.md`` ("Domain facts"): the personal ID gate and its agreement with the
   record, administrative units in force on the record's date, tax codes, names in NFC without the legacy 'Ð',
-  plausible dates, death and cards, one person under two IDs, households, freshness.
+  plausible dates, death and cards, one person under two IDs, households; "sống": known events (a death, a
+  card's expiry) reached the record, and a record that says when it was verified was verified within the window.
 
 Every expectation carries ``meta`` = {rule, dimension, severity}:
 - ``block``: the dataset does not go out (a table-level failure, or more than a set share of rows failing);
@@ -74,8 +75,12 @@ class DatasetSpec:
 
     name: str
     schema_file: str
-    freshness_days: int  # default window of the freshness rule; an agreement may set its own
+    freshness_days: int  # default window within which a record must have been verified; an agreement sets its own
     record_date: str = "updated_at"  # the record's date: codes must be in force on it, dates not after it
+    # the column that says when the record was last verified, where the dataset has one: a partner's record date
+    # is when it last verified the record; the population's ``updated_at`` is only when a record last changed,
+    # which says nothing of whether it is up to date ("sống")
+    verified_on: str | None = None
     registry: Registry | None = None  # a partner's inbound dataset
     person_key: tuple[str, ...] = ()  # one person under two IDs: same values here, different personal IDs
     repeat_key: str | None = None  # a column whose values should each appear on one row only
@@ -147,6 +152,7 @@ def _partner_spec(agency: Agency) -> DatasetSpec:
         f"{publishes.dataset}.v{publishes.version}.json",
         freshness_days=365,
         record_date=publishes.record_date,
+        verified_on=publishes.record_date,
         registry=registry,
         repeat_key=registry.identifier if identifier.one_row else None,
         repeat_severity="warn",
@@ -297,9 +303,10 @@ def _person_rules(spec: DatasetSpec, since: str) -> list[Expectation]:
              "đúng", "warn", f"the personal ID's century/sex digit and year digits agree with {born}"),
         rule(vx.ExpectPersonalIdToAgreeWithRecord(column_A=pid, column_B=sex, part="sex"), "đúng", "warn",
              f"the personal ID's century/sex digit agrees with {sex}"),
-        rule(vx.ExpectColumnValuesToBeOnOrAfter(column=on, since=since), "sống", "warn",
-             f"{on} is on or after {since} (the agreement's freshness window)"),
     ]  # fmt: skip
+    if spec.verified_on:  # "sống": verified within the agreement's window (how long ago it changed does not count)
+        verified = vx.ExpectColumnValuesToBeOnOrAfter(column=spec.verified_on, since=since)
+        rules.append(rule(verified, "sống", "warn", f"{spec.verified_on} (last verified) is on or after {since}"))
     if spec.repeat_key:
         rules.append(
             rule(
@@ -312,8 +319,9 @@ def _person_rules(spec: DatasetSpec, since: str) -> list[Expectation]:
     return rules
 
 
-def _citizen_rules(spec: DatasetSpec) -> list[Expectation]:
-    """The population extract: the full record of the Law on Identification 2023, art. 9."""
+def _citizen_rules(spec: DatasetSpec, as_of: date) -> list[Expectation]:
+    """The population extract: the full record of the Law on Identification 2023, art. 9. Its "sống" rules ask
+    whether a known event has reached the record: a death, a card's expiry."""
     on = spec.record_date
     rules = [
         rule(vx.ExpectPersonalIdToAgreeWithRecord(column_A="personal_id", column_B="birth_registration_province",
@@ -339,6 +347,8 @@ def _citizen_rules(spec: DatasetSpec) -> list[Expectation]:
              "quarantine", f"date_of_death is not after {on}"),
         rule(vx.ExpectNoActiveCardAfterDeath(column_A="date_of_death", column_B="card_status"), "sống", "quarantine",
              "a dead person holds no active chip card"),
+        rule(vx.ExpectNoActiveCardPastExpiry(column_A="card_expires_on", column_B="card_status", on=as_of.isoformat()),
+             "sống", "warn", f"a chip card that expired before {as_of.isoformat()} is not shown as active"),
         rule(vx.ExpectColumnPairValuesToCompare(column_A="card_number", column_B="personal_id", comparison="=="),
              "đúng", "warn", "the chip card's number is the personal ID"),
         rule(vx.ExpectColumnPairValuesToCompare(column_A="card_expires_on", column_B="card_issued_on", comparison=">"),
@@ -438,8 +448,9 @@ def build_suite(
     columns: Iterable[str] | None = None,
 ) -> DatasetSuite:
     """The suite of a dataset. ``columns`` restricts it to an agreement's fields (rules on other columns drop
-    out; a cross-row rule stays only if all its key columns are sent). ``as_of`` and ``freshness_days`` set the
-    freshness window: records must be updated on or after as_of − freshness_days."""
+    out; a cross-row rule stays only if all its key columns are sent). ``as_of`` is the day the known events are
+    judged on, and with ``freshness_days`` it sets the verification window: a dataset that says when each record
+    was last verified must have it on or after as_of − freshness_days."""
     spec = dataset_spec(dataset)
     as_of = as_of or datetime.now(UTC).date()
     window = spec.freshness_days if freshness_days is None else freshness_days
@@ -455,7 +466,7 @@ def build_suite(
         derived.append(REPEAT_OF_ROW)
     available = {*chosen, *derived}
     candidates = [*_shape_rules(spec), *_person_rules(spec, since)]
-    candidates += _citizen_rules(spec) if spec.partner is None else _partner_rules(spec)
+    candidates += _citizen_rules(spec, as_of) if spec.partner is None else _partner_rules(spec)
     chosen_rules = []
     for expectation in candidates:
         if expectation.expectation_type == "expect_table_columns_to_match_set":

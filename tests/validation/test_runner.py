@@ -189,3 +189,23 @@ def test_a_file_the_readers_refuse_is_an_invalid_document_naming_the_line(tmp_pa
     with pytest.raises(InvalidDocument) as refused:
         list(read_batches(tmp_path / name))
     assert str(refused.value).startswith(problem) and "001090000001" not in str(refused.value)
+
+
+def test_song_asks_whether_known_events_reached_the_record_not_how_long_ago_it_changed(tmp_path):
+    rows = [
+        _citizen("001090000001", updated_at="2019-01-01T00:00:00+00:00"),  # unchanged for years: up to date
+        _citizen("001090000002", full_name="Trần Văn Bình", card_number="001090000002", card_issued_on="2015-01-01",
+                 card_expires_on="2025-05-01", card_status="active"),  # expired, still shown active: stale
+    ]  # fmt: skip
+    outcome = check_file("citizen-extract", _write_csv(tmp_path / "in.csv", rows), tmp_path / "out", as_of=AS_OF)
+    song = [f for f in _findings(tmp_path / "out") if f["dimension"] == "sống"]
+    assert [(f["row_number"], f["severity"]) for f in song] == [("2", "warn")]
+    assert "expired before 2026-07-01" in song[0]["reason"] and outcome.scores["sống"] == pytest.approx(0.5)
+    suite = build_suite("citizen-extract", as_of=AS_OF)
+    assert not any(e.expectation_type == "expect_column_values_to_be_on_or_after" for e in suite.suite.expectations)
+    # a partner's record date is when it last verified the record: that one must be within the window
+    partner = build_suite("health-insured", as_of=AS_OF, freshness_days=30)
+    (verified,) = [
+        e for e in partner.suite.expectations if e.expectation_type == "expect_column_values_to_be_on_or_after"
+    ]
+    assert verified.since == "2026-06-01" and verified.meta["dimension"] == "sống"
