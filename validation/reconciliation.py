@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine, func, insert, select, tuple_
+from sqlalchemy import Engine, and_, func, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from population.db import is_sqlite, session_factory
@@ -343,8 +343,9 @@ class ResolutionError(ValueError):
 
 @dataclass(frozen=True)
 class MismatchFilter:
-    """Which mismatches a steward looks at (None: any): a partner, a run, a class, and how they stand now (one of
-    ``RESOLUTIONS``, or ``unresolved``)."""
+    """Which mismatches a steward looks at (None: any): a partner, a run (by default each partner's latest run
+    of each dataset: a partner sends its whole registry, so its latest reconciliation is how things stand), a
+    class, and how they stand now (one of ``RESOLUTIONS``, or ``unresolved``)."""
 
     partner: str | None = None
     run: int | None = None
@@ -352,24 +353,53 @@ class MismatchFilter:
     resolution: str | None = None
 
 
+# A resolution is of a disagreement, not of a row: the same partner's row disagreeing the same way in a later
+# reconciliation is resolved already (the latest resolution of it, in whichever run, stands).
+DISAGREEMENT = ("personal_id", "identifier", "mismatch", "partner_value", "population_value")
+
+
 def _latest_resolutions():
-    """Each resolved mismatch's latest resolution (a later one supersedes an earlier)."""
-    latest = select(func.max(MismatchResolution.id)).group_by(MismatchResolution.mismatch_id)
-    return select(MismatchResolution).where(MismatchResolution.id.in_(latest)).subquery()
+    """Each disagreement's latest resolution (a later one supersedes an earlier), with the disagreement's key."""
+    key = [ReconciliationRun.partner, *(getattr(ReconciliationMismatch, column) for column in DISAGREEMENT)]
+    resolved = (
+        select(MismatchResolution.id)
+        .join(ReconciliationMismatch, ReconciliationMismatch.id == MismatchResolution.mismatch_id)
+        .join(ReconciliationRun, ReconciliationRun.id == ReconciliationMismatch.run_id)
+    )
+    latest = resolved.with_only_columns(func.max(MismatchResolution.id)).group_by(*key)
+    return (
+        resolved.add_columns(
+            MismatchResolution.resolution,
+            MismatchResolution.reason,
+            MismatchResolution.resolved_at,
+            *(column.label(f"key_{column.key}") for column in key),
+        )  # fmt: skip
+        .where(MismatchResolution.id.in_(latest))
+        .subquery()
+    )
 
 
 def _mismatch_query(columns, where: MismatchFilter, leave_out: str | None = None):
     latest = _latest_resolutions()
+    same = [latest.c.key_partner == ReconciliationRun.partner] + [
+        latest.c[f"key_{column}"].is_not_distinct_from(getattr(ReconciliationMismatch, column))
+        for column in DISAGREEMENT
+    ]
     query = (
         select(*columns)
         .select_from(ReconciliationMismatch)
         .join(ReconciliationRun, ReconciliationRun.id == ReconciliationMismatch.run_id)
-        .outerjoin(latest, latest.c.mismatch_id == ReconciliationMismatch.id)
+        .outerjoin(latest, and_(*same))
     )
     if where.partner is not None:
         query = query.where(ReconciliationRun.partner == where.partner)
     if where.run is not None:
         query = query.where(ReconciliationMismatch.run_id == where.run)
+    else:
+        latest_runs = select(func.max(ReconciliationRun.id)).group_by(
+            ReconciliationRun.partner, ReconciliationRun.dataset
+        )
+        query = query.where(ReconciliationMismatch.run_id.in_(latest_runs))
     if where.mismatch is not None and leave_out != "mismatch":
         query = query.where(ReconciliationMismatch.mismatch == where.mismatch)
     if where.resolution == UNRESOLVED:
@@ -417,8 +447,8 @@ def resolve_mismatches(
 
 
 def write_corrections_csv(session, partner: str, handle) -> int:
-    """The corrections a partner must make (mismatches whose current resolution is ``partner_must_correct``) as
-    CSV, cells neutralised against formulas; returns the line count."""
+    """The corrections a partner must make (the mismatches of its latest reconciliation whose current resolution is
+    ``partner_must_correct``) as CSV, cells neutralised against formulas; returns the line count."""
     where = MismatchFilter(partner=partner, resolution="partner_must_correct")
     query, latest = _mismatch_query(
         [

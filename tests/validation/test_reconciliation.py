@@ -107,6 +107,14 @@ def test_stewards_resolve_mismatches_and_the_partners_corrections_export_as_csv(
         handle = io.StringIO()
         assert write_corrections_csv(session, "tax", handle) == 2
         assert write_corrections_csv(session, "health", io.StringIO()) == 0
+    # the partner sends its registry again: the same disagreements stand resolved, and the page shows the latest run
+    again = reconcile(population, "tax", [sample.rows], "sample again")
+    with session_factory(population)() as session:
+        latest = {c: n for c, n in again.counts.items() if c != "matched" and n}  # not both runs'
+        assert mismatch_counts(session, MismatchFilter("tax")) == latest
+        still = list_mismatches(session, MismatchFilter("tax", resolution="partner_must_correct"), limit=100)
+        assert {m.run_id for m, _, _ in still} == {again.run_id} and len(still) == 2
+        assert write_corrections_csv(session, "tax", io.StringIO()) == 2
     lines = list(csv.DictReader(io.StringIO(handle.getvalue())))
     assert [line["reason"] for line in lines] == ["the register is right"] * 2  # the latest resolution
     assert {line["partner_value"][0] for line in lines} != {"="} and any(
