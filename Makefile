@@ -57,6 +57,7 @@ airflow: venv
 SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server /usr/bin/xmllint:libxml2-utils /usr/bin/fc-match:fontconfig \
 	/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf:fonts-dejavu-core /usr/bin/pdftotext:poppler-utils
 SYSTEM_TOOLS += /usr/bin/jq:jq /usr/bin/unzip:unzip  # docs/partners.md's stock-tool blocks, run by tests/verify
+SYSTEM_TOOLS += /usr/bin/chromium:chromium  # the workbench's browser tests (Playwright's own download is not available)
 system-packages:
 	@missing="$$(for t in $(SYSTEM_TOOLS); do test -e $${t%%:*} || echo $${t#*:}; done)"; \
 	if [ -n "$$missing" ]; then echo "installing" $$missing "with apt-get"; apt-get update -qq && \
@@ -92,6 +93,7 @@ bench: venv
 	$(BIN)/python bench/bench_snapshot.py --citizens 1000000 --workers 2
 	$(BIN)/python bench/bench_disclosure_index.py --citizens 1000000 --workers 2 --rounds 2
 	$(BIN)/python bench/bench_disclosure_lookup.py --rows 10000000
+	$(BIN)/python bench/bench_workbench.py --citizens 1000000 --held 100000
 
 bench-packages: venv
 	$(BIN)/python bench/bench_package.py

@@ -142,6 +142,11 @@ def run_demo(var: Path, key_password: bytes) -> bool:
     return len(runs) == len(dag_order()) and all(run["state"] == "success" for run in runs)
 
 
+# The simple auth manager's users (name:role): the workbench's stewards decide (role op; two of them, for the
+# releases that take four eyes), its viewer reads (feeds.workbench.access). Passwords are made on the first start
+# and kept in var/airflow/simple_auth_manager_passwords.json.generated; an exported setting wins.
+DEMO_USERS = "admin:admin,steward:op,steward2:op,viewer:viewer"
+
 # What ``airflow standalone`` starts, with the log servers left out: Airflow binds them to every interface (ports
 # 8793-8794, hard-coded), and on one machine the web UI reads the task logs from their files anyway.
 AIRFLOW_COMPONENTS = {
@@ -160,8 +165,9 @@ def serve_airflow(var: Path, key_password: bytes) -> int:
     signal.signal(signal.SIGTERM, _stop)  # stopped by a service manager as by Ctrl-C: the components go too
     with partners_running(var, key_password) as env, airflow_running(var, env) as components:
         home = var / "airflow"
-        CONSOLE.print(f"Airflow at http://127.0.0.1:8080 (user admin, password in {home}/"
-                      f"simple_auth_manager_passwords.json.generated); logs in {home}/; Ctrl-C stops")  # fmt: skip
+        CONSOLE.print(f"Airflow at http://127.0.0.1:8080 (users admin, steward, steward2 and viewer; passwords in "
+                      f"{home}/simple_auth_manager_passwords.json.generated); the stewards' workbench at "
+                      f"http://127.0.0.1:8080/lienthong/quarantine; logs in {home}/; Ctrl-C stops")  # fmt: skip
         try:
             while True:
                 for name, process in components.items():
@@ -181,7 +187,12 @@ def airflow_running(var: Path, env: dict[str, str]) -> Iterator[dict[str, subpro
     from lienthong.airflow_runner import airflow_environment, sandbox_connections_apart
 
     env, connections = sandbox_connections_apart(env)  # into the metadata database: the engineer's own win
-    environment = {**os.environ, **airflow_environment(var), **env}
+    environment = {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": DEMO_USERS,
+        **os.environ,
+        **airflow_environment(var),
+        **env,
+    }
     home = Path(environment["AIRFLOW_HOME"])
     # Every component signs and checks the tasks' tokens with one secret; left to Airflow, a component that starts
     # before the configuration file is written makes up its own, and every task then fails to authenticate.

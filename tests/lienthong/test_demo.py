@@ -77,6 +77,12 @@ class Api:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
 
+    def page(self, path: str) -> str:
+        """A page of the plugin's, as the signed-in user (HTML)."""
+        request = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.read().decode()
+
     def log_in(self) -> None:
         password = json.loads(self.password_file.read_text())["admin"]
         self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password})["access_token"]
@@ -146,6 +152,13 @@ def test_make_airflow_runs_a_feed_through_the_scheduler_and_listens_on_loopback_
             run, task = next(iter(delivering.items()))
             log = api.call("GET", f"{run_path(run)}/taskInstances/{task}/logs/1")["content"]
             assert any("Returned value" in str(line.get("event")) for line in log)  # read from the task's file
+            # the stewards' workbench shows what the scheduler's run held back
+            with world.engine.connect() as connection:
+                held = connection.execute(text("SELECT min(id) FROM quarantined_record WHERE status = 'held'"))
+                first = held.scalar()
+            assert first is not None and f"quarantine/{first}" in api.page("/lienthong/quarantine?lang=en")
+            for page in ("mismatches", "trends", "operators"):
+                assert "Liên thông" in api.page(f"/lienthong/{page}?lang=en")
         assert all(process.poll() is not None for process in components.values())  # all stopped on the way out
         assert world.records_held("land", "land-owners")  # the partner holds what the scheduler's run sent
         logs = log_files(world.var)  # the scheduler's task runner: the task logs, each component's log

@@ -220,13 +220,11 @@ def test_airflow_finds_the_plugin_by_its_entry_point(tmp_path):
     assert "plugins.airflow_lienthong:LienThongPlugin" in plugin["source"]  # the airflow.plugins entry point
     apps = [(a["name"], a["url_prefix"]) for a in plugin["fastapi_apps"]]
     assert apps == [("lienthong", "/lienthong"), ("lienthong-portal", "/lienthong-portal")]
-    [view] = plugin["external_views"]
-    assert (view["href"], view["url_route"], view["category"], view["destination"]) == (
-        "lienthong/",
-        "lienthong",
-        "browse",
-        "nav",
-    )
+    views = [(v["href"], v["url_route"], v["category"], v["destination"]) for v in plugin["external_views"]]
+    assert views == [
+        ("lienthong/", "lienthong", "browse", "nav"),  # the exchanges' overview
+        ("lienthong/quarantine", "lienthong-workbench", "browse", "nav"),  # the stewards' workbench
+    ]
     assert {"/lienthong", "/lienthong-portal"} <= set(result["mounted"])
 
 
