@@ -138,6 +138,9 @@ class ReconciliationMismatch(Base):
     mismatch: Mapped[str] = mapped_column(String(30))
     partner_value: Mapped[str | None] = mapped_column(Text)
     population_value: Mapped[str | None] = mapped_column(Text)
+    # which disagreement this is, whatever the run: SHA-256 of the partner and the values above (a resolution is of
+    # the disagreement: the same row disagreeing the same way in a later run stands resolved)
+    disagreement: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class MismatchResolution(Base):
@@ -148,6 +151,7 @@ class MismatchResolution(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mismatch_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_mismatch.id"), index=True)
+    disagreement: Mapped[str] = mapped_column(String(64), index=True)  # the mismatch's
     resolution: Mapped[str] = mapped_column(String(30))  # population_right | partner_must_correct | escalate
     steward: Mapped[str] = mapped_column(String(120))
     reason: Mapped[str] = mapped_column(Text)

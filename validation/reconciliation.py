@@ -28,13 +28,15 @@ disk-backed ``CrossRowIndex``.
 from __future__ import annotations
 
 import csv
+import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine, and_, func, insert, select, tuple_
+from sqlalchemy import Engine, func, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from population.db import is_sqlite, session_factory
@@ -267,6 +269,14 @@ class Reconciler:
                 mismatch=mismatch,
                 partner_value=partner,
                 population_value=value,
+                disagreement=disagreement_of(
+                    self.spec.partner,
+                    _cell(rows["personal_id"], row),
+                    _cell(rows["identifier"], row),
+                    mismatch,
+                    partner,
+                    value,
+                ),
             )  # fmt: skip
             for row, mismatch, partner, value in classes.itertuples(index=False)
         ]
@@ -358,38 +368,26 @@ class MismatchFilter:
 DISAGREEMENT = ("personal_id", "identifier", "mismatch", "partner_value", "population_value")
 
 
+def disagreement_of(partner: str, *values: object) -> str:
+    """The key of a disagreement: SHA-256 of the partner and the ``DISAGREEMENT`` values (None as nothing)."""
+    text = "\x1f".join("" if value is None else str(value) for value in (partner, *values))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _latest_resolutions():
-    """Each disagreement's latest resolution (a later one supersedes an earlier), with the disagreement's key."""
-    key = [ReconciliationRun.partner, *(getattr(ReconciliationMismatch, column) for column in DISAGREEMENT)]
-    resolved = (
-        select(MismatchResolution.id)
-        .join(ReconciliationMismatch, ReconciliationMismatch.id == MismatchResolution.mismatch_id)
-        .join(ReconciliationRun, ReconciliationRun.id == ReconciliationMismatch.run_id)
-    )
-    latest = resolved.with_only_columns(func.max(MismatchResolution.id)).group_by(*key)
-    return (
-        resolved.add_columns(
-            MismatchResolution.resolution,
-            MismatchResolution.reason,
-            MismatchResolution.resolved_at,
-            *(column.label(f"key_{column.key}") for column in key),
-        )  # fmt: skip
-        .where(MismatchResolution.id.in_(latest))
-        .subquery()
-    )
+    """Each disagreement's latest resolution (a later one supersedes an earlier)."""
+    latest = select(func.max(MismatchResolution.id)).group_by(MismatchResolution.disagreement)
+    return select(MismatchResolution).where(MismatchResolution.id.in_(latest)).subquery()
 
 
-def _mismatch_query(columns, where: MismatchFilter, leave_out: str | None = None):
+def _mismatch_query(columns, where: MismatchFilter):
+    """The mismatches a filter takes (with their latest resolution joined as ``latest``)."""
     latest = _latest_resolutions()
-    same = [latest.c.key_partner == ReconciliationRun.partner] + [
-        latest.c[f"key_{column}"].is_not_distinct_from(getattr(ReconciliationMismatch, column))
-        for column in DISAGREEMENT
-    ]
     query = (
         select(*columns)
         .select_from(ReconciliationMismatch)
         .join(ReconciliationRun, ReconciliationRun.id == ReconciliationMismatch.run_id)
-        .outerjoin(latest, and_(*same))
+        .outerjoin(latest, latest.c.disagreement == ReconciliationMismatch.disagreement)
     )
     if where.partner is not None:
         query = query.where(ReconciliationRun.partner == where.partner)
@@ -400,7 +398,7 @@ def _mismatch_query(columns, where: MismatchFilter, leave_out: str | None = None
             ReconciliationRun.partner, ReconciliationRun.dataset
         )
         query = query.where(ReconciliationMismatch.run_id.in_(latest_runs))
-    if where.mismatch is not None and leave_out != "mismatch":
+    if where.mismatch is not None:
         query = query.where(ReconciliationMismatch.mismatch == where.mismatch)
     if where.resolution == UNRESOLVED:
         query = query.where(latest.c.id.is_(None))
@@ -418,11 +416,33 @@ def list_mismatches(
     return [tuple(row) for row in session.execute(query.order_by(ReconciliationMismatch.id).limit(limit))]
 
 
+def mismatch_tally(session, run: int | None = None) -> Counter[tuple[str, str, str]]:
+    """How many mismatches of each (partner, class, standing) there are, in each partner's latest reconciliation (or
+    in ``run``); a standing is a resolution or ``unresolved``. One query: a page's facets are sums of it
+    (``tally_counts``)."""
+    query, latest = _mismatch_query([], MismatchFilter(run=run))
+    standing = func.coalesce(latest.c.resolution, UNRESOLVED)
+    query = query.add_columns(ReconciliationRun.partner, ReconciliationMismatch.mismatch, standing, func.count())
+    query = query.group_by(ReconciliationRun.partner, ReconciliationMismatch.mismatch, standing)
+    return Counter({(partner, mismatch, stand): count for partner, mismatch, stand, count in session.execute(query)})
+
+
+def tally_counts(tally: Counter[tuple[str, str, str]], where: MismatchFilter, by: str) -> dict[str, int]:
+    """From a ``mismatch_tally``: how many mismatches each value of ``by`` (partner, mismatch or resolution) holds
+    under the filter's other facets."""
+    position = {"partner": 0, "mismatch": 1, "resolution": 2}
+    wanted = {"partner": where.partner, "mismatch": where.mismatch, "resolution": where.resolution}
+    counts: Counter[str] = Counter()
+    for key, count in tally.items():
+        if all(value is None or key[position[facet]] == value for facet, value in wanted.items() if facet != by):
+            counts[key[position[by]]] += count
+    return dict(sorted(counts.items()))
+
+
 def mismatch_counts(session, where: MismatchFilter | None = None) -> dict[str, int]:
     """How many mismatches of each class, under the filter's other facets."""
-    query, _ = _mismatch_query([ReconciliationMismatch.mismatch, func.count()], where or MismatchFilter(), "mismatch")
-    rows = session.execute(query.group_by(ReconciliationMismatch.mismatch).order_by(ReconciliationMismatch.mismatch))
-    return dict(rows.all())
+    where = where or MismatchFilter()
+    return tally_counts(mismatch_tally(session, where.run), where, "mismatch")
 
 
 def resolve_mismatches(
@@ -434,13 +454,24 @@ def resolve_mismatches(
     if not reason or not reason.strip():
         raise ResolutionError("a resolution needs a reason")
     ids = sorted(set(mismatch_ids))
-    found = set(session.scalars(select(ReconciliationMismatch.id).where(ReconciliationMismatch.id.in_(ids))))
+    found = {
+        m.id: (m, partner)
+        for m, partner in session.execute(
+            select(ReconciliationMismatch, ReconciliationRun.partner)
+            .join(ReconciliationRun, ReconciliationRun.id == ReconciliationMismatch.run_id)
+            .where(ReconciliationMismatch.id.in_(ids))
+        )
+    }
     missing = [i for i in ids if i not in found]
     if missing:
         raise ResolutionError(f"no mismatch {', '.join(map(str, missing))}")
+    for mismatch, partner in found.values():  # rows written before the key was
+        if mismatch.disagreement is None:
+            mismatch.disagreement = disagreement_of(partner, *(getattr(mismatch, c) for c in DISAGREEMENT))
     now = datetime.now(UTC)
-    resolutions = [MismatchResolution(mismatch_id=i, resolution=resolution, steward=steward.strip(),
-                                      reason=reason.strip(), resolved_at=now) for i in ids]  # fmt: skip
+    resolutions = [MismatchResolution(mismatch_id=i, disagreement=found[i][0].disagreement, resolution=resolution,
+                                      steward=steward.strip(), reason=reason.strip(), resolved_at=now)
+                   for i in ids]  # fmt: skip
     session.add_all(resolutions)
     session.commit()
     return resolutions

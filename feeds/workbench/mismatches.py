@@ -23,7 +23,8 @@ from validation.reconciliation import (
     UNRESOLVED,
     MismatchFilter,
     list_mismatches,
-    mismatch_counts,
+    mismatch_tally,
+    tally_counts,
 )
 
 PAGE_SIZE = 50
@@ -113,15 +114,13 @@ def mismatch_page(
     """A page of mismatches under the filter, by id after ``after``, with counts per partner (of ``known``), class
     and standing."""
     known = partners() if known is None else known
-    by_class = mismatch_counts(session, where)
+    tally = mismatch_tally(session, where.run)  # every count below is a sum of it: one query
+    by_class = tally_counts(tally, where, "mismatch")
+    by_partner = tally_counts(tally, where, "partner")
+    by_standing = tally_counts(tally, where, "resolution")
     facets = {
         "partner": [
-            FacetValue(
-                p,
-                sum(mismatch_counts(session, replace(where, partner=p)).values()),
-                p == where.partner,
-                _href(base, filter_query(where, partner=p)),
-            )
+            FacetValue(p, by_partner.get(p, 0), p == where.partner, _href(base, filter_query(where, partner=p)))
             for p in known
         ],
         "mismatch": [
@@ -129,12 +128,7 @@ def mismatch_page(
             for c, n in sorted(by_class.items(), key=lambda item: (-item[1], item[0]))
         ],
         "resolution": [
-            FacetValue(
-                s,
-                sum(mismatch_counts(session, replace(where, resolution=s)).values()),
-                s == where.resolution,
-                _href(base, filter_query(where, resolution=s)),
-            )
+            FacetValue(s, by_standing.get(s, 0), s == where.resolution, _href(base, filter_query(where, resolution=s)))
             for s in STANDINGS
         ],
     }
@@ -163,16 +157,15 @@ def mismatch_page(
         _href(base, {**query, "after": str(rows[-1].id)}) if len(rows) == PAGE_SIZE else None,
         _href(base, query) if after else None,
         _href(base, {**query, **({"after": str(after)} if after else {})}),
-        corrections_due(session, known),
+        corrections_due(tally if where.run is None else mismatch_tally(session), known),
     )
 
 
-def corrections_due(session: Session, known: list[str]) -> dict[str, int]:
-    """Per partner of ``known``, how many mismatches it must correct (their latest resolution says so)."""
-    return {
-        p: sum(mismatch_counts(session, MismatchFilter(partner=p, resolution="partner_must_correct")).values())
-        for p in known
-    }
+def corrections_due(tally, known: list[str]) -> dict[str, int]:
+    """Per partner of ``known``, how many mismatches of its latest reconciliation it must correct (their latest
+    resolution says so), from a ``mismatch_tally``."""
+    must = tally_counts(tally, MismatchFilter(resolution="partner_must_correct"), "partner")
+    return {p: must.get(p, 0) for p in known}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@
   its release takes a second steward).
 - ``steward_decision.scope``: a release for the record's own feed, or for every feed.
 - ``mismatch_resolution``: a steward's resolution of a reconciliation mismatch (the population is right, the
-  partner must correct, or escalate), audited like the decisions: triggers refuse UPDATE and DELETE.
+  partner must correct, or escalate), audited like the decisions: triggers refuse UPDATE and DELETE; it is of the
+  disagreement (``reconciliation_mismatch.disagreement``: the partner and the row's values, hashed), so the same
+  disagreement in a later reconciliation stands resolved.
 
 The queue pages by id under a status, a feed and a province, and counts them: one index for that.
 
@@ -47,6 +49,7 @@ def upgrade() -> None:
         "mismatch_resolution",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("mismatch_id", sa.Integer(), nullable=False),
+        sa.Column("disagreement", sa.String(length=64), nullable=False),
         sa.Column("resolution", sa.String(length=30), nullable=False),
         sa.Column("steward", sa.String(length=120), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
@@ -55,6 +58,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_mismatch_resolution_mismatch_id", "mismatch_resolution", ["mismatch_id"])
+    op.create_index("ix_mismatch_resolution_disagreement", "mismatch_resolution", ["disagreement"])
+    op.add_column("reconciliation_mismatch", sa.Column("disagreement", sa.String(length=64), nullable=True))
+    op.create_index("ix_reconciliation_mismatch_disagreement", "reconciliation_mismatch", ["disagreement"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "CREATE FUNCTION mismatch_resolution_append_only() RETURNS trigger LANGUAGE plpgsql AS "
@@ -79,6 +85,9 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER mismatch_resolution_no_update")
         op.execute("DROP TRIGGER mismatch_resolution_no_delete")
+    op.drop_index("ix_reconciliation_mismatch_disagreement", table_name="reconciliation_mismatch")
+    op.drop_column("reconciliation_mismatch", "disagreement")
+    op.drop_index("ix_mismatch_resolution_disagreement", table_name="mismatch_resolution")
     op.drop_index("ix_mismatch_resolution_mismatch_id", table_name="mismatch_resolution")
     op.drop_table("mismatch_resolution")
     op.drop_column("steward_decision", "scope")
