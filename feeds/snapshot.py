@@ -92,7 +92,7 @@ from population.disclosures import SubjectHasher, SubjectsFile, subjects_path
 from population.extract import extract_columns, extract_query, extract_schema
 from population.models import AdministrativeUnit, Change, Citizen
 from validation.pushdown import DatabaseValidation
-from validation.quarantine import QuarantineStore
+from validation.quarantine import QuarantineStore, releases_carried
 from validation.runner import BATCH_ROWS, StreamValidation, ValidationOutcome
 from validation.suites import BATCH_NUMBER, DUPLICATE_OF, REPEAT_OF_ROW, ROW_NUMBER, DatasetSuite
 
@@ -574,7 +574,12 @@ def seal_snapshot(
     outcome = ValidationOutcome(outbound_of(agreement).dataset, suite, f"{agreement.name}: full snapshot",
                                 datetime.now(UTC), rows=rows, passed=passed, quarantined=quarantined)  # fmt: skip
     check_quarantine_limit(outbound_of(agreement), outcome)
-    checked = CheckedRows(window, tuple(r.file for r in results), rows, passed, quarantined, suite, None)
+    # the stewards' releases the snapshot carries (its every citizen, the released let through): settled by it
+    runs = [r.validation_run for r in results if r.validation_run is not None]
+    with session_factory(engine)() as session:
+        carried = releases_carried(session, agreement.name, outbound_of(agreement).dataset, runs)
+    checked = CheckedRows(window, tuple(r.file for r in results), rows, passed, quarantined, suite, None,
+                          tuple(d.manifest_entry() for d in carried), tuple(d.record for d in carried))  # fmt: skip
     return package(engine, agreement, checked, pki, out_dir)
 
 

@@ -436,6 +436,7 @@ class DueRelease:
     personal_id: str | None
     decisions: tuple[int, ...]
     rules: tuple[str, ...]
+    released_at: datetime  # when the release took effect (the last steward's decision)
 
     def manifest_entry(self) -> dict:
         """How the package's manifest names the release (``validation.released``): no personal data."""
@@ -468,9 +469,28 @@ def releases_due(
             r.personal_id,
             tuple(d.id for d in r.decisions if d.decision == "release"),
             tuple(sorted({f.rule for f in r.findings})),
+            r.decisions[-1].decided_at,
         )  # fmt: skip
         for r in records
     ]
+
+
+def releases_carried(session: Session, agreement: str, dataset: str, runs: Iterable[int]) -> list[DueRelease]:
+    """The feed's due releases that these validation runs carried: released before the first of them started
+    (so its waivers let the record pass), and not held again by any of them (changed since, and failing anew)."""
+    runs = list(runs)
+    if not runs:
+        return []
+    started = session.scalar(select(func.min(ValidationRun.started_at)).where(ValidationRun.id.in_(runs)))
+    due = [d for d in releases_due(session, agreement, dataset) if _aware(d.released_at) < _aware(started)]
+    held = select(QuarantinedRecord.personal_id).where(QuarantinedRecord.run_id.in_(runs))
+    held_again = set(session.scalars(held.where(QuarantinedRecord.personal_id.in_([d.personal_id for d in due]))))
+    return [d for d in due if d.personal_id not in held_again]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive times (stored as UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def mark_sent(session: Session, record_ids: Iterable[int], package_id: str) -> None:

@@ -92,3 +92,20 @@ def test_a_release_goes_out_once_in_its_feeds_next_package_and_a_rejection_never
         assert third[f"{name}.outbound"]["state"] == "success", world.log_tail()
         assert third[f"{name}.outbound"]["tasks"]["extract"] == "skipped"
     assert sent_to(world, "tax", TAX) == tax_now and sent_to(world, "land", LAND) == land_now
+
+    # a snapshot carries every citizen: a release decided before it goes out in it, once, and is settled
+    first_snapshot = world.run(f"{LAND}.snapshot")
+    assert first_snapshot[f"{LAND}.snapshot"]["state"] == "success", world.log_tail()
+    held_by_snapshot = [r for r in held(world, LAND) if not needs_second_steward(r)]
+    assert held_by_snapshot, "the snapshot holds the world's defects"
+    with session_factory(world.engine)() as session:
+        (by_snapshot,) = decide(session, [held_by_snapshot[0].id], "release", "verified at the ward", "lan.nguyen")
+    second_snapshot = world.run(f"{LAND}.snapshot", f"{LAND}.outbound")
+    assert second_snapshot[f"{LAND}.snapshot"]["state"] == "success", world.log_tail()
+    snapshot = max(
+        (read_manifest(path)[0] for path in (world.var / "packages" / LAND).glob("*.zip")), key=lambda m: m.sequence
+    )
+    assert snapshot.mode == "full"
+    assert [entry["record"] for entry in snapshot.validation.released] == [held_by_snapshot[0].id]
+    assert [entry["decisions"] for entry in snapshot.validation.released] == [[by_snapshot.id]]
+    assert second_snapshot[f"{LAND}.outbound"]["tasks"]["extract"] == "skipped"  # settled: nothing due
