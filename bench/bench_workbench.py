@@ -9,7 +9,10 @@ data is what the pages read; how it was held does not change their queries.
 
 Each page is answered as the plugin answers it (``feeds.workbench.views``: the database reads, the page data and
 the HTML), by a steward, in Vietnamese, ``--requests`` times after a warm-up, timed one by one: the queue as it
-opens, filtered by feed, by expectation, by dimension and by province, a page deep in the queue, and a record.
+opens, filtered by feed, by expectation, by dimension and by province, a page deep in the queue, a record, the
+mismatches (``--mismatches`` in the partners' latest reconciliations, as many again in the runs before, one in
+twenty resolved) as they open and for one partner, and the trends (the 100 validation runs). The operators' page
+is left out: it asks each partner whether it is up, which is the partners' time, not the page's.
 
 Baseline, same run, same connection pool: the smallest query a page makes (``SELECT 1``), timed the same way.
 The target is each page within 300 ms.
@@ -114,6 +117,69 @@ def hold(url: str, held: int) -> dict:
     return {"records": counts, "findings": findings, "seconds": round(time.perf_counter() - started, 1)}
 
 
+PARTNERS = (("health", "health-insured"), ("tax", "tax-registrants"), ("land", "land-owners"),
+            ("business", "business-roles"))  # fmt: skip
+CLASSES = ("name_differs", "date_of_birth_differs", "sex_differs", "unknown_id", "dead_but_active", "duplicate_link")
+
+
+def disagree(url: str, mismatches: int) -> dict:
+    """Two reconciliations of each partner's registry, each with ``mismatches`` / 4 mismatches made by the server
+    from the generated citizens (the second the same disagreements again), one in twenty resolved."""
+    from sqlalchemy import text
+
+    from population.db import create_population_engine
+    from validation.reconciliation import disagreement_of
+
+    engine = create_population_engine(url)
+    per_run = mismatches // len(PARTNERS)
+    with engine.begin() as connection:
+        for day in (2, 1):
+            for partner, dataset in PARTNERS:
+                run = connection.execute(
+                    text(
+                        "INSERT INTO reconciliation_run (partner, dataset, source, started_at, finished_at, rows, "
+                        "links_written) VALUES (:partner, :dataset, 'bench', now() - make_interval(days => :day), "
+                        "now(), :rows, 0) RETURNING id"
+                    ),
+                    {"partner": partner, "dataset": dataset, "day": day, "rows": per_run * 10},
+                ).scalar()
+                connection.execute(
+                    text(
+                        "INSERT INTO reconciliation_mismatch (run_id, row_number, personal_id, citizen_id, "
+                        "identifier, mismatch, partner_value, population_value, disagreement) "
+                        "SELECT :run, n, personal_id, id, identifier, mismatch, partner_value, population_value, "
+                        # validation.reconciliation.disagreement_of, by the server
+                        "encode(sha256(convert_to(concat_ws(chr(31), CAST(:partner AS text), personal_id, "
+                        "identifier, mismatch, partner_value, population_value), 'UTF8')), 'hex') "
+                        "FROM (SELECT c.n, c.personal_id, c.id, lpad(c.id::text, 10, '0') AS identifier, "
+                        "(CAST(:classes AS text[]))[1 + c.n % 6] AS mismatch, "
+                        "c.full_name || ' (partner)' AS partner_value, c.full_name AS population_value "
+                        "FROM (SELECT ci.*, row_number() OVER (ORDER BY ci.id) AS n FROM citizen ci "
+                        "ORDER BY ci.id DESC LIMIT :rows) c) m"
+                    ),
+                    {"run": run, "rows": per_run, "classes": list(CLASSES), "partner": partner},
+                )
+        connection.execute(
+            text(
+                "INSERT INTO mismatch_resolution (mismatch_id, disagreement, resolution, steward, reason, "
+                "resolved_at) SELECT id, disagreement, "
+                "CASE WHEN id % 2 = 0 THEN 'partner_must_correct' ELSE 'population_right' END, "
+                "'bench.steward', 'checked', now() FROM reconciliation_mismatch WHERE id % 20 = 0"
+            )
+        )
+        total = connection.scalar(text("SELECT count(*) FROM reconciliation_mismatch"))
+        sample = connection.execute(
+            text("SELECT r.partner, m.personal_id, m.identifier, m.mismatch, m.partner_value, m.population_value, "
+                 "m.disagreement FROM reconciliation_mismatch m JOIN reconciliation_run r ON r.id = m.run_id LIMIT 1")
+        ).one()  # fmt: skip
+        assert disagreement_of(*sample[:-1]) == sample[-1], "the server's key is not the platform's"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        for table in ("reconciliation_run", "reconciliation_mismatch", "mismatch_resolution"):
+            connection.execute(text(f"VACUUM ANALYZE {table}"))
+    engine.dispose()
+    return {"mismatches": total, "latest_runs": per_run * len(PARTNERS)}
+
+
 def timed(answer, requests: int) -> dict:
     """``answer()`` once to warm up, then ``requests`` times, each timed: median, p95 and the slowest, in ms."""
     answer()
@@ -132,6 +198,7 @@ def pages(url: str, requests: int) -> dict:
     from sqlalchemy import text
 
     from feeds.workbench.access import Visitor
+    from feeds.workbench.report_views import mismatches, trends
     from feeds.workbench.views import Request, population_session, queue, record
 
     os.environ["LIENTHONG_DB_URL"] = url
@@ -159,6 +226,9 @@ def pages(url: str, requests: int) -> dict:
         "queue, one province": page(queue, {"province": province}),
         "queue, deep page": page(queue, {"after": str(deep)}),
         "record": page(record, one, {}),
+        "mismatches as they open": page(mismatches, {}),
+        "mismatches, one partner": page(mismatches, {"partner": "tax"}),
+        "trends": page(trends, {}),
     }
     figures = {name: timed(answer, requests) for name, answer in cases.items()}
 
@@ -174,6 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--citizens", type=int, default=1_000_000)
     parser.add_argument("--held", type=int, default=100_000)
+    parser.add_argument("--mismatches", type=int, default=100_000, help="in each partner's latest runs, together")
     parser.add_argument("--requests", type=int, default=20)
     arguments = parser.parse_args()
     name = f"lienthong_bench_workbench_{uuid.uuid4().hex[:8]}"
@@ -184,6 +255,8 @@ def main() -> None:
         log(f"holding {arguments.held:,} records")
         held = hold(url, min(arguments.held, arguments.citizens))
         log(f"held: {held}")
+        disagreements = disagree(url, min(arguments.mismatches, arguments.citizens))
+        log(f"mismatches: {disagreements}")
         figures = pages(url, arguments.requests)
     finally:
         drop_database(name)
@@ -194,7 +267,7 @@ def main() -> None:
               f"{f['median_ms'] / baseline:,.0f}×")  # fmt: skip
     slowest = max(f["p95_ms"] for page, f in figures.items() if not page.startswith("baseline"))
     print(json.dumps({"machine": machine(), "citizens": arguments.citizens, "generate_s": round(generated, 1),
-                      "held": held, "pages": figures, "slowest_p95_ms": slowest,
+                      "held": held, "mismatches": disagreements, "pages": figures, "slowest_p95_ms": slowest,
                       "target_met": slowest <= TARGET_MS}, ensure_ascii=False))  # fmt: skip
 
 
