@@ -188,11 +188,10 @@ def _window_citizens(session: Session, window: FeedWindow, rows: RowSelection) -
 def _releases_waiting(session: Session, agreement: Agreement) -> int:
     """How many records stewards released from this feed's quarantine are not sent yet
     (``validation.quarantine.releases_due``)."""
-    from validation.models import QuarantinedRecord
+    from validation.models import QuarantinedRecord, releases_due_where
 
-    waiting = (QuarantinedRecord.agreement == agreement.name, QuarantinedRecord.status == "released",
-               QuarantinedRecord.dataset == outbound_of(agreement).dataset)  # fmt: skip
-    return session.scalar(select(func.count()).where(*waiting, QuarantinedRecord.sent_in.is_(None)))
+    waiting = releases_due_where(agreement.name, outbound_of(agreement).dataset)
+    return session.scalar(select(func.count()).select_from(QuarantinedRecord).where(*waiting))
 
 
 def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) -> FeedWindow:

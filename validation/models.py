@@ -72,6 +72,18 @@ class QuarantinedRecord(Base):
     decisions: Mapped[list[StewardDecision]] = relationship(back_populates="record", order_by="StewardDecision.id")
 
 
+def releases_due_where(agreement: str, dataset: str) -> tuple:
+    """What makes a held record due to go out in its feed's next package: released from this feed's quarantine of
+    the dataset it sends, not sent yet, with a citizen to take into the window (``validation.quarantine``)."""
+    return (
+        QuarantinedRecord.agreement == agreement,
+        QuarantinedRecord.dataset == dataset,
+        QuarantinedRecord.status == "released",
+        QuarantinedRecord.sent_in.is_(None),
+        QuarantinedRecord.personal_id.is_not(None),
+    )
+
+
 class QuarantineFinding(Base):
     """Why a record is held: one failed expectation, with the column, the value and the reason."""
 

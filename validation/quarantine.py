@@ -28,6 +28,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +40,13 @@ from sqlalchemy.orm import Session, aliased, selectinload
 
 from population.admin_units import ward_provinces
 from population.db import session_factory
-from validation.models import QuarantinedRecord, QuarantineFinding, StewardDecision, ValidationRun
+from validation.models import (
+    QuarantinedRecord,
+    QuarantineFinding,
+    StewardDecision,
+    ValidationRun,
+    releases_due_where,
+)
 from validation.reports import SCORE_COLUMNS
 
 Decision = Literal["release", "reject"]
@@ -320,8 +327,6 @@ def facet_counts(session: Session, where: QueueFilter | None = None) -> dict[str
 def steward_identity(steward: str | None = None) -> str:
     """Who a steward's decision or view is recorded under: the signed-in user's name (the workbench), else the
     identity configured for the command line (``LIENTHONG_STEWARD``), else the OS user."""
-    import os
-
     return (steward or os.environ.get("LIENTHONG_STEWARD") or getpass.getuser()).strip()
 
 
@@ -454,12 +459,7 @@ def releases_due(
     records = session.scalars(
         select(QuarantinedRecord)
         .options(selectinload(QuarantinedRecord.findings), selectinload(QuarantinedRecord.decisions))
-        .where(
-            QuarantinedRecord.agreement == agreement,
-            QuarantinedRecord.dataset == dataset,
-            QuarantinedRecord.status == "released",
-            QuarantinedRecord.sent_in.is_(None),
-        )
+        .where(*releases_due_where(agreement, dataset))
         .order_by(QuarantinedRecord.id)
         .limit(limit)
     ).all()

@@ -26,7 +26,10 @@ BOUNDED = {
     "bench_latency.py": (["--events", "2", "--burst", "20", "--gap", "1", "--citizens", "300"], "burst_result"),
     "bench_csv_read.py": (["--rows", "1000", "--rounds", "1"], "checked_vs_pandas"),
     "bench_disclosure_index.py": (["--citizens", "2000", "--workers", "1", "--rounds", "1"], "index_share"),
-    "bench_workbench.py": (["--citizens", "3000", "--held", "1000", "--mismatches", "1000", "--requests", "3"], "target_met"),
+    "bench_workbench.py": (
+        ["--citizens", "3000", "--held", "1000", "--mismatches", "1000", "--requests", "3"],
+        "target_met",
+    ),
     "bench_disclosure_lookup.py": (
         ["--rows", "20000", "--citizens", "4000", "--packages", "100", "--lookups", "20"],
         "lookup_p95_vs_baseline_p95",
