@@ -135,12 +135,10 @@ def quarantine_show(
         for field, value in record.record.items():
             values.add_row(f"* {field}" if field in failing else f"  {field}", _shown(value, unmasked))
         console.print(values)
-        findings = Table(title="findings")
-        for column in ("field", "value", "dimension", "severity", "rule", "reason"):
-            findings.add_column(column)
-        for f in record.findings:
-            findings.add_row(f.column_name, _shown(f.value, unmasked), f.dimension, f.severity, f.rule, f.reason)
-        console.print(findings)
+        console.print("findings (field = value: dimension, severity, rule: reason)")
+        for f in record.findings:  # a line each, never wrapped: a field, a rule is found whole
+            console.print(f"  {f.column_name} = {_shown(f.value, unmasked)}: {f.dimension}, {f.severity}, {f.rule}: "
+                          f"{f.reason}", soft_wrap=True, highlight=False, markup=False)  # fmt: skip
         for d in record.decisions:
             console.print(_decision_line(d))
 
