@@ -263,30 +263,33 @@ def _conditions(where: QueueFilter, leave_out: str | None = None) -> list[Column
     return conditions
 
 
+def _records():
+    """A query of quarantined records with their findings and decisions, as they are now in the database (not as
+    this session last saw them: a decision just taken must count)."""
+    return (
+        select(QuarantinedRecord)
+        .options(selectinload(QuarantinedRecord.findings), selectinload(QuarantinedRecord.decisions))
+        .execution_options(populate_existing=True)
+    )
+
+
 def list_records(
     session: Session, where: QueueFilter | None = None, limit: int = 50, after: int = 0
 ) -> Sequence[QuarantinedRecord]:
     """A page of quarantined records under a filter, with their findings and decisions, oldest first (paged by
     id: the next page is ``after`` the last id shown)."""
     query = (
-        select(QuarantinedRecord)
-        .options(selectinload(QuarantinedRecord.findings), selectinload(QuarantinedRecord.decisions))
+        _records()
         .where(QuarantinedRecord.id > after, *_conditions(where or QueueFilter()))
         .order_by(QuarantinedRecord.id)
         .limit(limit)
-        .execution_options(populate_existing=True)
     )
     return session.scalars(query).all()
 
 
 def quarantined_record(session: Session, record_id: int) -> QuarantinedRecord:
     """One quarantined record with its findings and decisions; DecisionError when there is none."""
-    record = session.scalar(
-        select(QuarantinedRecord)
-        .options(selectinload(QuarantinedRecord.findings), selectinload(QuarantinedRecord.decisions))
-        .where(QuarantinedRecord.id == record_id)
-        .execution_options(populate_existing=True)
-    )
+    record = session.scalar(_records().where(QuarantinedRecord.id == record_id))
     if record is None:
         raise DecisionError(f"no quarantined record {record_id}")
     return record
@@ -344,15 +347,12 @@ def _siblings(session: Session, record: QuarantinedRecord) -> list[QuarantinedRe
     """The same person held by other feeds for the same findings (or fewer): what "all feeds" also decides."""
     prints = {f.fingerprint for f in record.findings}
     candidates = session.scalars(
-        select(QuarantinedRecord)
-        .options(selectinload(QuarantinedRecord.findings), selectinload(QuarantinedRecord.decisions))
-        .where(
+        _records().where(
             QuarantinedRecord.dataset == record.dataset,
             QuarantinedRecord.personal_id == record.personal_id,
             QuarantinedRecord.id != record.id,
             QuarantinedRecord.status.in_(UNDECIDED),
         )
-        .execution_options(populate_existing=True)
     ).all()
     return [c for c in candidates if {f.fingerprint for f in c.findings} <= prints]
 
@@ -397,13 +397,7 @@ def decide(
         raise DecisionError("a decision needs a reason")
     steward = steward_identity(steward)
     ids = sorted(set(record_ids))
-    records = session.scalars(
-        select(QuarantinedRecord)
-        .options(selectinload(QuarantinedRecord.findings), selectinload(QuarantinedRecord.decisions))
-        .where(QuarantinedRecord.id.in_(ids))
-        .order_by(QuarantinedRecord.id)
-        .execution_options(populate_existing=True)  # the decisions as they are now, not as this session saw them
-    ).all()
+    records = session.scalars(_records().where(QuarantinedRecord.id.in_(ids)).order_by(QuarantinedRecord.id)).all()
     missing = sorted(set(ids) - {r.id for r in records})
     if missing:
         raise DecisionError(f"no quarantined record {', '.join(map(str, missing))}")
@@ -457,11 +451,7 @@ def releases_due(
     """The feed's released records of the dataset it sends, not yet sent, oldest first, as many as one package
     names."""
     records = session.scalars(
-        select(QuarantinedRecord)
-        .options(selectinload(QuarantinedRecord.findings), selectinload(QuarantinedRecord.decisions))
-        .where(*releases_due_where(agreement, dataset))
-        .order_by(QuarantinedRecord.id)
-        .limit(limit)
+        _records().where(*releases_due_where(agreement, dataset)).order_by(QuarantinedRecord.id).limit(limit)
     ).all()
     return [
         DueRelease(

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from feeds.workbench.pages import BadFilter
+from feeds.workbench.pages import BadFilter, posted_choice
 from population.identity import mask_personal_id, mask_personal_ids
 from validation.reconciliation import (
     CLASSES,
@@ -177,16 +177,7 @@ class ResolutionForm:
 
 def resolution_form(form: Mapping[str, list[str]]) -> ResolutionForm:
     """A posted resolution: mismatch ids (one or many checkboxes), one of ``RESOLUTIONS``, a reason."""
-    ids = form.get("mismatch_id", [])
-    if not ids or not all(i.isdigit() for i in ids):
-        raise BadFilter("choose at least one mismatch")
-    resolution = (form.get("resolution") or [""])[0]
-    if resolution not in RESOLUTIONS:
-        raise BadFilter(f"a resolution is one of {', '.join(RESOLUTIONS)}")
-    reason = (form.get("reason") or [""])[0].strip()
-    if not reason:
-        raise BadFilter("a resolution needs a reason")
-    return ResolutionForm(sorted({int(i) for i in ids}), resolution, reason)
+    return ResolutionForm(*posted_choice(form, "mismatch_id", "resolution", RESOLUTIONS, "mismatch"))
 
 
 def recent_resolutions(session: Session, partner: str | None, limit: int = 20) -> list[tuple]:

@@ -231,15 +231,22 @@ class DecisionForm:
     all_feeds: bool
 
 
-def decision_form(form: Mapping[str, list[str]]) -> DecisionForm:
-    """A posted decision: record ids (one or many checkboxes), release or reject, a reason, all feeds or not."""
-    ids = form.get("record_id", [])
-    if not ids or not all(i.isdigit() for i in ids):
-        raise BadFilter("choose at least one record")
-    decision = (form.get("decision") or [""])[0]
-    if decision not in ("release", "reject"):
-        raise BadFilter("a decision is release or reject")
+def posted_choice(form: Mapping[str, list[str]], ids: str, what: str, choices: tuple[str, ...], noun: str):
+    """What a steward's form posted: the ticked ids of ``ids`` (one or many checkboxes, each a number), the
+    ``what`` chosen (one of ``choices``) and a reason, each checked; BadFilter names what is missing."""
+    ticked = form.get(ids, [])
+    if not ticked or not all(i.isdigit() for i in ticked):
+        raise BadFilter(f"choose at least one {noun}")
+    chosen = (form.get(what) or [""])[0]
+    if chosen not in choices:
+        raise BadFilter(f"a {what} is {' or '.join(choices) if len(choices) == 2 else 'one of ' + ', '.join(choices)}")
     reason = (form.get("reason") or [""])[0].strip()
     if not reason:
-        raise BadFilter("a decision needs a reason")
-    return DecisionForm(sorted({int(i) for i in ids}), decision, reason, (form.get("all_feeds") or [""])[0] == "on")
+        raise BadFilter(f"a {what} needs a reason")
+    return sorted({int(i) for i in ticked}), chosen, reason
+
+
+def decision_form(form: Mapping[str, list[str]]) -> DecisionForm:
+    """A posted decision: record ids (one or many checkboxes), release or reject, a reason, all feeds or not."""
+    ids, decision, reason = posted_choice(form, "record_id", "decision", ("release", "reject"), "record")
+    return DecisionForm(ids, decision, reason, (form.get("all_feeds") or [""])[0] == "on")

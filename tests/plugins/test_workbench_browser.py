@@ -16,6 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,6 @@ from validation.models import QuarantinedRecord
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's (make test installs it); Playwright's own download is not available
 USERS = "admin:admin,steward:op,steward2:op,viewer:viewer"
 PASSWORDS = {
     "admin": "admin-password",
@@ -64,17 +65,16 @@ def status_of(url: str) -> int:
         return error.code
 
 
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory, sqlite_template):
-    """A real Airflow API server (the plugin by its entry point) on a free loopback port, its home prepared as
-    ``make airflow`` prepares it, with the workbench's users."""
-    root = tmp_path_factory.mktemp("workbench-browser")
-    world = queue_world(root, sqlite_template)
-    var, port = root / "var", free_port()
+@contextmanager
+def api_server(var: Path, settings: dict[str, str], probe: str) -> Iterator[tuple[str, Path]]:
+    """A real Airflow API server (the plugin by its entry point) on a free loopback port, its home under ``var``
+    prepared as ``make airflow`` prepares it, with the workbench's users and ``settings`` on top; ready once
+    ``probe`` (a path of the plugin's) asks for a sign-in. Yields its base URL and its log."""
+    port = free_port()
     home = var / "airflow"
-    home.mkdir(parents=True)
+    home.mkdir(parents=True, exist_ok=True)
     (home / "passwords.json").write_text(json.dumps(PASSWORDS))
-    base = f"http://127.0.0.1:{port}"
+    base, log_path = f"http://127.0.0.1:{port}", home / "api-server.log"
     env = (
         {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         | airflow_environment(var)
@@ -84,14 +84,14 @@ def airflow(tmp_path_factory, sqlite_template):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
-            "LIENTHONG_DB_URL": world.url,
         }
+        | settings
     )
     subprocess.run(
         [sys.executable, "-m", "lienthong.airflow_runner"], env=env, check=True, timeout=300, capture_output=True
     )
     airflow_command = Path(sys.executable).with_name("airflow")
-    with (home / "api-server.log").open("ab") as log:
+    with log_path.open("ab") as log:
         server = subprocess.Popen(
             [str(airflow_command), "api-server", "--port", str(port), "--workers", "1"],
             env=env,
@@ -102,14 +102,14 @@ def airflow(tmp_path_factory, sqlite_template):
         deadline = time.monotonic() + 180
         while True:
             try:
-                if status_of(f"{base}/lienthong/quarantine") == 401:
+                if status_of(f"{base}{probe}") == 401:
                     break
             except OSError:
                 pass
-            assert server.poll() is None, (home / "api-server.log").read_text()[-3000:]
+            assert server.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "the API server did not answer within 180 s"
             time.sleep(1)
-        yield Served(base, world, home / "api-server.log")
+        yield base, log_path
     finally:
         server.terminate()
         try:
@@ -117,17 +117,18 @@ def airflow(tmp_path_factory, sqlite_template):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        world.engine.dispose()
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+def airflow(tmp_path_factory, sqlite_template):
+    """The API server over a quarantine filled by the real validation of two feeds."""
+    root = tmp_path_factory.mktemp("workbench-browser")
+    world = queue_world(root, sqlite_template)
+    try:
+        with api_server(root / "var", {"LIENTHONG_DB_URL": world.url}, "/lienthong/quarantine") as (base, log):
+            yield Served(base, world, log)
+    finally:
+        world.engine.dispose()
 
 
 def signed_in(chromium, airflow: Served, user: str, lang: str | None = None):

@@ -8,11 +8,7 @@ With ``LIENTHONG_SCREENSHOTS`` set to a folder, the pages are also photographed 
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +17,13 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from lienthong.airflow_runner import airflow_environment
 from population.db import session_factory
 from tests.feeds.workbench_reports_fixtures import HOSTILE_PARTNER_NAME, ReportsWorld, reports_world
 from tests.plugins.test_workbench_browser import (
-    CHROMIUM,
-    JWT_SECRET,
-    PASSWORDS,
-    USERS,
-    free_port,
+    api_server,
     no_personal_id,
     photograph,
     signed_in,
-    status_of,
 )
 from validation.models import MismatchResolution
 
@@ -50,67 +40,14 @@ class Served:
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, sqlite_template):
     """A real Airflow API server with the plugin, over the reports' world (see ``test_workbench_browser``)."""
-    root = tmp_path_factory.mktemp("workbench-reports-browser")
-    world = reports_world(root, sqlite_template)
-    var, port = world.queue.var, free_port()
-    home = var / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "passwords.json").write_text(json.dumps(PASSWORDS))
-    base = f"http://127.0.0.1:{port}"
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        | airflow_environment(var)
-        | {
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": base,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
-            "LIENTHONG_DB_URL": world.queue.url,
-            "LIENTHONG_VAR_DIR": str(var),
-        }
-    )
-    subprocess.run(
-        [sys.executable, "-m", "lienthong.airflow_runner"], env=env, check=True, timeout=300, capture_output=True
-    )
-    airflow_command = Path(sys.executable).with_name("airflow")
-    with (home / "api-server.log").open("ab") as log:
-        server = subprocess.Popen(
-            [str(airflow_command), "api-server", "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    world = reports_world(tmp_path_factory.mktemp("workbench-reports-browser"), sqlite_template)
+    var = world.queue.var
+    settings = {"LIENTHONG_DB_URL": world.queue.url, "LIENTHONG_VAR_DIR": str(var)}
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if status_of(f"{base}/lienthong/mismatches") == 401:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, (home / "api-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the API server did not answer within 180 s"
-            time.sleep(1)
-        yield Served(base, world, home / "api-server.log")
+        with api_server(var, settings, "/lienthong/mismatches") as (base, log):
+            yield Served(base, world, log)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
         world.engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def offline(page, base: str) -> list[str]:
