@@ -29,6 +29,7 @@ from sqlalchemy import Engine, select
 
 from exchange import ledger
 from exchange.errors import LedgerBroken, VerificationError
+from exchange.keys import Keys, keys_of
 from exchange.pki import POPULATION, PkiDirectory, Signer, agency_of
 from exchange.signature import TrustAnchors, sign_detached, verify_detached
 from population.db import session_factory
@@ -73,11 +74,11 @@ def write_anchor(engine: Engine, signer: Signer, folder: Path) -> Path | None:
     return path
 
 
-def check_anchors(engine: Engine, folder: Path, pki: PkiDirectory) -> AnchorCheck:
+def check_anchors(engine: Engine, folder: Path, pki: Keys | PkiDirectory) -> AnchorCheck:
     """Every anchor in ``folder`` against the ledger: its signature (the population database's, as at the time
     it was made, against the PKI's root and CRL) and the hash of the entry at its position. Problems are
     reported, not raised."""
-    trust = TrustAnchors.from_pki(pki)
+    trust = keys_of(pki).trust()
     anchors = sorted(folder.glob("ledger-*.json")) if folder.is_dir() else []
     problems = []
     with session_factory(engine)() as session:

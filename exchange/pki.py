@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from cryptography import x509
@@ -196,10 +196,12 @@ def make_agency_certificate(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     crl_url: str | None = DEFAULT_CRL_URL,
+    server_addresses: Iterable[str] = (),
 ) -> CertifiedKey:
     """A fresh key and certificate for one agency and purpose, naming ``crl_url`` as its CRL distribution point.
-    Encryption keys are RSA (CMS key transport with stock OpenSSL); the others EC P-256. ``profile`` and the dates
-    may be overridden, for tests of rejections."""
+    Encryption keys are RSA (CMS key transport with stock OpenSSL); the others EC P-256. A TLS server certificate
+    names localhost and the loopback addresses, and ``server_addresses`` too. ``profile`` and the dates may be
+    overridden, for tests of rejections."""
     key = (
         rsa.generate_private_key(65537, rsa_bits) if purpose == ENCRYPTION else ec.generate_private_key(ec.SECP256R1())
     )
@@ -209,6 +211,7 @@ def make_agency_certificate(
             x509.DNSName("localhost"),
             x509.IPAddress(IPv4Address("127.0.0.1")),
             x509.IPAddress(IPv6Address("::1")),
+            *(x509.IPAddress(ip_address(address)) for address in server_addresses),
         ]
     certificate = issue_certificate(
         agency_subject(agency, purpose),
@@ -249,10 +252,12 @@ def init_pki(
     rsa_bits: int = DEFAULT_RSA_BITS,
     force: bool = False,
     crl_url: str = DEFAULT_CRL_URL,
+    server_addresses: Iterable[str] = (),
 ) -> PkiDirectory:
     """Make the whole sandbox PKI under ``out``, for every agency of the schema folders (``schemas/agencies``, and
-    an operator's on ``LIENTHONG_SCHEMAS_PATH``); partners get a TLS server certificate too; every agency
-    certificate names ``crl_url`` as its CRL distribution point. Refuses to overwrite one unless ``force``."""
+    an operator's on ``LIENTHONG_SCHEMAS_PATH``); partners get a TLS server certificate too (for loopback and
+    ``server_addresses``); every agency certificate names ``crl_url`` as its CRL distribution point. Refuses to
+    overwrite one unless ``force``."""
     pki = PkiDirectory(out)
     if pki.root_ca.exists() and not force:
         raise FileExistsError(f"a PKI already exists in {out}")
@@ -264,7 +269,8 @@ def init_pki(
     for agency in agencies.values():
         purposes = [SIGNING, ENCRYPTION, TLS_CLIENT] + ([TLS_SERVER] if agency.is_partner else [])
         for purpose in purposes:
-            issued = make_agency_certificate(issuing, agency.name, purpose, rsa_bits=rsa_bits, crl_url=crl_url)
+            issued = make_agency_certificate(issuing, agency.name, purpose, rsa_bits=rsa_bits, crl_url=crl_url,
+                                             server_addresses=server_addresses)  # fmt: skip
             write_certified_key(issued, pki.certificate(agency.name, purpose), password)
     write_pem(pki.crl, make_crl(issuing).public_bytes(serialization.Encoding.PEM))
     return pki

@@ -179,12 +179,12 @@ def report_for(engine: Engine, client_id: str, personal_id: str, since: date | N
 def workspace_report(client_id: str, personal_id: str, since: date | None) -> dict:
     """``report_for`` on the workspace's population database, signed with the population agency's key from the
     workspace's PKI (as the DAGs find them)."""
-    from exchange.pki import POPULATION, PkiDirectory, load_signer
+    from exchange.keys import platform_keys
     from feeds.tasks import population_database
 
     try:
-        signer = load_signer(PkiDirectory(settings.pki_dir()), POPULATION, settings.key_password())
-    except (OSError, ValueError, settings.KeyPasswordMissing):
+        signer = platform_keys().signer()
+    except (OSError, ValueError, settings.KeyPasswordMissing, settings.KeysMissing):
         raise PortalRefused(503, "temporarily_unavailable", "the signing key is not available") from None
     with population_database() as engine:
         return report_for(engine, client_id, personal_id, since, signer)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -42,9 +42,10 @@ from sqlalchemy import Engine, func, select
 
 from exchange import ledger
 from exchange.errors import ReceiptInvalid, VerificationError
+from exchange.keys import CRL, Keys, keys_of
 from exchange.package import MANIFEST, package_name
 from exchange.package import SIGNATURE as MANIFEST_SIGNATURE
-from exchange.pki import POPULATION, PkiDirectory, agency_of, common_name, describe, load_crl
+from exchange.pki import POPULATION, PkiDirectory, agency_of, common_name, describe
 from exchange.receipt import RECEIPT, Receipt
 from exchange.receipt import SIGNATURE as RECEIPT_SIGNATURE
 from exchange.sequence import Feed
@@ -106,13 +107,13 @@ class SignatureAudit:
 
 
 def audit_signatures(
-    engine: Engine, package_dirs: list[Path], pki: PkiDirectory, *, sample: int = 20, seed: str | None = None
+    engine: Engine, package_dirs: list[Path], pki: Keys | PkiDirectory, *, sample: int = 20, seed: str | None = None
 ) -> SignatureAudit:
     """Re-verify ``sample`` ledger entries from the packages and receipts kept under ``package_dirs``, against
     the PKI's root and CRL. The same seed gives the same sample (the default seed is today's date, UTC, so a
     rerun of a day's audit checks the same entries); half of it is drawn among the newest entries."""
     seed = seed if seed is not None else datetime.now(UTC).date().isoformat()
-    trust = TrustAnchors.from_pki(pki)
+    trust = keys_of(pki).trust()
     with session_factory(engine)() as session:
         last = session.scalar(select(func.max(LedgerEntry.position))) or 0
         positions = sample_positions(last, sample, seed)
@@ -260,10 +261,10 @@ class WitnessAudit:
         return not self.problems
 
 
-def audit_witnesses(engine: Engine, receipt_dirs: Sequence[Path], pki: PkiDirectory) -> WitnessAudit:
+def audit_witnesses(engine: Engine, receipt_dirs: Sequence[Path], pki: Keys | PkiDirectory) -> WitnessAudit:
     """Check the ledger against every ledger head a partner signed in a receipt kept under ``receipt_dirs`` (the
     same receipt found twice counts once). Problems are reported, not raised."""
-    trust = TrustAnchors.from_pki(pki)
+    trust = keys_of(pki).trust()
     seen: set[str] = set()
     partners: set[str] = set()
     witnesses = newest = 0
@@ -384,39 +385,42 @@ class ExpiringCertificate:
 
 
 def expiring_certificates(
-    pki: PkiDirectory, *, within_days: int = 30, at: datetime | None = None
+    pki: Keys | PkiDirectory, *, within_days: int = 30, at: datetime | None = None
 ) -> list[ExpiringCertificate]:
-    """Every certificate under the PKI directory (``*.pem`` files that hold certificates; keys are skipped) that
-    expires within ``within_days`` of ``at`` (default now) or has expired, and the CRL if its next update falls
-    in that window too; soonest first."""
+    """Every certificate of the PKI (its public files: ``*.pem`` files that hold certificates, in the PKI folder or
+    Airflow's Variable; keys are never among them) that expires within ``within_days`` of ``at`` (default now) or
+    has expired, and the CRL if its next update falls in that window too; soonest first."""
     at = _utc(at) if at else datetime.now(UTC)
     until = at + timedelta(days=within_days)
 
-    def expiring(subject: str, agency: str | None, purpose: str, path: Path, not_after: datetime):
-        relative = path.relative_to(pki.path).as_posix()
+    def expiring(subject: str, agency: str | None, purpose: str, relative: str, not_after: datetime):
         days_left = round((not_after - at) / timedelta(days=1))
         return ExpiringCertificate(subject, agency, purpose, relative, not_after, days_left, not_after <= at)
 
+    files = keys_of(pki).public_files()
     found = [
-        expiring(common_name(c), agency_of(c), path.name.removesuffix(".pem"), path, c.not_valid_after_utc)
-        for path in sorted(pki.path.rglob("*.pem"))
-        for c in _certificates(path)
+        expiring(common_name(c), agency_of(c), _purpose(relative), relative, c.not_valid_after_utc)
+        for relative, data in sorted(files.items())
+        for c in _certificates(data)
         if c.not_valid_after_utc <= until
     ]
-    if pki.crl.is_file():
-        crl = load_crl(pki.crl)
+    if CRL in files:
+        data = files[CRL]
+        crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
         if crl.next_update_utc is not None and crl.next_update_utc <= until:
             issuer = crl.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
             subject = str(issuer[0].value) if issuer else crl.issuer.rfc4514_string()
-            found.append(expiring(subject, None, "crl", pki.crl, crl.next_update_utc))
+            found.append(expiring(subject, None, "crl", CRL, crl.next_update_utc))
     return sorted(found, key=lambda e: (e.not_after, e.path))
 
 
-def _certificates(path: Path) -> list[x509.Certificate]:
-    """The certificates of a PEM file; none for a key, a CRL or anything else."""
-    if path.name.endswith(".key.pem"):
-        return []
-    data = path.read_bytes()
+def _purpose(relative: str) -> str:
+    """``health/signing.pem`` → ``signing``."""
+    return PurePosixPath(relative).name.removesuffix(".pem")
+
+
+def _certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM file; none for a CRL or anything else."""
     if b"-----BEGIN CERTIFICATE-----" not in data:
         return []
     try:

@@ -73,6 +73,7 @@ from connectors.base import DeliveredReceipt
 from connectors.transport import partner_hook
 from exchange.agreements import Agreement, Direction
 from exchange.errors import FileHashMismatch, SequenceReplay, VerificationError
+from exchange.keys import Keys, keys_of
 from exchange.package import (
     DATA,
     ENCRYPTED_SUFFIX,
@@ -86,13 +87,11 @@ from exchange.package import (
     verify_package,
 )
 from exchange.payload import SUFFIXES, parse_payload
-from exchange.pki import ENCRYPTION, POPULATION, PkiDirectory, key_path, load_recipient, load_signer
+from exchange.pki import POPULATION, PkiDirectory
 from exchange.receipt import RECEIPT, SIGNATURE, Receipt, make_receipt, record_receipt, write_receipt
 from exchange.sequence import INBOUND, RECEIVED, Feed, state
-from exchange.signature import TrustAnchors
 from feeds.disclosures import package_recorder, subject_hasher
 from feeds.outbound import check_quarantine_limit
-from lienthong.settings import key_password
 from population.db import session_factory
 from population.disclosures import SubjectsFile
 
@@ -312,7 +311,7 @@ def _plain_payload(path: Path, manifest: Manifest, decrypted: Path) -> tuple[str
     return tuple(files)
 
 
-def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: PkiDirectory) -> VerifiedInbound:
+def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: Keys | PkiDirectory) -> VerifiedInbound:
     """Verify a fetched package and decrypt its payload; a package that fails is answered with a signed rejected
     receipt naming the failed check (and not accepted). Raises ``PackageUnreadable`` when there is no manifest
     to answer."""
@@ -322,12 +321,12 @@ def verify(engine: Engine, agreement: Agreement, fetched: FetchedPackage, pki: P
     except (VerificationError, zipfile.BadZipFile, OSError, KeyError) as error:  # no package to name
         raise PackageUnreadable(f"{fetched.name} is not an exchange package: {error}") from None
     manifest_sha256 = hashlib.sha256(data).hexdigest()
-    certificate = pki.certificate(POPULATION, ENCRYPTION)
-    recipient = load_recipient(certificate, key_path(certificate), key_password())
+    keys = keys_of(pki)
+    recipient = keys.recipient(POPULATION)  # in memory: a key from Airflow's secrets never touches the disk
     decrypted = _work_folder(path) / "payload"
     manifest = None
     try:
-        trust = TrustAnchors.from_pki(pki)
+        trust = keys.trust()
         verified = verify_package(path, trust, engine=engine, recipient=recipient, decrypt_to=decrypted)
         manifest = verified.manifest
         check_agreement(agreement, manifest)
@@ -367,11 +366,11 @@ def _verified_inbound(agreement: Agreement, fetched: FetchedPackage, manifest: M
 
 
 def _reject(engine: Engine, agreement: Agreement, fetched: FetchedPackage, manifest: Manifest, manifest_sha256: str,
-            problem: str, pki: PkiDirectory) -> None:  # fmt: skip
+            problem: str, pki: Keys | PkiDirectory) -> None:  # fmt: skip
     """Answer a package that failed verification with a signed rejected receipt, kept by the downloaded file's
     SHA-256 (the same bytes get the same receipt again), and record it once."""
     path = Path(fetched.path)
-    signer = load_signer(pki, POPULATION, key_password())
+    signer = keys_of(pki).signer(POPULATION)
     folder = _work_folder(path) / f"rejected-{hash_file(path)[0][:16]}"
     if not (folder / RECEIPT).is_file():
         _write_receipt_once(
@@ -551,7 +550,9 @@ def reconcile(engine: Engine, agreement: Agreement, checked: CheckedInbound, rep
 # -- 5. acknowledge ----------------------------------------------------------------------------------------------
 
 
-def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound, pki: PkiDirectory) -> Acknowledged:
+def acknowledge(
+    engine: Engine, agreement: Agreement, verified: VerifiedInbound, pki: Keys | PkiDirectory
+) -> Acknowledged:
     """Send the signed accepted receipt (made once, kept beside the package), then, in one transaction, accept the
     package and record the receipt in the ledger once: the inbound feed moves with the receipt's ledger entry, last.
     A failure before the commit leaves neither, and the rerun sends the same receipt again (the partner keeps it
@@ -561,7 +562,7 @@ def acknowledge(engine: Engine, agreement: Agreement, verified: VerifiedInbound,
     hasher = subject_hasher()  # no disclosure key: refused before the receipt goes out
     path = Path(verified.path)
     manifest, manifest_sha256 = read_manifest(path)
-    signer = load_signer(pki, POPULATION, key_password())
+    signer = keys_of(pki).signer(POPULATION)
     folder = _receipt_folder(path)
     if not _receipt_for(folder, manifest_sha256):
         _write_receipt_once(make_receipt(manifest, manifest_sha256, status="accepted"), folder, signer)
@@ -602,9 +603,9 @@ def _receipt_for(folder: Path, manifest_sha256: str) -> bool:
     return Receipt.from_bytes((folder / RECEIPT).read_bytes()).manifest_sha256 == manifest_sha256
 
 
-def _verified_again(engine: Engine, path: Path, pki: PkiDirectory) -> VerifiedPackage:
+def _verified_again(engine: Engine, path: Path, pki: Keys | PkiDirectory) -> VerifiedPackage:
     """The package verified once more (without decrypting) for ``accept_package``, which records its signer."""
-    return verify_package(path, TrustAnchors.from_pki(pki), engine=engine)
+    return verify_package(path, keys_of(pki).trust(), engine=engine)
 
 
 # -- the whole run -----------------------------------------------------------------------------------------------
@@ -613,7 +614,7 @@ def _verified_again(engine: Engine, path: Path, pki: PkiDirectory) -> VerifiedPa
 def run_inbound(
     engine: Engine,
     agreement: Agreement,
-    pki: PkiDirectory,
+    pki: Keys | PkiDirectory,
     work_dir: Path,
     reports_dir: Path,
     *,

@@ -54,6 +54,7 @@ from sqlalchemy.orm import Session
 from connectors.transport import partner_hook
 from exchange.agreements import EVERY_ROW, HEAD, Agreement, Direction, RowSelection
 from exchange.errors import VerificationError
+from exchange.keys import keys_of
 from exchange.package import (
     WRITERS,
     HashingWriter,
@@ -64,13 +65,11 @@ from exchange.package import (
     read_manifest,
     zip_package,
 )
-from exchange.pki import POPULATION, PkiDirectory, load_certificate, load_signer
+from exchange.pki import POPULATION, PkiDirectory
 from exchange.receipt import record_receipt, verify_receipt
 from exchange.sequence import SENT, Feed, direction_of, state
-from exchange.signature import TrustAnchors
 from feeds.checkpoint import hold_pending, move_checkpoint, read_checkpoint, start_feed
 from feeds.disclosures import package_recorder, subject_hasher
-from lienthong.settings import key_password
 from population.changelog import changed_citizens, last_sequence
 from population.db import session_factory
 from population.disclosures import SubjectsFile, subjects_path
@@ -429,12 +428,12 @@ def package(
     direction = outbound_of(agreement)
     encrypt_for = None
     if direction.encryption:
-        encrypt_for = load_certificate(pki.path / str(direction.recipient_certificate))
+        encrypt_for = keys_of(pki).certificate(str(direction.recipient_certificate))
     validation = Validation(suite=checked.suite, passed=True, quarantined=checked.quarantined, report=None,
                             released=checked.released)  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     schema = SchemaRef(direction.dataset, str(direction.schema_version))
-    signer = load_signer(pki, POPULATION, key_password())
+    signer = keys_of(pki).signer()
     with PackageBuilder(out_dir, agreement=agreement.name, recipient=agreement.partner, schema=schema, signer=signer,
                         mode=window.mode, encrypt_for=encrypt_for, validation=validation) as builder:  # fmt: skip
         for staged in checked.files:
@@ -490,7 +489,7 @@ def collect_receipt(agreement: Agreement, sealed: SealedPackage) -> str | None:
 def verify(engine: Engine, sealed: SealedPackage, receipt_dir: str, pki: PkiDirectory) -> VerifiedDelivery:
     """Check the receipt (signed by the recipient, bound to the manifest, full count) and record it once."""
     manifest, manifest_sha256 = read_manifest(Path(sealed.path))
-    trust = TrustAnchors.from_pki(pki)
+    trust = keys_of(pki).trust()
     verified = verify_receipt(Path(receipt_dir), trust, manifest, manifest_sha256)
     recorded = record_receipt(engine, "receipt_received", manifest, verified.receipt, verified.signature.signer)
     if verified.receipt.status != "accepted":

@@ -6,7 +6,9 @@ agreement, opens the workspace (database, PKI, folders) from the environment, ca
 to the next task as an XCom.
 
 The workspace (database, folders, PKI, key password) comes from ``lienthong.settings``, as the ``lienthong``
-command line reads it.
+command line reads it. The files a step writes for the next (staged payloads, packages, receipts, inbound
+packages) are published to the artifact store (``feeds.artifacts``), and the XCom value carries each one's URL and
+SHA-256 under ``artifacts``: the next step, on any worker, fetches and checks them before it reads a byte.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from exchange.agreements import Agreement, usable_agreements
-from exchange.pki import PkiDirectory
+from exchange.keys import platform_keys
 from lienthong.settings import Workspace, fast_path_citizens
 
 
@@ -63,6 +65,47 @@ def unusable_agreements() -> list[str]:
 
 # -- XCom values ------------------------------------------------------------------------------------------------
 
+ARTIFACTS = "artifacts"  # in an XCom value: the files it refers to, as published ({url, sha256, bytes} each)
+
+
+def received(value: dict[str, Any]) -> dict[str, Any]:
+    """A previous step's XCom value, its artifacts brought into this worker's workspace and checked; without them."""
+    from feeds.artifacts import fetch
+
+    fetch(value.get(ARTIFACTS, ()))
+    return {key: item for key, item in value.items() if key != ARTIFACTS}
+
+
+def handed_on(value: dict[str, Any], *paths: str | Path) -> dict[str, Any]:
+    """A step's XCom value with the files it wrote (each file of a folder) published for the next step."""
+    from feeds.artifacts import publish
+
+    return value | {ARTIFACTS: publish(paths)}
+
+
+def _staged(files) -> list[Path]:
+    """The staged payload files and their subjects sidecars (the disclosure index's input)."""
+    from population.disclosures import subjects_path
+
+    return [path for staged in files for path in (Path(staged.path), subjects_path(staged.path))]
+
+
+def _pending_here(window: dict[str, Any]) -> None:
+    """The window's pending package, sealed perhaps on another worker, in this workspace."""
+    from feeds.artifacts import artifact_store
+
+    artifact_store().fetch_path(Path(window["pending"]))
+
+
+def _receipt_here(receipt_dir: str) -> None:
+    """A receipt kept perhaps by another worker, in this workspace (checked against the store's record)."""
+    from exchange.receipt import RECEIPT, SIGNATURE
+    from feeds.artifacts import artifact_store
+
+    store = artifact_store()
+    for name in (RECEIPT, SIGNATURE):
+        store.fetch_path(Path(receipt_dir) / name)
+
 
 def _window(value: dict[str, Any]):
     from feeds.outbound import FeedWindow
@@ -73,6 +116,7 @@ def _window(value: dict[str, Any]):
 def _checked(value: dict[str, Any]):
     from feeds.outbound import CheckedRows, StagedFile
 
+    value = received(value)
     files = tuple(StagedFile(**f) for f in value["files"])
     releases = {key: tuple(value.get(key, ())) for key in ("released", "releases_done")}
     return CheckedRows(**(value | {"window": _window(value["window"]), "files": files} | releases))
@@ -81,6 +125,7 @@ def _checked(value: dict[str, Any]):
 def _sealed(value: dict[str, Any]):
     from feeds.outbound import SealedPackage
 
+    value = received(value)
     return SealedPackage(**(value | {"window": _window(value["window"])}))
 
 
@@ -126,7 +171,7 @@ def validate_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
         workspace = Workspace.from_environment()
         checked = validate(engine, agreement(name), _window(window), workspace.staging,
                            reports_dir=workspace.reports)  # fmt: skip
-        return asdict(checked)
+        return handed_on(asdict(checked), *_staged(checked.files))
 
 
 def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
@@ -134,12 +179,14 @@ def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str
     from feeds.outbound import package, pending_package
 
     if window["pending"] is not None:
-        return asdict(pending_package(_window(window)))
-    workspace = Workspace.from_environment()
-    with population_database() as engine:
-        return asdict(
-            package(engine, agreement(name), _checked(checked), PkiDirectory(workspace.pki_dir), workspace.packages)
-        )
+        _pending_here(window)
+        sealed = pending_package(_window(window))
+    else:
+        workspace = Workspace.from_environment()
+        with population_database() as engine:
+            sealed = package(engine, agreement(name), _checked(checked), platform_keys(workspace.pki_dir),
+                             workspace.packages)  # fmt: skip
+    return handed_on(asdict(sealed), sealed.path)
 
 
 def send(name: str, sealed: dict[str, Any]) -> str | None:
@@ -147,7 +194,10 @@ def send(name: str, sealed: dict[str, Any]) -> str | None:
     ``receipt_sensor`` waits for it, ``keep_receipt`` keeps it)."""
     from feeds.outbound import deliver
 
-    return deliver(agreement(name), _sealed(sealed))
+    receipt_dir = deliver(agreement(name), _sealed(sealed))
+    if receipt_dir is not None:
+        handed_on({}, receipt_dir)
+    return receipt_dir
 
 
 def keep_receipt(sealed: dict[str, Any], receipt: dict[str, str]) -> str:
@@ -155,15 +205,18 @@ def keep_receipt(sealed: dict[str, Any], receipt: dict[str, str]) -> str:
     from connectors.base import DeliveredReceipt
     from feeds.outbound import receipt_folder
 
-    return str(DeliveredReceipt.from_base64(receipt).write_to(receipt_folder(_sealed(sealed))))
+    receipt_dir = DeliveredReceipt.from_base64(receipt).write_to(receipt_folder(_sealed(sealed)))
+    handed_on({}, receipt_dir)
+    return str(receipt_dir)
 
 
 def check_receipt(sealed: dict[str, Any], receipt_dir: str) -> dict[str, Any]:
     """Step 6: the receipt is signed by the recipient and bound to the package; recorded in the ledger once."""
     from feeds.outbound import verify
 
+    _receipt_here(receipt_dir)
     with population_database() as engine:
-        return asdict(verify(engine, _sealed(sealed), receipt_dir, PkiDirectory(Workspace.from_environment().pki_dir)))
+        return asdict(verify(engine, _sealed(sealed), receipt_dir, platform_keys()))
 
 
 def close_window(name: str, window: dict[str, Any], delivery: dict[str, Any] | None) -> bool:
@@ -189,17 +242,20 @@ def exchange_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
     validate, seal, deliver, the receipt, looked for every 0.2 s up to ``FAST_PATH_RECEIPT_WAIT`` seconds when it
     comes later, verify, move the checkpoint). Each step is as safe to retry as the task it stands for: a retry
     finds the sealed package pending and resends it."""
-    from feeds.outbound import deliver_and_close_window, package, pending_package, validate
+    from feeds.outbound import deliver_and_close_window, package, pending_package, receipt_folder, validate
 
     workspace = Workspace.from_environment()
-    pki, found = PkiDirectory(workspace.pki_dir), agreement(name)
+    pki, found = platform_keys(workspace.pki_dir), agreement(name)
     with population_database() as engine:
         if window["pending"] is not None:
+            _pending_here(window)
             sealed = pending_package(_window(window))
         else:
             checked = validate(engine, found, _window(window), workspace.staging, reports_dir=workspace.reports)
             sealed = package(engine, found, checked, pki, workspace.packages)
+            handed_on({}, sealed.path)  # a retry on another worker resends this very package
         run = deliver_and_close_window(engine, found, sealed, pki, FAST_PATH_RECEIPT_WAIT)
+    handed_on({}, receipt_folder(sealed))
     return {"package_id": sealed.package_id, "delivery": None if run.delivery is None else asdict(run.delivery)}
 
 
@@ -271,6 +327,7 @@ def _shard_result(value: dict[str, Any]):
     from feeds.outbound import StagedFile
     from feeds.snapshot import Shard, ShardResult
 
+    value = received(value)
     return ShardResult(**(value | {"window": _window(value["window"]), "shard": Shard(**value["shard"]),
                                    "file": StagedFile(**value["file"])}))  # fmt: skip
 
@@ -281,7 +338,8 @@ def validate_shard(name: str, window: dict[str, Any], shard: dict[str, Any]) -> 
 
     staging = Workspace.from_environment().staging
     with population_database() as engine:
-        return asdict(validate_shard(engine, agreement(name), _window(window), Shard(**shard), staging))
+        result = validate_shard(engine, agreement(name), _window(window), Shard(**shard), staging)
+    return handed_on(asdict(result), *_staged([result.file]))
 
 
 def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -290,12 +348,14 @@ def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any
     from feeds.snapshot import seal_snapshot
 
     if window["pending"] is not None:
-        return asdict(pending_package(_window(window)))
-    workspace = Workspace.from_environment()
-    with population_database() as engine:
-        sealed = seal_snapshot(engine, agreement(name), _window(window), [_shard_result(r) for r in results],
-                               PkiDirectory(workspace.pki_dir), workspace.packages)  # fmt: skip
-    return asdict(sealed)
+        _pending_here(window)
+        sealed = pending_package(_window(window))
+    else:
+        workspace = Workspace.from_environment()
+        with population_database() as engine:
+            sealed = seal_snapshot(engine, agreement(name), _window(window), [_shard_result(r) for r in results],
+                                   platform_keys(workspace.pki_dir), workspace.packages)  # fmt: skip
+    return handed_on(asdict(sealed), sealed.path)
 
 
 # -- the inbound feed, step by step ----------------------------------------------------------------------------
@@ -308,8 +368,8 @@ def fetch_inbound(name: str) -> dict[str, Any]:
 
     with population_database() as engine:
         fetched = fetch(engine, agreement(name), Workspace.from_environment().inbound)
-    packages = [asdict(p) for p in fetched.packages]
-    return {"listed": fetched.listed, "next": packages[0] if packages else None, "waiting": len(packages[1:])}
+    first = handed_on(asdict(fetched.packages[0]), fetched.packages[0].path) if fetched.packages else None
+    return {"listed": fetched.listed, "next": first, "waiting": len(fetched.packages[1:])}
 
 
 def verify_inbound(name: str, fetched: dict[str, Any]) -> dict[str, Any]:
@@ -318,14 +378,18 @@ def verify_inbound(name: str, fetched: dict[str, Any]) -> dict[str, Any]:
 
     with population_database() as engine:
         verified = verify(
-            engine, agreement(name), FetchedPackage(**fetched), PkiDirectory(Workspace.from_environment().pki_dir)
+            engine,
+            agreement(name),
+            FetchedPackage(**received(fetched)),
+            platform_keys(),
         )
-    return asdict(verified)
+    return handed_on(asdict(verified), verified.path, *verified.payload)
 
 
 def _verified(value: dict[str, Any]):
     from feeds.inbound import VerifiedInbound
 
+    value = received(value)
     return VerifiedInbound(**(value | {"payload": tuple(value["payload"])}))
 
 
@@ -336,7 +400,7 @@ def validate_inbound(name: str, verified: dict[str, Any]) -> dict[str, Any]:
         checked = validate(
             engine, agreement(name), _verified(verified), reports_dir=Workspace.from_environment().reports
         )
-    return asdict(checked)
+    return handed_on(asdict(checked), checked.staged)
 
 
 def reconcile_inbound(name: str, checked: dict[str, Any]) -> dict[str, Any]:
@@ -344,8 +408,10 @@ def reconcile_inbound(name: str, checked: dict[str, Any]) -> dict[str, Any]:
     from feeds.inbound import CheckedInbound, reconcile
 
     with population_database() as engine:
-        reconciled = reconcile(engine, agreement(name), CheckedInbound(**checked), Workspace.from_environment().reports)
-    return asdict(reconciled)
+        reconciled = reconcile(
+            engine, agreement(name), CheckedInbound(**received(checked)), Workspace.from_environment().reports
+        )
+    return handed_on(asdict(reconciled), reconciled.report, reconciled.mismatches)
 
 
 def acknowledge_inbound(name: str, verified: dict[str, Any]) -> dict[str, Any]:
@@ -353,10 +419,8 @@ def acknowledge_inbound(name: str, verified: dict[str, Any]) -> dict[str, Any]:
     from feeds.inbound import acknowledge
 
     with population_database() as engine:
-        acknowledged = acknowledge(
-            engine, agreement(name), _verified(verified), PkiDirectory(Workspace.from_environment().pki_dir)
-        )
-    return asdict(acknowledged)
+        acknowledged = acknowledge(engine, agreement(name), _verified(verified), platform_keys())
+    return handed_on(asdict(acknowledged), acknowledged.receipt_dir)
 
 
 # -- the ledger audit ------------------------------------------------------------------------------------------
@@ -378,7 +442,7 @@ def audit_signatures(sample: int, seed: str | None = None) -> dict[str, Any]:
     workspace = Workspace.from_environment()
     with population_database() as engine:
         folders = [workspace.packages, workspace.inbound]
-        audit = audit_signatures(engine, folders, PkiDirectory(workspace.pki_dir), sample=sample, seed=seed)
+        audit = audit_signatures(engine, folders, platform_keys(workspace.pki_dir), sample=sample, seed=seed)
     return {"seed": audit.seed, "checked": audit.checked, "verified": audit.verified,
             "problems": [str(problem) for problem in audit.problems]}  # fmt: skip
 
@@ -390,7 +454,7 @@ def audit_witnesses() -> dict[str, Any]:
     workspace = Workspace.from_environment()
     with population_database() as engine:
         folders = [workspace.packages, workspace.inbound]
-        audit = audit_witnesses(engine, folders, PkiDirectory(workspace.pki_dir))
+        audit = audit_witnesses(engine, folders, platform_keys(workspace.pki_dir))
     return {"receipts": audit.receipts, "witnesses": audit.witnesses, "partners": list(audit.partners),
             "newest": audit.newest, "problems": [str(problem) for problem in audit.problems]}  # fmt: skip
 
@@ -399,16 +463,14 @@ def anchor_ledger() -> dict[str, Any]:
     """The ledger's anchors checked against it (``exchange.anchor``); when none contradicts it, the head the audit
     verified anchored under the workspace. Problems are listed, and then nothing is anchored."""
     from exchange.anchor import check_anchors, write_anchor
-    from exchange.pki import POPULATION, load_signer
-    from lienthong.settings import key_password
 
     workspace = Workspace.from_environment()
-    pki = PkiDirectory(workspace.pki_dir)
+    keys = platform_keys(workspace.pki_dir)
     with population_database() as engine:
-        check = check_anchors(engine, workspace.ledger_anchors, pki)
+        check = check_anchors(engine, workspace.ledger_anchors, keys)
         anchor = None
         if check.passed:
-            anchor = write_anchor(engine, load_signer(pki, POPULATION, key_password()), workspace.ledger_anchors)
+            anchor = write_anchor(engine, keys.signer(), workspace.ledger_anchors)
     return {"checked": check.checked, "problems": check.problems, "anchor": str(anchor) if anchor else None}
 
 
@@ -416,7 +478,4 @@ def expiring_certificates(within_days: int) -> list[str]:
     """The PKI's certificates (and CRL) expiring within the window, one line each."""
     from feeds.audit import expiring_certificates
 
-    return [
-        str(c)
-        for c in expiring_certificates(PkiDirectory(Workspace.from_environment().pki_dir), within_days=within_days)
-    ]
+    return [str(c) for c in expiring_certificates(platform_keys(), within_days=within_days)]

@@ -4,6 +4,10 @@
   partners' state); default ``var`` in the working directory.
 - ``LIENTHONG_DB_URL`` (or ``--db``): the population database; default ``<var>/lienthong.db`` (SQLite).
 - ``LIENTHONG_PKI_DIR`` (or ``--pki``): the PKI made by ``lienthong pki init``; default ``<var>/pki``.
+- ``LIENTHONG_KEYS``: where the exchanges find the platform's keys and the PKI's certificates (``exchange.keys``):
+  ``files``, the PKI folder (the default), or ``airflow``, Airflow's secrets backends: each private key the password
+  of the connection ``lienthong_key_<agency>_<purpose>`` (PEM, encrypted with the key password), the certificates
+  and the CRL the Variable ``lienthong_pki_certificates`` (JSON: path in the PKI folder → PEM); no folder needed.
 - ``LIENTHONG_SCHEMAS_PATH``: folders of extra agreements, agencies and dataset schemas, searched before the
   packaged ``schemas/`` (``os.pathsep``-separated); how a new partner agency is added without Python.
 - the key password: the password of the Airflow connection ``lienthong_keys``, else ``LIENTHONG_KEY_PASSWORD``.
@@ -14,6 +18,10 @@
 - ``LIENTHONG_REPORT_FONT``: the TrueType font of the PDF access report; default DejaVu Sans, found by fontconfig.
 - ``LIENTHONG_FAST_PATH_CITIZENS``: the largest incremental window (changed citizens) an outbound DAG sends in one
   task, the fast path; default 500, 0 turns it off.
+- ``LIENTHONG_PARTNERS_HOST``: the address the sandbox partners listen on and their connections name; default
+  127.0.0.1 (the native cluster serves them from a network namespace of their own, ``lienthong.cluster``).
+- ``LIENTHONG_ARTIFACTS``: the artifact store between tasks (``feeds.artifacts``): unset, the workspace folder (one
+  machine); ``s3://bucket[/prefix]`` on a cluster, an S3-compatible store reached as boto3 is configured.
 
 Only the standard library is imported here, so any layer may read its settings from this module.
 """
@@ -40,10 +48,18 @@ REPORT_FONT_ENV = "LIENTHONG_REPORT_FONT"
 REPORT_FONT = "DejaVu Sans"  # Debian's fonts-dejavu-core: every Vietnamese letter, regular and bold
 FAST_PATH_ENV = "LIENTHONG_FAST_PATH_CITIZENS"
 FAST_PATH_CITIZENS = 500
+KEYS_ENV = "LIENTHONG_KEYS"
+KEYS_FROM_FILES, KEYS_FROM_AIRFLOW = "files", "airflow"
+CERTIFICATES_VARIABLE = "lienthong_pki_certificates"
 
 
 class KeyPasswordMissing(RuntimeError):
     """Neither the Airflow connection ``lienthong_keys`` nor ``LIENTHONG_KEY_PASSWORD`` gives the key password."""
+
+
+class KeysMissing(RuntimeError):
+    """A key or certificate that ``LIENTHONG_KEYS`` says is in Airflow's secrets backends is not there (the message
+    names the connection or Variable, never key material)."""
 
 
 class DisclosureKeyMissing(RuntimeError):
@@ -109,6 +125,54 @@ def key_password() -> bytes:
     return password.encode("utf-8")
 
 
+def keys_source() -> str:
+    """Where the platform's keys and certificates come from: ``files`` (the PKI folder) or ``airflow``."""
+    source = os.environ.get(KEYS_ENV) or KEYS_FROM_FILES
+    if source not in (KEYS_FROM_FILES, KEYS_FROM_AIRFLOW):
+        raise ValueError(f"{KEYS_ENV} must be {KEYS_FROM_FILES} or {KEYS_FROM_AIRFLOW}, not {source!r}")
+    return source
+
+
+def key_connection(agency: str, purpose: str) -> str:
+    """The Airflow connection whose password holds an agency's private key for a purpose (PEM, encrypted with the
+    key password): ``lienthong_key_population_signing``; a ``-`` becomes ``_`` (an environment variable's name)."""
+    return f"lienthong_key_{agency}_{purpose}".replace("-", "_")
+
+
+def secret_key_pem(agency: str, purpose: str) -> bytes:
+    """An agency's private key (encrypted PEM) from Airflow's secrets backends, in memory only."""
+    connection = key_connection(agency, purpose)
+    try:
+        from airflow.sdk import BaseHook
+
+        pem = BaseHook.get_connection(connection).password
+    except Exception as error:  # noqa: BLE001 - not found, or a backend that fails: named, never shown
+        raise KeysMissing(
+            f"no {purpose} key for {agency}: the Airflow connection {connection!r} ({KEYS_ENV}=airflow) cannot be "
+            f"read ({type(error).__name__})"
+        ) from None
+    if not pem or "PRIVATE KEY-----" not in pem:
+        raise KeysMissing(f"no {purpose} key for {agency}: the Airflow connection {connection!r} has no PEM key "
+                          "as its password")  # fmt: skip
+    return pem.encode()
+
+
+def secret_certificates() -> dict[str, bytes]:
+    """The PKI's public files (path in the PKI folder → PEM): the Airflow Variable ``lienthong_pki_certificates``."""
+    try:
+        from airflow.sdk import Variable
+
+        found = Variable.get(CERTIFICATES_VARIABLE, deserialize_json=True)
+    except Exception as error:  # noqa: BLE001 - not found, not JSON, or a backend that fails
+        raise KeysMissing(
+            f"no certificates: the Airflow Variable {CERTIFICATES_VARIABLE!r} ({KEYS_ENV}=airflow) cannot be read "
+            f"({type(error).__name__})"
+        ) from None
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise KeysMissing(f"the Airflow Variable {CERTIFICATES_VARIABLE!r} is not a JSON object of PEM texts")
+    return {str(path): pem.encode() for path, pem in found.items()}
+
+
 def disclosure_key() -> bytes:
     """The HMAC key of the disclosure index (personal IDs are indexed by their HMAC-SHA256 under it, so the index
     is not one more copy of the IDs): the Airflow connection ``lienthong_disclosure_key``, else the environment.
@@ -139,6 +203,20 @@ def portal_client() -> tuple[str, str] | None:
 def fast_path_citizens() -> int:
     """The largest incremental window, in changed citizens, that an outbound DAG sends in one task (0: none)."""
     return int(os.environ.get(FAST_PATH_ENV) or FAST_PATH_CITIZENS)
+
+
+ARTIFACTS_ENV = "LIENTHONG_ARTIFACTS"
+PARTNERS_HOST_ENV = "LIENTHONG_PARTNERS_HOST"
+
+
+def partners_host() -> str:
+    """The address the sandbox partners listen on (their TLS certificates name it: ``pki init --server-address``)."""
+    return os.environ.get(PARTNERS_HOST_ENV) or "127.0.0.1"
+
+
+def artifacts_url() -> str | None:
+    """The artifact store's URL (``s3://bucket[/prefix]``), or None: the workspace folder is the store."""
+    return os.environ.get(ARTIFACTS_ENV) or None
 
 
 class ReportFontMissing(RuntimeError):

@@ -1,7 +1,10 @@
-"""``lienthong pki``: make the sandbox PKI and revoke certificates. Keys and passwords are never printed."""
+"""``lienthong pki``: make the sandbox PKI, revoke and renew certificates, and hand a worker its keys through Airflow's
+secrets backends (``pki secrets``: the keys as ``pki init`` wrote them, encrypted). Passwords are never printed."""
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +28,10 @@ def pki_init(
     crl_url: Annotated[
         str, typer.Option(help="Where the CRL will be published (DER): each agency certificate names it.")
     ] = DEFAULT_CRL_URL,
+    server_address: Annotated[
+        list[str] | None,
+        typer.Option(help="Another address the partners' TLS servers answer on (repeatable; lienthong cluster's)."),
+    ] = None,
 ) -> None:
     """Make a root CA, an issuing CA, signing, encryption and TLS certificates for every agency, and a CRL.
     Keys are PKCS#8 encrypted with LIENTHONG_KEY_PASSWORD (or the Airflow connection lienthong_keys)."""
@@ -32,10 +39,11 @@ def pki_init(
     from exchange.pki import init_pki
 
     try:
-        pki = init_pki(settings.pki_dir(out), key_password(), rsa_bits=rsa_bits, force=force, crl_url=crl_url)
+        pki = init_pki(settings.pki_dir(out), key_password(), rsa_bits=rsa_bits, force=force, crl_url=crl_url,
+                       server_addresses=server_address or ())  # fmt: skip
     except FileExistsError as error:
         fail(f"{error} (use --force to replace it)")
-    except DocumentError as error:  # an agency file that cannot be used: its file and line
+    except (DocumentError, ValueError) as error:  # an agency file that cannot be used: its file and line
         fail(error)
     say(f"PKI written to {pki.path}: trust root {pki.root_ca}, CRL {pki.crl}")
 
@@ -75,3 +83,25 @@ def pki_renew(
     except (OSError, ValueError) as error:
         fail(error)
     say(f"renewed {directory.certificate(agency, purpose)}; the previous certificate is kept as {previous}")
+
+
+@pki_app.command("secrets")
+def pki_secrets_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object {variable: value} instead.")] = False,
+    pki: PkiOption = None,
+) -> None:
+    """Print the population's keys (still encrypted with the key password, which is not printed) and the PKI's
+    certificates and CRL as Airflow's environment secrets backend reads them (AIRFLOW_CONN_LIENTHONG_KEY_…,
+    AIRFLOW_VAR_LIENTHONG_PKI_CERTIFICATES), one NAME='value' line each: for a worker run with LIENTHONG_KEYS=airflow
+    and no PKI folder (set -a; . the-file; set +a)."""
+    from exchange.keys import pki_secrets
+
+    try:
+        found = pki_secrets(pki_directory(pki).path)
+    except (OSError, ValueError) as error:
+        fail(error)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+    else:
+        for name, value in found.items():
+            typer.echo(f"{name}={shlex.quote(value)}")
