@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: demo airflow test lint format bench bench-packages bench-latency requirements clean venv system-packages fuzz test-docs verify-kit
+.PHONY: cluster cluster-down demo airflow test lint format bench bench-packages bench-latency requirements clean venv system-packages fuzz test-docs verify-kit
 
 venv: $(INSTALLED)
 
@@ -51,13 +51,26 @@ airflow: venv
 	@test -s var/pki/root-ca.pem || { echo "no sandbox yet: run make demo first"; exit 1; }
 	$(LT) airflow
 
+# make cluster: the production topology natively (lienthong.cluster; docker-compose.yml is the one source): PostgreSQL,
+# Redis and the object store, Airflow's API server, scheduler, DAG processor and triggerer, two Celery workers each on a
+# host of its own (network namespaces: root only) and the partners on a third; make cluster-down stops it all.
+CLUSTER_WORKERS ?= 2
+CLUSTER_CITIZENS ?= 100000
+cluster: venv system-packages
+	$(BIN)/lienthong cluster up --workers $(CLUSTER_WORKERS) --citizens $(CLUSTER_CITIZENS)
+
+cluster-down: venv
+	$(BIN)/lienthong cluster down
+
 # System packages beyond Python: the OpenSSH server (the land partner is also tested against a real sshd), stock
 # xmllint (checks XML payloads), fontconfig and DejaVu Sans (the PDF access report's font) and poppler's pdftotext
 # (the tests read that PDF back). PostgreSQL is expected to run already (see README).
 SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server /usr/bin/xmllint:libxml2-utils /usr/bin/fc-match:fontconfig \
 	/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf:fonts-dejavu-core /usr/bin/pdftotext:poppler-utils
 SYSTEM_TOOLS += /usr/bin/jq:jq /usr/bin/unzip:unzip  # docs/partners.md's stock-tool blocks, run by tests/verify
+SYSTEM_TOOLS += /usr/bin/redis-server:redis-server /usr/bin/unshare:util-linux  # make cluster's broker; its hosts
 SYSTEM_TOOLS += /usr/bin/chromium:chromium  # the workbench's browser tests (Playwright's own download is not available)
+SYSTEM_TOOLS += /usr/bin/docker-compose:docker-compose  # tests/deploy checks docker-compose.yml with docker-compose config
 system-packages:
 	@missing="$$(for t in $(SYSTEM_TOOLS); do test -e $${t%%:*} || echo $${t#*:}; done)"; \
 	if [ -n "$$missing" ]; then echo "installing" $$missing "with apt-get"; apt-get update -qq && \
