@@ -8,6 +8,7 @@ import typer
 from lienthong.commands import demo, disclosures
 from lienthong.commands.agreements import agreements_app
 from lienthong.commands.changes import changes_app
+from lienthong.commands.cluster import cluster_app
 from lienthong.commands.db import db_app
 from lienthong.commands.ledger import ledger_app
 from lienthong.commands.package import package_app
@@ -43,6 +44,7 @@ app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(partners_app, name="partners")
 app.add_typer(agreements_app, name="agreements")
 app.add_typer(retention_app, name="retention")
+app.add_typer(cluster_app, name="cluster")
 app.command("disclosures")(disclosures.disclosures)
 
 if __name__ == "__main__":

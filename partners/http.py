@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from exchange.errors import VerificationError
+from lienthong.settings import partners_host
 from partners.faults import FaultPlan
 from partners.store import STORE_FAULTS
 
@@ -54,8 +55,9 @@ class TlsSettings:
 
 
 class ServerThread:
-    """An ASGI app served by uvicorn in a daemon thread on 127.0.0.1. ``stop`` closes the listening socket
-    and every connection (a client then sees refused connections); ``start`` again takes the same port."""
+    """An ASGI app served by uvicorn in a daemon thread on the partners' address (``partners_host``, 127.0.0.1).
+    ``stop`` closes the listening socket and every connection (a client then sees refused connections); ``start``
+    again takes the same port."""
 
     def __init__(self, app: ASGIApp, name: str, tls: TlsSettings | None = None, port: int = 0) -> None:
         self.app, self.name, self.tls, self.port = app, name, tls, port
@@ -68,7 +70,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{partners_host()}:{self.port}"
 
     def start(self) -> None:
         if self._thread is not None:
@@ -76,7 +78,7 @@ class ServerThread:
         logging.getLogger("uvicorn.error").addFilter(_quiet_stop)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((partners_host(), self.port))
         listener.listen(128)
         self.port = listener.getsockname()[1]
         tls = self.tls

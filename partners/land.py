@@ -39,6 +39,7 @@ import asyncssh
 
 from exchange.package import MAX_DOCUMENT_BYTES
 from exchange.receipt import RECEIPT, SIGNATURE
+from lienthong.settings import partners_host
 from partners.base import RECORDED_AT, Partner, agreement_of, inbound_dataset
 from partners.faults import Fault, FaultPlan
 from partners.intake import IntakeRefused, IntakeResult, PackageIntake, PartnerKeys, ReceiptRefused, outbox_package
@@ -470,7 +471,7 @@ class LandPartner(Partner):
 
     async def _listen(self):
         return await asyncssh.listen(
-            "127.0.0.1",
+            partners_host(),
             self.port,
             reuse_address=True,
             server_host_keys=[self.host_key],
@@ -500,7 +501,7 @@ class LandPartner(Partner):
     def endpoint(self) -> dict[str, Any]:
         return {
             "transport": "sftp",
-            "host": "127.0.0.1",
+            "host": partners_host(),
             "port": self.port,
             "user": self.user,
             "host_key": self.host_key_line,

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import asyncssh
 
+from lienthong.settings import partners_host
+
 SSHD = Path("/usr/sbin/sshd")
 PACKAGE = "openssh-server"
 PRIVILEGE_SEPARATION_DIR = Path("/run/sshd")
@@ -33,7 +35,7 @@ class OpenSshMissing(RuntimeError):
 
 def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((partners_host(), 0))
         return probe.getsockname()[1]
 
 
@@ -78,7 +80,7 @@ class OpenSshServer:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {partners_host()}",
                     f"HostKey {self.directory / 'ssh_host_ed25519_key'}",
                     f"PidFile {self.directory / 'sshd.pid'}",
                     f"AuthorizedKeysFile {self.authorized_keys}",
@@ -119,7 +121,7 @@ class OpenSshServer:
                 self._process = None
                 raise RuntimeError(f"sshd exited at start: {error.strip()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                with socket.create_connection((partners_host(), self.port), timeout=1) as probe:
                     if probe.recv(4).startswith(b"SSH"):
                         return
             except OSError:

@@ -36,6 +36,7 @@ from starlette.types import Scope
 
 from exchange.errors import VerificationError
 from exchange.pki import POPULATION, load_certificates
+from lienthong.settings import partners_host
 from partners.base import NoSuchPackage, Partner, decode_cursor, encode_cursor
 from partners.http import (
     BODY_ERRORS,
@@ -118,7 +119,7 @@ class RestPartner(Partner):
         document = {
             "transport": "rest",
             "url": f"{self.server.url}/v1",
-            "host": "127.0.0.1",
+            "host": partners_host(),
             "port": self.server.port,
             "base_path": "v1",
             "collection": f"/v1/{self.collection}",

@@ -32,6 +32,7 @@ import asyncssh
 
 from exchange.agencies import Server
 from exchange.pki import POPULATION, SIGNING, TLS_CLIENT, PkiDirectory, key_path
+from lienthong.settings import partners_host
 from partners.base import Partner, agreements_with, sandbox_agencies, write_chain, write_private
 from partners.intake import PartnerKeys
 from partners.land import LandPartner
@@ -231,7 +232,7 @@ class RestServer(SandboxServer):
 
     def connection(self, sandbox: Sandbox, name: str, partner: Partner) -> dict[str, Any]:
         info, ca_file = partner.endpoint(), str(sandbox.pki.root_ca)
-        common = {"conn_type": "lienthong_rest", "host": "127.0.0.1", "port": info["port"], "schema": "v1"}
+        common = {"conn_type": "lienthong_rest", "host": partners_host(), "port": info["port"], "schema": "v1"}
         if self.oauth2:
             client = sandbox.credentials[name]
             extra = {"token_url": info["token_url"], "ca_file": ca_file}
@@ -269,7 +270,7 @@ class SoapServer(SandboxServer):
             "signing_key": str(key_path(signing)),
         }
         return {
-            "host": "127.0.0.1",
+            "host": partners_host(),
             "port": info["port"],
             "conn_type": "lienthong_soap",
             "schema": info["path"],
@@ -304,7 +305,7 @@ class SftpServer(SandboxServer):
         info, client = partner.endpoint(), sandbox.credentials[name]
         extra = {"host_key": info["host_key"], "remote_folder": "/", "private_key_file": client["private_key_file"]}
         return {
-            "host": "127.0.0.1",
+            "host": partners_host(),
             "port": info["port"],
             "conn_type": "lienthong_sftp",
             "login": client["user"],

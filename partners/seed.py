@@ -210,13 +210,17 @@ def seed_registry(partner: str, citizens: Iterable[Citizen], seed: int) -> tuple
     rng = random.Random(f"{seed}:{partner}")
     people: list[PersonRow] = []
     truth: list[Disagreement] = []
-    for citizen in citizens:
+    taken: set[str] = set()  # a registry's identifiers are unique (drawn again on a collision: land's serials collide
+    for citizen in citizens:  # a few times among 100,000 citizens)
         if citizen.age() < profile.minimum_age or rng.random() >= profile.share:
             continue
         if rng.random() < SHARE_MISSING:
             truth.append(Disagreement(citizen.personal_id, "missing"))
             continue
         row = profile.make(citizen, rng)
+        while row.identifier in taken:
+            row = profile.make(citizen, rng)
+        taken.add(row.identifier)
         if rng.random() < SHARE_NAME:
             other = _other_name(citizen.full_name, rng)
             truth.append(Disagreement(citizen.personal_id, "name_differs", citizen.full_name, other))

@@ -40,7 +40,7 @@ from starlette.types import Scope
 from exchange.errors import VerificationError
 from exchange.pki import POPULATION
 from exchange.safe_xml import MAX_BYTES, InvalidDocument, validate
-from lienthong.settings import schema_file
+from lienthong.settings import partners_host, schema_file
 from partners.base import NoSuchPackage, Partner, decode_cursor, encode_cursor
 from partners.http import (
     BODY_ERRORS,
@@ -153,7 +153,7 @@ class TaxPartner(Partner):
             "url": f"{self.server.url}{PATH}",
             "wsdl_url": f"{self.server.url}{PATH}?wsdl",
             "wsdl": "schemas/wsdl/tax-exchange.v1.wsdl",
-            "host": "127.0.0.1",
+            "host": partners_host(),
             "port": self.server.port,
             "path": PATH.lstrip("/"),
             "binding": f"{{{TNS}}}TaxExchangeBinding",
