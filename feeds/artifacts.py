@@ -89,6 +89,8 @@ class ArtifactStore(Protocol):
 
     def fetch_path(self, path: Path) -> Path: ...
 
+    def fetch_kept(self, path: Path) -> Path | None: ...
+
 
 class _Keys:
     """Where a workspace file is in the store: its path relative to the workspace, under the store's URL."""
@@ -132,6 +134,9 @@ class WorkspaceStore(_Keys):
 
     def fetch_path(self, path: Path) -> Path:
         return Path(path)
+
+    def fetch_kept(self, path: Path) -> Path | None:
+        return path if Path(path).exists() else None
 
 
 class ObjectStore(_Keys):
@@ -205,6 +210,21 @@ class ObjectStore(_Keys):
         pending package named by the checkpoint, which keeps its path but not its hash)."""
         path = Path(path)
         return self._download(path, self.url_of(path), None)
+
+    def fetch_kept(self, path: Path) -> Path | None:
+        """A file or a folder kept in the store (a package, a receipt: what an audit re-verifies), brought here and
+        checked against the store's record; None when the store holds nothing there."""
+        path = Path(path)
+        try:
+            return self.fetch_path(path)
+        except ArtifactMissing:
+            pass
+        prefix = self._object_key(path) + "/"
+        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
+        keys = [item["Key"] for item in listed if ".partial-" not in item["Key"]]
+        for key in keys:
+            self.fetch_path(path / key.removeprefix(prefix))
+        return path if keys else None
 
 
 def artifact_store(workspace: Path | None = None) -> WorkspaceStore | ObjectStore:

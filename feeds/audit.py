@@ -149,7 +149,10 @@ def check_entry(entry: LedgerEntry, package_dirs: Sequence[Path], trust: TrustAn
         names, document, signature_name = (f"{name}.zip", name), MANIFEST, MANIFEST_SIGNATURE
     else:
         names, document, signature_name = (name + RECEIPT_FOLDER_SUFFIX,), RECEIPT, RECEIPT_SIGNATURE
-    found = find_kept(package_dirs, entry.agreement, names)
+    try:
+        found = find_kept(package_dirs, entry.agreement, names)
+    except VerificationError as error:  # kept in the artifact store, and not as it was written (ArtifactCorrupt)
+        return [problem("artifact", str(error))]
     if found is None:
         folders = ", ".join(str(folder) for folder in package_dirs) or "no folder"
         return [problem("missing", f"no {' or '.join(names)} under {folders}")]
@@ -193,6 +196,26 @@ def find_kept(package_dirs: Sequence[Path], agreement: str, names: Sequence[str]
             found = sorted(folder.rglob(name))
             if found:
                 return found[0]
+    return _kept_in_store(package_dirs, agreement, names)
+
+
+def _kept_in_store(package_dirs: Sequence[Path], agreement: str, names: Sequence[str]) -> Path | None:
+    """On a cluster (``LIENTHONG_ARTIFACTS``), what another worker kept: from the artifact store, where the
+    pipeline keeps it (``<folder>/<agreement>/<name>`` of this workspace)."""
+    from feeds.artifacts import artifact_store
+    from lienthong.settings import artifacts_url
+
+    if artifacts_url() is None:
+        return None
+    store = artifact_store()
+    for folder in package_dirs:
+        for name in names:
+            try:
+                found = store.fetch_kept(folder / agreement / name)
+            except ValueError:  # a folder outside the workspace: not the pipeline's
+                break
+            if found is not None:
+                return found
     return None
 
 

@@ -33,8 +33,9 @@ def s3(monkeypatch):
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "lienthong-test",
-                       "AWS_SECRET_ACCESS_KEY": "lienthong-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    client_settings = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "lienthong-test",
+                       "AWS_SECRET_ACCESS_KEY": "lienthong-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    for key, value in client_settings.items():
         monkeypatch.setenv(key, value)
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
@@ -174,6 +175,10 @@ def test_every_step_of_an_outbound_feed_and_a_snapshot_on_a_worker_of_its_own(s3
         held = world.records_held("land", name)
         snapshot_ids = [r["personal_id"] for r in held][-snapshot["record_count"] :]
         assert len(snapshot_ids) == len(set(snapshot_ids)) == snapshot["record_count"] > 0
+        # the ledger's daily audit, on yet another worker, re-verifies what the others kept, from the store
+        on_next_worker()
+        audit = feeds.audit_signatures(50, seed="cluster")
+        assert audit["checked"] >= 4 and audit["problems"] == [] and audit["verified"] == audit["checked"]
         keys = _keys(s3.client)
         assert not [key for key in keys if ".partial-" in key]
         assert any(key.startswith(f"run/packages/{name}/") and key.endswith(".zip") for key in keys)
