@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: cluster cluster-down demo airflow test lint format bench bench-packages bench-latency requirements clean venv system-packages fuzz test-docs verify-kit
+.PHONY: cluster cluster-down cluster-test bench-cluster demo airflow test lint format bench bench-packages bench-latency requirements clean venv system-packages fuzz test-docs verify-kit
 
 venv: $(INSTALLED)
 
@@ -61,6 +61,14 @@ cluster: venv system-packages
 
 cluster-down: venv
 	$(BIN)/lienthong cluster down
+
+# make cluster-test: the cluster's tests alone (make test runs them too); make bench-cluster: the 1,000,000-citizen
+# snapshot through the cluster with one worker, with two, and through dag.test(), figures in docs/BENCHMARKS.md.
+cluster-test: venv system-packages
+	$(BIN)/python -m pytest -m cluster -p no:cacheprovider tests/lienthong/test_cluster.py
+
+bench-cluster: venv system-packages
+	$(BIN)/python bench/bench_cluster.py --citizens 1000000
 
 # System packages beyond Python: the OpenSSH server (the land partner is also tested against a real sshd), stock
 # xmllint (checks XML payloads), fontconfig and DejaVu Sans (the PDF access report's font) and poppler's pdftotext

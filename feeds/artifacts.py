@@ -153,8 +153,9 @@ class ObjectStore(_Keys):
             import boto3
             from botocore.config import Config
 
-            # connection failures are retried by the task (Airflow's retries), not for minutes in here
-            config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=120)
+            # a store that does not answer fails the step within seconds, and Airflow retries the task (its retries
+            # back off for minutes); a retry in here would hold a worker's slot while the store is away
+            config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=120)
             self._client = boto3.client("s3", config=config)
         return self._client
 
@@ -207,9 +208,17 @@ class ObjectStore(_Keys):
 
     def fetch_path(self, path: Path) -> Path:
         """A workspace file by its path, checked against the SHA-256 the store recorded when it was published (a
-        pending package named by the checkpoint, which keeps its path but not its hash)."""
+        pending package named by the checkpoint, which keeps its path but not its hash). A file this worker holds
+        and the store does not (sealed here, its publication cut short) is published now and used."""
         path = Path(path)
-        return self._download(path, self.url_of(path), None)
+        try:
+            return self._download(path, self.url_of(path), None)
+        except ArtifactMissing:
+            if not path.exists():
+                raise
+            log.warning("artifact %s: not in the store, only in this workspace; published now", self.url_of(path))
+            self.publish(path)
+            return path
 
     def fetch_kept(self, path: Path) -> Path | None:
         """A file or a folder kept in the store (a package, a receipt: what an audit re-verifies), brought here and
@@ -238,13 +247,26 @@ def artifact_store(workspace: Path | None = None) -> WorkspaceStore | ObjectStor
     return ObjectStore(workspace, url)
 
 
-def publish(paths: Iterable[Path | str], store: ArtifactStore | None = None) -> list[dict[str, Any]]:
-    """Publish each file (each file of each folder), for the next task's XCom."""
+SEALED_PATIENCE = 300.0  # seconds a sealed package's publication keeps trying while the store is away
+
+
+def publish(
+    paths: Iterable[Path | str], store: ArtifactStore | None = None, *, sealed: bool = False
+) -> list[dict[str, Any]]:
+    """Publish each file (each file of each folder), for the next task's XCom. A ``sealed`` package is published
+    patiently (up to ``SEALED_PATIENCE``, backing off): its sequence is spent, and until it is in the store this
+    worker's disk holds its only copy. Other files fail fast: a retry of their task writes them again."""
     store = store or artifact_store()
     files: list[Path] = []
     for path in map(Path, paths):
         files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
-    return [store.publish(path).as_xcom() for path in files]
+    if not sealed:
+        return [store.publish(path).as_xcom() for path in files]
+    from tenacity import Retrying, retry_if_not_exception_type, stop_after_delay, wait_exponential
+
+    patiently = Retrying(stop=stop_after_delay(SEALED_PATIENCE), wait=wait_exponential(min=1, max=30), reraise=True,
+                         retry=retry_if_not_exception_type((VerificationError, ValueError)))  # fmt: skip
+    return [patiently(store.publish, path).as_xcom() for path in files]
 
 
 def fetch(artifacts: Iterable[dict[str, Any]], store: ArtifactStore | None = None) -> list[Path]:

@@ -76,11 +76,12 @@ def received(value: dict[str, Any]) -> dict[str, Any]:
     return {key: item for key, item in value.items() if key != ARTIFACTS}
 
 
-def handed_on(value: dict[str, Any], *paths: str | Path) -> dict[str, Any]:
-    """A step's XCom value with the files it wrote (each file of a folder) published for the next step."""
+def handed_on(value: dict[str, Any], *paths: str | Path, sealed: bool = False) -> dict[str, Any]:
+    """A step's XCom value with the files it wrote (each file of a folder) published for the next step; a
+    ``sealed`` package patiently (``feeds.artifacts.publish``)."""
     from feeds.artifacts import publish
 
-    return value | {ARTIFACTS: publish(paths)}
+    return value | {ARTIFACTS: publish(paths, sealed=sealed)}
 
 
 def _staged(files) -> list[Path]:
@@ -186,7 +187,7 @@ def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str
         with population_database() as engine:
             sealed = package(engine, agreement(name), _checked(checked), platform_keys(workspace.pki_dir),
                              workspace.packages)  # fmt: skip
-    return handed_on(asdict(sealed), sealed.path)
+    return handed_on(asdict(sealed), sealed.path, sealed=True)
 
 
 def send(name: str, sealed: dict[str, Any]) -> str | None:
@@ -253,7 +254,7 @@ def exchange_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
         else:
             checked = validate(engine, found, _window(window), workspace.staging, reports_dir=workspace.reports)
             sealed = package(engine, found, checked, pki, workspace.packages)
-            handed_on({}, sealed.path)  # a retry on another worker resends this very package
+            handed_on({}, sealed.path, sealed=True)  # a retry on another worker resends this very package
         run = deliver_and_close_window(engine, found, sealed, pki, FAST_PATH_RECEIPT_WAIT)
     handed_on({}, receipt_folder(sealed))
     return {"package_id": sealed.package_id, "delivery": None if run.delivery is None else asdict(run.delivery)}
@@ -355,7 +356,7 @@ def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any
         with population_database() as engine:
             sealed = seal_snapshot(engine, agreement(name), _window(window), [_shard_result(r) for r in results],
                                    platform_keys(workspace.pki_dir), workspace.packages)  # fmt: skip
-    return handed_on(asdict(sealed), sealed.path)
+    return handed_on(asdict(sealed), sealed.path, sealed=True)
 
 
 # -- the inbound feed, step by step ----------------------------------------------------------------------------

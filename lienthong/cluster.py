@@ -12,8 +12,8 @@ Hosts are network namespaces on one bridge (``lt-br0``, 10.77.0.0/24), each with
 their addresses, so that the compose file's URLs work unchanged:
 
 - ``services`` (10.77.0.2): PostgreSQL (Airflow's metadata database and the population database, two databases of
-  one server, password authentication), Redis (the Celery broker), and the S3-compatible artifact store (moto's
-  server: see docs/deployment.md for why);
+  one server, password authentication) and Redis (the Celery broker, its queue kept on disk across a restart);
+- ``objects`` (10.77.0.4): the S3-compatible artifact store (moto's server: see docs/deployment.md for why);
 - ``control`` (10.77.0.3): the API server, the scheduler, the DAG processor and the triggerer;
 - ``worker-1``, ``worker-2``… (10.77.0.11…): one Celery worker each, with its own private working folder
   mounted at the one workspace path (as each container has its own ``/opt/airflow/var``): nothing passes between
@@ -48,8 +48,8 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 BRIDGE, BRIDGE_ADDRESS, PREFIX = "lt-br0", "10.77.0.1", 24
-SERVICES, CONTROL, PARTNERS = "services", "control", "partners"
-COMPOSE_HOSTS = {"postgres": SERVICES, "redis": SERVICES, "minio": SERVICES, "airflow-apiserver": CONTROL}
+SERVICES, OBJECTS, CONTROL, PARTNERS = "services", "objects", "control", "partners"
+COMPOSE_HOSTS = {"postgres": SERVICES, "redis": SERVICES, "minio": OBJECTS, "airflow-apiserver": CONTROL}
 CONTROL_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 WORKER_SERVICE, INIT_SERVICE = "airflow-worker", "airflow-init"
 INIT_SCRIPT = PROJECT_ROOT / "deploy" / "airflow-init.sh"  # airflow-init's command, in the image /opt/lienthong/
@@ -57,12 +57,13 @@ BUCKET = "lienthong-artifacts"
 HOST_SETTINGS = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "LIENTHONG_VAR_DIR",
                  "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")  # fmt: skip
 """The compose file's settings that name a folder of the image; here they name this machine's."""
+OWNER_FILE = Path("/run/lienthong-cluster")  # the root of the cluster whose hosts are up on this machine
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
 def host_address(host: str) -> str:
     """A host's address on the bridge."""
-    fixed = {SERVICES: "10.77.0.2", CONTROL: "10.77.0.3", PARTNERS: "10.77.0.20"}
+    fixed = {SERVICES: "10.77.0.2", CONTROL: "10.77.0.3", OBJECTS: "10.77.0.4", PARTNERS: "10.77.0.20"}
     if host in fixed:
         return fixed[host]
     return f"10.77.0.{10 + int(host.removeprefix('worker-'))}"
@@ -127,6 +128,8 @@ def cluster_values(root: Path) -> dict[str, str]:
             "LIENTHONG_DISCLOSURE_KEY": secrets.token_urlsafe(32),
             "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
             "AIRFLOW_USERS": "admin:admin,steward:op,steward2:op,viewer:viewer",
+            "MINIO_ROOT_USER": "lienthong-root",  # MinIO's own, which the native cluster's object store does not need
+            "MINIO_ROOT_PASSWORD": secrets.token_urlsafe(24),
         }
         root.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -144,8 +147,7 @@ def _ip(*arguments: str, check: bool = True) -> None:
 
 def make_host(host: str, names: dict[str, str]) -> None:
     """A network namespace joined to the bridge by a veth pair, its loopback up and its ``/etc/hosts``."""
-    ns, address = namespace(host), host_address(host)
-    outside = f"lt-{host[:6]}{host[-1]}"[:15]
+    ns, address, outside = namespace(host), host_address(host), outside_link(host)
     _ip("netns", "add", ns)
     _ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", ns)
     _ip("link", "set", outside, "master", BRIDGE, "up")
@@ -158,6 +160,11 @@ def make_host(host: str, names: dict[str, str]) -> None:
     hosts.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def outside_link(host: str) -> str:
+    """The bridge's end of a host's veth pair: setting it down cuts the host off the network."""
+    return f"lt-{host[:6]}{host[-1]}"[:15]
+
+
 def make_bridge() -> None:
     _ip("link", "add", BRIDGE, "type", "bridge")
     _ip("addr", "add", f"{BRIDGE_ADDRESS}/{PREFIX}", "dev", BRIDGE)
@@ -166,6 +173,10 @@ def make_bridge() -> None:
 
 def remove_hosts() -> None:
     """Every namespace and veth of the cluster, and the bridge (what is not there is skipped)."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()
+    for name in {line.split(":")[1].strip().split("@")[0] for line in links}:
+        if name.startswith("lt-") and name != BRIDGE:  # a veth: its peer in the namespace goes with it, now
+            _ip("link", "delete", name, check=False)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     for ns in [name for name in listed if name.startswith("lt-")]:
         _ip("netns", "delete", ns, check=False)
@@ -191,6 +202,7 @@ class Cluster:
 
     root: Path
     workers: int = 2
+    concurrency: int = 2  # tasks a worker runs at once
     processes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -218,12 +230,13 @@ class Cluster:
         return self.root / "postgres"
 
     def save(self) -> None:
-        self.state_file.write_text(json.dumps({"workers": self.workers, "processes": self.processes}), "utf-8")
+        state = {"workers": self.workers, "concurrency": self.concurrency, "processes": self.processes}
+        self.state_file.write_text(json.dumps(state), "utf-8")
 
     @classmethod
     def load(cls, root: Path) -> Cluster:
         state = json.loads((root / "state.json").read_text("utf-8")) if (root / "state.json").exists() else {}
-        return cls(root, state.get("workers", 2), state.get("processes", {}))
+        return cls(root, state.get("workers", 2), state.get("concurrency", 2), state.get("processes", {}))
 
     # -- settings ------------------------------------------------------------------------------------------------
 
@@ -290,9 +303,10 @@ class Cluster:
         self.workspace.mkdir(parents=True, exist_ok=True)
         host = f"worker-{worker}"
         script = 'mount --bind "$0" "$1" && shift && exec "$@"'
-        airflow = [str(Path(sys.executable).with_name("airflow")), *self.plan().commands[WORKER_SERVICE]]
+        airflow = [str(Path(sys.executable).with_name("airflow")), *self.plan().commands[WORKER_SERVICE],
+                   "--concurrency", str(self.concurrency)]  # fmt: skip
         command = on_host(host, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(private),
-                          str(self.workspace), *airflow, "--concurrency", "2", hostname=host)  # fmt: skip
+                          str(self.workspace), *airflow, hostname=host)  # fmt: skip
         return self.start(host, command, self.worker_environment())
 
 
@@ -325,6 +339,9 @@ def start_services(cluster: Cluster) -> None:
     """PostgreSQL with the two databases and their owners, Redis, the object store with the bucket."""
     values, data, binaries = cluster_values(cluster.root), cluster.postgres_data, _postgres_binaries()
     as_postgres = ["runuser", "-u", "postgres", "--"]
+    cluster.root.chmod(0o755)
+    if subprocess.run([*as_postgres, "test", "-x", str(cluster.root)]).returncode:
+        raise RuntimeError(f"cluster: the postgres user cannot reach {cluster.root}: choose a root it can")
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         shutil.chown(data, "postgres")
@@ -350,20 +367,29 @@ def start_services(cluster: Cluster) -> None:
         if not exists:
             cluster.run(f"create-{owner}", [*psql, f"CREATE ROLE {owner} LOGIN PASSWORD '{password}'"], os.environ)
             cluster.run(f"create-{owner}-db", [*psql, f"CREATE DATABASE {owner} OWNER {owner}"], os.environ)
-    redis_server = on_host(SERVICES, "redis-server", "--bind", address, "--port", "6379", "--save", "", "--appendonly",
-                           "no", "--protected-mode", "no")  # fmt: skip
-    redis = cluster.start("redis", redis_server, dict(os.environ))
-    _wait("Redis", lambda: _listening(address, 6379), process=redis)
-    store = cluster.start("object-store", on_host(SERVICES, sys.executable, "-m", "moto.server", "-H", address, "-p",
+    start_redis(cluster)
+    objects = host_address(OBJECTS)
+    store = cluster.start("object-store", on_host(OBJECTS, sys.executable, "-m", "moto.server", "-H", objects, "-p",
                                                   "9000"), dict(os.environ))  # fmt: skip
-    _wait("the object store", lambda: _listening(address, 9000), process=store)
+    _wait("the object store", lambda: _listening(objects, 9000), process=store)
     import boto3
 
-    client = boto3.client("s3", endpoint_url=f"http://{address}:9000", region_name="us-east-1",
+    client = boto3.client("s3", endpoint_url=f"http://{objects}:9000", region_name="us-east-1",
                           aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
     if BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket=BUCKET)
+
+
+def start_redis(cluster: Cluster) -> subprocess.Popen:
+    """Redis, the broker, its queue in an append-only file: a restart loses no task sent to the workers."""
+    address, folder = host_address(SERVICES), cluster.root / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    redis = cluster.start("redis", on_host(SERVICES, "redis-server", "--bind", address, "--port", "6379", "--dir",
+                                           str(folder), "--appendonly", "yes", "--save", "", "--protected-mode", "no"),
+                          dict(os.environ))  # fmt: skip
+    _wait("Redis", lambda: _listening(address, 6379), process=redis)
+    return redis
 
 
 def initialise(cluster: Cluster, citizens: int) -> None:
@@ -418,27 +444,37 @@ def feeds_at_head() -> None:
             move_checkpoint(engine, agreement.name, head, None)
 
 
-def up(root: Path, workers: int = 2, citizens: int = 100_000) -> Cluster:
+def up(root: Path, workers: int = 2, citizens: int = 100_000, concurrency: int = 2) -> Cluster:
     """Bring the topology up (what ran before under ``root`` is taken down first); returns it once every
     component serves."""
     root = root.resolve()
+    holder = OWNER_FILE.read_text("utf-8") if OWNER_FILE.exists() else str(root)
+    if holder != str(root) and Cluster.load(Path(holder)).processes:
+        raise RuntimeError(f"cluster: another one is up under {holder} (one per machine: its hosts' names are "
+                           f"fixed): 'lienthong cluster down --root {holder}' first")  # fmt: skip
+    down(Path(holder))
     down(root)
-    cluster = Cluster(root, workers)
+    cluster = Cluster(root, workers, concurrency)
     root.mkdir(parents=True, exist_ok=True)
     cluster_values(root)
-    make_bridge()
-    names = cluster.names()
-    for host in (SERVICES, CONTROL, PARTNERS, *(f"worker-{i}" for i in range(1, workers + 1))):
-        make_host(host, names)
-    start_services(cluster)
-    initialise(cluster, citizens)
-    airflow, plan = str(Path(sys.executable).with_name("airflow")), cluster.plan()
-    for service in CONTROL_SERVICES:
-        command = on_host(CONTROL, airflow, *plan.commands[service], hostname=CONTROL)
-        cluster.start(service, command, cluster.control_environment(service))
-    _wait("the API server", lambda: _listening(host_address(CONTROL), 8080), timeout=180)
-    for worker in range(1, workers + 1):
-        cluster.start_worker(worker)
+    OWNER_FILE.write_text(str(root), "utf-8")
+    try:
+        make_bridge()
+        names = cluster.names()
+        for host in (SERVICES, OBJECTS, CONTROL, PARTNERS, *(f"worker-{i}" for i in range(1, workers + 1))):
+            make_host(host, names)
+        start_services(cluster)
+        initialise(cluster, citizens)
+        airflow, plan = str(Path(sys.executable).with_name("airflow")), cluster.plan()
+        for service in CONTROL_SERVICES:
+            command = on_host(CONTROL, airflow, *plan.commands[service], hostname=CONTROL)
+            cluster.start(service, command, cluster.control_environment(service))
+        _wait("the API server", lambda: _listening(host_address(CONTROL), 8080), timeout=180)
+        for worker in range(1, workers + 1):
+            cluster.start_worker(worker)
+    except BaseException:
+        down(root)  # nothing half up is left behind
+        raise
     return cluster
 
 
@@ -456,10 +492,14 @@ def down(root: Path) -> None:
     cluster.processes.clear()
     if cluster.state_file.exists():
         cluster.save()
-    remove_hosts()
+    if not OWNER_FILE.exists() or OWNER_FILE.read_text("utf-8") == str(root.resolve()):
+        remove_hosts()
+        OWNER_FILE.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # a process this one started and that has ended: reaped
+        os.waitpid(pid, os.WNOHANG)
     try:
         os.killpg(pid, 0)
     except ProcessLookupError:

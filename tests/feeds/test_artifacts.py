@@ -120,6 +120,30 @@ def test_the_store_down_fails_the_step_for_a_retry_that_then_finds_the_artifact(
     assert store_b.fetch(artifact).read_bytes() == b"rows"
 
 
+def test_a_sealed_package_is_published_patiently_and_a_copy_only_here_is_published_when_asked_for(s3, tmp_path):
+    """A sealed package's sequence is spent: its publication waits for a store that is away, and a worker that
+    holds the only copy (its publication cut short) hands it on when a retry asks for it."""
+    import threading
+
+    from feeds.artifacts import publish
+
+    store = ObjectStore(tmp_path / "a", f"s3://{BUCKET}")
+    sealed = tmp_path / "a" / "packages" / "tax-identity" / "p-2.zip"
+    sealed.parent.mkdir(parents=True)
+    sealed.write_bytes(b"sealed")
+    s3.stop()
+    threading.Timer(3.0, s3.start).start()  # back in 3 s
+    [artifact] = publish([sealed], store, sealed=True)
+    assert ObjectStore(tmp_path / "b", f"s3://{BUCKET}").fetch(Artifact(**artifact)).read_bytes() == b"sealed"
+
+    only_here = tmp_path / "a" / "packages" / "tax-identity" / "p-3.zip"
+    only_here.write_bytes(b"sealed, never published")
+    assert store.fetch_path(only_here) == only_here
+    assert "packages/tax-identity/p-3.zip" in _keys(s3.client)
+    with pytest.raises(ArtifactMissing):  # nowhere at all
+        store.fetch_path(tmp_path / "a" / "packages" / "tax-identity" / "p-4.zip")
+
+
 @pytest.mark.slow
 def test_every_step_of_an_outbound_feed_and_a_snapshot_on_a_worker_of_its_own(s3, tmp_path, sandbox_pki, monkeypatch):
     """Each task of the land partner's incremental feed (SFTP, the receipt kept by the sensor's task) and of its
