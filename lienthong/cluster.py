@@ -358,7 +358,8 @@ def start_services(cluster: Cluster) -> None:
     postgres = cluster.start("postgres", on_host(SERVICES, *as_postgres, str(binaries / "postgres"), "-D", str(data),
                              "-c", f"listen_addresses={address}", "-c", f"unix_socket_directories={data}",
                              "-c", "fsync=off", "-c", "max_connections=300"), dict(os.environ))  # fmt: skip
-    _wait("PostgreSQL", lambda: _listening(address, 5432), process=postgres)
+    ready = [str(binaries / "pg_isready"), "-q", "-h", str(data), "-p", "5432"]  # not only listening: recovered
+    _wait("PostgreSQL", lambda: subprocess.run(ready).returncode == 0, process=postgres)
     psql = [*as_postgres, str(binaries / "psql"), "-h", str(data), "-U", "postgres", "-d", "postgres", "-v",
             "ON_ERROR_STOP=1", "-qc"]  # fmt: skip
     for owner, password in (("airflow", values["AIRFLOW_DB_PASSWORD"]), ("lienthong", values["LIENTHONG_DB_PASSWORD"])):
@@ -411,7 +412,7 @@ def initialise(cluster: Cluster, citizens: int) -> None:
     (partners_state / "endpoints.json").unlink(missing_ok=True)
     serve = on_host(PARTNERS, lienthong, "partners", "serve", "--state-dir", str(partners_state))
     partners = cluster.start("partners", serve, env | {"LIENTHONG_PARTNERS_HOST": host_address(PARTNERS)})
-    _wait("the partners", (partners_state / "endpoints.json").exists, timeout=300, process=partners)
+    _wait("the partners", (partners_state / "endpoints.json").exists, timeout=900, process=partners)
     secrets_json = subprocess.run([lienthong, "pki", "secrets", "--json"], env=env, capture_output=True, text=True,
                                   check=True).stdout  # fmt: skip
     worker_secrets = json.loads(secrets_json) | _connections(partners_state / "connections.env")
@@ -481,8 +482,8 @@ def up(root: Path, workers: int = 2, citizens: int = 100_000, concurrency: int =
 def down(root: Path) -> None:
     """Stop every process the cluster started, then PostgreSQL's, and remove the namespaces and the bridge."""
     cluster = Cluster.load(root.resolve())
-    for name in list(cluster.processes):
-        cluster.stop(name)
+    for name in list(cluster.processes):  # PostgreSQL's fast shutdown: it ends its clients' sessions, not waits
+        cluster.stop(name, signal.SIGINT if name == "postgres" else signal.SIGTERM)
     deadline = time.monotonic() + 30
     for name, pid in cluster.processes.items():
         while _alive(pid) and time.monotonic() < deadline:

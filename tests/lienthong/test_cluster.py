@@ -23,6 +23,8 @@ from lienthong.cluster import CONTROL, HOST_SETTINGS, SERVICES, Cluster, Compose
 
 ROOT = Path(__file__).resolve().parents[2]
 CITIZENS = 100_000
+# one cluster per machine (its hosts' names are fixed): every test of it in one xdist worker (make test: loadgroup)
+pytestmark = pytest.mark.xdist_group("cluster")
 
 
 def test_the_native_cluster_runs_the_compose_files_components_with_the_compose_files_settings(tmp_path):
