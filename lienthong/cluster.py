@@ -450,7 +450,7 @@ def up(root: Path, workers: int = 2, citizens: int = 100_000, concurrency: int =
     component serves."""
     root = root.resolve()
     holder = OWNER_FILE.read_text("utf-8") if OWNER_FILE.exists() else str(root)
-    if holder != str(root) and Cluster.load(Path(holder)).processes:
+    if holder != str(root) and any(_alive(pid) for pid in Cluster.load(Path(holder)).processes.values()):
         raise RuntimeError(f"cluster: another one is up under {holder} (one per machine: its hosts' names are "
                            f"fixed): 'lienthong cluster down --root {holder}' first")  # fmt: skip
     down(Path(holder))
