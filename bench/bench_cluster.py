@@ -3,12 +3,13 @@ docker-compose.yml's components, Celery workers each on a host of its own) with 
 through ``dag.test()`` in one process, all in the same run, on the same population and the same partners; then a
 model of the national snapshot (100 million citizens) on one 16-core machine and on four.
 
-The cluster is brought up once with a generated population (``--citizens``, default 1,000,000) and brought up
-again with two workers on the same state. Each worker runs ``--concurrency`` tasks at once (default 1: a worker is
-one core's worth, so that the second worker adds capacity on this 2-core machine). ``dag.test()`` runs the same
-DAG in this machine's root namespace, against the cluster's population database and partners, with the workspace
-folder as its artifact store (the embedded default). Per step, the wall time comes from the task instances; the
-CPU time of PostgreSQL, of the workers and of the partners from their processes (``psutil``, children included).
+The cluster is brought up once with a generated population (``--citizens``, default 1,000,000); the snapshot
+runs with its first worker alone, then with both. Each worker runs ``--concurrency`` tasks at once (default 1: a
+worker is one core's worth, so that the second worker adds capacity on this 2-core machine). ``dag.test()`` then
+runs the same DAG in one process on the control host, the workers stopped, against the cluster's population
+database and partners, with the workspace folder as its artifact store (the embedded default). Per step, the wall
+time comes from the task instances; the CPU time of PostgreSQL, of the workers and of the partners from their
+processes (``psutil``, children included).
 
     .venv/bin/python bench/bench_cluster.py                      # about 25 minutes on 2 cores
     .venv/bin/python bench/bench_cluster.py --citizens 100000    # a quick run
@@ -85,71 +86,52 @@ def steps(query, run_id: str) -> dict:
             for task, spans in by_task.items()}  # fmt: skip
 
 
-def through_cluster(root: Path, workers: int, citizens: int, concurrency: int) -> dict:
+def through_cluster(running, label: str) -> dict:
+    """One snapshot through the scheduler and the workers that are up."""
     from sqlalchemy import text
 
-    from lienthong import cluster as topology
-    from tests.lienthong.test_cluster import Running
+    cluster = running.cluster
+    before = usage(cluster)
+    run_id = running.trigger(DAG)
+    state = running.finished(DAG, run_id, timeout=7200)
+    after = usage(cluster)
+    (start, end), = running.query("SELECT start_date, end_date FROM dag_run WHERE dag_id = :d AND run_id = :r",
+                                  d=DAG, r=run_id)  # fmt: skip
+    sealed = running.query("SELECT value FROM xcom WHERE dag_id = :d AND run_id = :r AND task_id = 'package' "
+                           "AND key = 'return_value'", d=DAG, r=run_id)[0][0]  # fmt: skip
+    sealed = json.loads(sealed) if isinstance(sealed, str) else sealed
+    with running.population.connect() as connection:
+        total = connection.execute(text("SELECT count(*) FROM citizen")).scalar()
+    figures = {"state": state, "seconds": round((end - start).total_seconds(), 1), "citizens": total,
+               "records": sealed["record_count"], "steps": steps(running.query, run_id),
+               "cpu_s": {name: round(after[name] - before[name], 1) for name in after}}  # fmt: skip
+    log(f"  {label}: {DAG} {state} in {figures['seconds']} s; CPU {figures['cpu_s']}")
+    return figures
 
-    log(f"cluster: {workers} worker(s), concurrency {concurrency}, {citizens:,} citizens")
+
+def through_dag_test(cluster, root: Path) -> dict:
+    """``dag.test()`` on the control host against the cluster's population and partners, its workers stopped: the
+    DAG runs in this one process, with its own SQLite metadata database and the workspace as artifact store."""
+    from lienthong import cluster as topology
+
+    # the worker's settings (keys and partners' connections through the environment), without the cluster's
+    # Airflow: airflow_runner makes its own home with SQLite under the workspace; the files stay in it
+    dropped = ("AIRFLOW_HOME", "AIRFLOW__DATABASE", "AIRFLOW__CELERY", "AIRFLOW__CORE__EXECUTOR",
+               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "LIENTHONG_ARTIFACTS")  # fmt: skip
+    env = {k: v for k, v in cluster.worker_environment().items() if not k.startswith(dropped)}
+    env["LIENTHONG_VAR_DIR"] = str(root / "dag-test")
+    results = root / "dag-test.jsonl"
+    before = usage(cluster)
     started = time.perf_counter()
-    cluster = topology.up(root, workers=workers, citizens=citizens, concurrency=concurrency)
-    log(f"  up in {time.perf_counter() - started:.1f} s")
-    running = Running(cluster)
-    try:
-        before = usage(cluster)
-        run_id = running.trigger(DAG)
-        state = running.finished(DAG, run_id, timeout=7200)
-        after = usage(cluster)
-        (start, end), = running.query("SELECT start_date, end_date FROM dag_run WHERE dag_id = :d AND run_id = :r",
-                                      d=DAG, r=run_id)  # fmt: skip
-        sealed = running.query("SELECT value FROM xcom WHERE dag_id = :d AND run_id = :r AND task_id = 'package' "
-                               "AND key = 'return_value'",
-                               d=DAG, r=run_id)[0][0]  # fmt: skip
-        sealed = json.loads(sealed) if isinstance(sealed, str) else sealed
-        with running.population.connect() as connection:
-            total = connection.execute(text("SELECT count(*) FROM citizen")).scalar()
-        figures = {"state": state, "seconds": round((end - start).total_seconds(), 1), "citizens": total,
-                   "records": sealed["record_count"], "steps": steps(running.query, run_id),
-                   "cpu_s": {name: round(after[name] - before[name], 1) for name in after}}  # fmt: skip
-        log(f"  {DAG}: {state} in {figures['seconds']} s; CPU {figures['cpu_s']}")
-        return figures
-    finally:
-        running.close()
-        topology.down(root)
-
-
-def through_dag_test(root: Path) -> dict:
-    """``dag.test()`` on the control host against the cluster's population and partners (brought up again; its
-    worker stopped: the DAG runs in this one process), with its own SQLite metadata database."""
-    from lienthong import cluster as topology
-
-    log("dag.test(): the same snapshot in one process")
-    cluster = topology.up(root, workers=1)
-    topology.Cluster.stop(cluster, "worker-1")  # the scheduler's DAGs stay, but no worker takes a task
-    try:
-        # the worker's settings (keys and partners' connections through the environment), without the cluster's
-        # Airflow: airflow_runner makes its own home with SQLite under the workspace; the files stay in it
-        dropped = ("AIRFLOW_HOME", "AIRFLOW__DATABASE", "AIRFLOW__CELERY", "AIRFLOW__CORE__EXECUTOR",
-                   "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "LIENTHONG_ARTIFACTS")  # fmt: skip
-        env = {k: v for k, v in cluster.worker_environment().items() if not k.startswith(dropped)}
-        env["LIENTHONG_VAR_DIR"] = str(root / "dag-test")
-        results = root / "dag-test.jsonl"
-        results.unlink(missing_ok=True)
-        before = usage(cluster)
-        started = time.perf_counter()
-        command = [sys.executable, "-m", "lienthong.airflow_runner", "--results", str(results), DAG]
-        subprocess.run(topology.on_host(topology.CONTROL, *command), env=env, check=True, cwd=ROOT)
-        seconds = time.perf_counter() - started
-        after = usage(cluster)
-        run = json.loads(results.read_text().splitlines()[-1])
-        log(f"  {DAG}: {run['state']} in {seconds:.1f} s (run {run.get('seconds')} s)")
-        return {"state": run["state"], "seconds": round(float(run.get("seconds") or seconds), 1),
-                "process_seconds": round(seconds, 1),
-                "cpu_s": {name: round(after[name] - before[name], 1)
-                          for name in ("postgresql", "partners")}}  # fmt: skip
-    finally:
-        topology.down(root)
+    command = [sys.executable, "-m", "lienthong.airflow_runner", "--results", str(results), DAG]
+    subprocess.run(topology.on_host(topology.CONTROL, *command), env=env, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    after = usage(cluster)
+    run = json.loads(results.read_text().splitlines()[-1])
+    log(f"  dag.test(): {DAG} {run['state']} in {seconds:.1f} s (run {run.get('seconds')} s)")
+    return {"state": run["state"], "seconds": round(float(run.get("seconds") or seconds), 1),
+            "process_seconds": round(seconds, 1),
+            "cpu_s": {name: round(after[name] - before[name], 1) for name in ("postgresql", "partners")}}  # fmt: skip
 
 
 def model(run: dict, citizens: int) -> dict:
@@ -177,12 +159,26 @@ def main() -> None:
     parser.add_argument("--citizens", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=1)
     arguments = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="lienthong-bench-cluster-"))
+    root = Path(tempfile.mkdtemp(prefix="lienthong-bench-cluster-"))  # under /tmp: the postgres user reaches it
+    from lienthong import cluster as topology
+    from tests.lienthong.test_cluster import Running
+
+    log(f"cluster: {arguments.citizens:,} citizens, workers of concurrency {arguments.concurrency}")
+    started = time.perf_counter()
+    cluster = topology.up(root, workers=2, citizens=arguments.citizens, concurrency=arguments.concurrency)
+    log(f"  up in {time.perf_counter() - started:.1f} s")
+    running = Running(cluster)
     try:
-        one = through_cluster(root, 1, arguments.citizens, arguments.concurrency)
-        two = through_cluster(root, 2, arguments.citizens, arguments.concurrency)
-        baseline = through_dag_test(root)
+        cluster.stop("worker-2")  # one worker first
+        one = through_cluster(running, "one worker")
+        cluster.start_worker(2)
+        two = through_cluster(running, "two workers")
+        cluster.stop("worker-1")
+        cluster.stop("worker-2")
+        baseline = through_dag_test(cluster, root)
     finally:
+        running.close()
+        topology.down(root)
         subprocess.run(["rm", "-rf", str(root)], check=False)
     result = {"machine": machine(), "citizens": arguments.citizens, "concurrency": arguments.concurrency,
               "one_worker": one, "two_workers": two, "dag_test": baseline,

@@ -98,6 +98,20 @@ def _pending_here(window: dict[str, Any]) -> None:
     artifact_store().fetch_path(Path(window["pending"]))
 
 
+def _sealed_elsewhere(engine: Engine, name: str, window: dict[str, Any]) -> None:
+    """Sealing again after the worker that sealed the window's package stopped: that package, from the store, so
+    that sealing finds it rather than numbering another (nothing when no package is pending for the window)."""
+    from contextlib import suppress
+
+    from feeds.artifacts import ArtifactMissing, artifact_store
+    from feeds.checkpoint import read_checkpoint
+
+    checkpoint = read_checkpoint(engine, name)
+    if checkpoint.pending_package is not None and checkpoint.pending_up_to == window["up_to"]:
+        with suppress(ArtifactMissing):
+            artifact_store().fetch_path(checkpoint.pending_package)
+
+
 def _receipt_here(receipt_dir: str) -> None:
     """A receipt kept perhaps by another worker, in this workspace (checked against the store's record)."""
     from exchange.receipt import RECEIPT, SIGNATURE
@@ -185,6 +199,7 @@ def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str
     else:
         workspace = Workspace.from_environment()
         with population_database() as engine:
+            _sealed_elsewhere(engine, name, window)
             sealed = package(engine, agreement(name), _checked(checked), platform_keys(workspace.pki_dir),
                              workspace.packages)  # fmt: skip
     return handed_on(asdict(sealed), sealed.path, sealed=True)
@@ -253,6 +268,7 @@ def exchange_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
             sealed = pending_package(_window(window))
         else:
             checked = validate(engine, found, _window(window), workspace.staging, reports_dir=workspace.reports)
+            _sealed_elsewhere(engine, name, window)
             sealed = package(engine, found, checked, pki, workspace.packages)
             handed_on({}, sealed.path, sealed=True)  # a retry on another worker resends this very package
         run = deliver_and_close_window(engine, found, sealed, pki, FAST_PATH_RECEIPT_WAIT)
@@ -354,6 +370,7 @@ def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any
     else:
         workspace = Workspace.from_environment()
         with population_database() as engine:
+            _sealed_elsewhere(engine, name, window)
             sealed = seal_snapshot(engine, agreement(name), _window(window), [_shard_result(r) for r in results],
                                    platform_keys(workspace.pki_dir), workspace.packages)  # fmt: skip
     return handed_on(asdict(sealed), sealed.path, sealed=True)

@@ -30,11 +30,14 @@ BOUNDED = {
         ["--citizens", "3000", "--held", "1000", "--mismatches", "1000", "--requests", "3"],
         "target_met",
     ),
+    # the native cluster (root): one worker, two, and dag.test(), each on 300 citizens with the workers' slots
+    "bench_cluster.py": (["--citizens", "300", "--concurrency", "4"], "one_worker_vs_dag_test"),
     "bench_disclosure_lookup.py": (
         ["--rows", "20000", "--citizens", "4000", "--packages", "100", "--lookups", "20"],
         "lookup_p95_vs_baseline_p95",
     ),
 }
+CLUSTER = {"bench_cluster.py"}
 
 
 def test_every_benchmark_is_run_here():
@@ -42,7 +45,14 @@ def test_every_benchmark_is_run_here():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("benchmark", sorted(BOUNDED))
+@pytest.mark.parametrize(
+    "benchmark",
+    # the cluster's benchmark brings the native cluster up: one per machine, so on the cluster tests' xdist worker
+    [
+        pytest.param(name, marks=pytest.mark.xdist_group("cluster")) if name in CLUSTER else name
+        for name in sorted(BOUNDED)
+    ],
+)
 def test_a_benchmark_runs_end_to_end_with_its_baseline(benchmark, tmp_path):
     arguments, figure = BOUNDED[benchmark]
     run = subprocess.run([sys.executable, str(BENCH / benchmark), *arguments], capture_output=True, text=True,

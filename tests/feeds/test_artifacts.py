@@ -171,6 +171,8 @@ def test_every_step_of_an_outbound_feed_and_a_snapshot_on_a_worker_of_its_own(s3
         assert {Path(a["url"]).suffix for a in checked["artifacts"]} >= {".csv"}
         on_next_worker()
         sealed = feeds.seal(name, window, checked)
+        on_next_worker()  # the package task retried on another worker (its first try sealed, then its host died)
+        assert feeds.seal(name, window, checked)["package_id"] == sealed["package_id"]
         on_next_worker()
         assert feeds.send(name, sealed) is None  # SFTP: the receipt comes later
         on_next_worker()
