@@ -85,7 +85,7 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 test: venv system-packages
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # make test-docs: the shell blocks of README.md, docs/ and dags/README.md run as written (or marked not-runnable with
 # a reason), every command in them checked against the code, and the connection extras against docs/connectors.md.

@@ -23,8 +23,6 @@ from lienthong.cluster import CONTROL, HOST_SETTINGS, SERVICES, Cluster, Compose
 
 ROOT = Path(__file__).resolve().parents[2]
 CITIZENS = 100_000
-# one cluster per machine (its hosts' names are fixed): every test of it in one xdist worker (make test: loadgroup)
-pytestmark = pytest.mark.xdist_group("cluster")
 
 
 def test_the_native_cluster_runs_the_compose_files_components_with_the_compose_files_settings(tmp_path):
@@ -108,7 +106,7 @@ class Running:
         self.population.dispose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def running():
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.fail("the cluster test makes network namespaces: run it as root with iproute2", pytrace=False)
@@ -188,10 +186,31 @@ def exactly_once(running: Running) -> None:
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_the_cluster_delivers_to_every_partner_and_survives_a_worker_killed_mid_snapshot(running):
+def test_the_cluster_delivers_to_every_partner_and_survives_its_faults_then_its_benchmark_runs(running):
+    """One test, phase after phase: there is one cluster per machine (its hosts' names are fixed), and tests of one
+    module may land on both xdist workers. Each phase asserts that nothing was lost or sent twice."""
     # an incremental feed to every partner: life events committed in the population start them (the change log's
     # asset, watched in the triggerer), each task on whichever worker Celery hands it to
     deliver_changes(running, seed=7)
+    a_worker_killed_mid_snapshot(running)
+    redis_stopped_and_started_during_a_run(running)
+    the_object_store_unreachable_for_30_seconds(running)
+    # the cluster down (its namespaces gone), the benchmark's bounded run brings its own up, runs and takes it down
+    running.close()
+    topology.down(running.cluster.root)
+    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+                if ns.startswith("lt-")]  # fmt: skip
+    bench = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_cluster.py"), "--citizens", "300",
+                            "--concurrency", "4"], capture_output=True, text=True, timeout=1200, cwd=ROOT)  # fmt: skip
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    figures = json.loads(bench.stdout.strip().splitlines()[-1])
+    assert (
+        figures["one_worker"]["state"] == figures["two_workers"]["state"] == figures["dag_test"]["state"] == "success"
+    )
+    assert figures["one_worker_vs_dag_test"] > 0 and figures["model_hours"]["four machines"]
+
+
+def a_worker_killed_mid_snapshot(running: Running) -> None:
 
     # the 100,000-citizen snapshot to the land partner; a worker killed (SIGKILL: its host gone) while the
     # provinces are validated
@@ -234,12 +253,10 @@ def test_the_cluster_delivers_to_every_partner_and_survives_a_worker_killed_mid_
     land_store.dispose()
     assert held[0] == held[1] == sealed["record_count"]
     exactly_once(running)
-    running.cluster.start_worker(int(victim.removeprefix("worker-")))  # the host back, for the tests after this one
+    running.cluster.start_worker(int(victim.removeprefix("worker-")))  # the host back, for the phases after this one
 
 
-@pytest.mark.slow
-@pytest.mark.cluster
-def test_redis_stopped_and_started_during_a_run_loses_and_repeats_nothing(running):
+def redis_stopped_and_started_during_a_run(running: Running) -> None:
     """The broker goes down while the feeds run (its queue is kept on disk); the workers and the scheduler reconnect."""
 
     def restart_redis(running: Running) -> None:
@@ -250,9 +267,7 @@ def test_redis_stopped_and_started_during_a_run_loses_and_repeats_nothing(runnin
     deliver_changes(running, seed=8, fault=restart_redis)
 
 
-@pytest.mark.slow
-@pytest.mark.cluster
-def test_the_object_store_unreachable_for_30_seconds_makes_tasks_retry_and_lose_nothing(running):
+def the_object_store_unreachable_for_30_seconds(running: Running) -> None:
     """The object store's host is cut off the network for 30 s while the feeds run: a step that hands on its files
     fails and its task is retried, a sealed package's publication waits for the store (its sequence is spent), and
     nothing is lost or sent twice."""
