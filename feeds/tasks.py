@@ -91,11 +91,13 @@ def _staged(files) -> list[Path]:
     return [path for staged in files for path in (Path(staged.path), subjects_path(staged.path))]
 
 
-def _pending_here(window: dict[str, Any]) -> None:
-    """The window's pending package, sealed perhaps on another worker, in this workspace."""
+def _pending_sealed(window: dict[str, Any]):
+    """The window's pending package, sealed perhaps on another worker, brought into this workspace."""
     from feeds.artifacts import artifact_store
+    from feeds.outbound import pending_package
 
     artifact_store().fetch_path(Path(window["pending"]))
+    return pending_package(_window(window))
 
 
 def _sealed_elsewhere(engine: Engine, name: str, window: dict[str, Any]) -> None:
@@ -191,11 +193,10 @@ def validate_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
 
 def seal(name: str, window: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
     """Step 4: the sealed, zipped package of the window (the pending one, when there is one)."""
-    from feeds.outbound import package, pending_package
+    from feeds.outbound import package
 
     if window["pending"] is not None:
-        _pending_here(window)
-        sealed = pending_package(_window(window))
+        sealed = _pending_sealed(window)
     else:
         workspace = Workspace.from_environment()
         with population_database() as engine:
@@ -258,14 +259,13 @@ def exchange_window(name: str, window: dict[str, Any]) -> dict[str, Any]:
     validate, seal, deliver, the receipt, looked for every 0.2 s up to ``FAST_PATH_RECEIPT_WAIT`` seconds when it
     comes later, verify, move the checkpoint). Each step is as safe to retry as the task it stands for: a retry
     finds the sealed package pending and resends it."""
-    from feeds.outbound import deliver_and_close_window, package, pending_package, receipt_folder, validate
+    from feeds.outbound import deliver_and_close_window, package, receipt_folder, validate
 
     workspace = Workspace.from_environment()
     pki, found = platform_keys(workspace.pki_dir), agreement(name)
     with population_database() as engine:
         if window["pending"] is not None:
-            _pending_here(window)
-            sealed = pending_package(_window(window))
+            sealed = _pending_sealed(window)
         else:
             checked = validate(engine, found, _window(window), workspace.staging, reports_dir=workspace.reports)
             _sealed_elsewhere(engine, name, window)
@@ -361,12 +361,10 @@ def validate_shard(name: str, window: dict[str, Any], shard: dict[str, Any]) -> 
 
 def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     """One package of every shard's file (the pending one, when the snapshot is sealed already)."""
-    from feeds.outbound import pending_package
     from feeds.snapshot import seal_snapshot
 
     if window["pending"] is not None:
-        _pending_here(window)
-        sealed = pending_package(_window(window))
+        sealed = _pending_sealed(window)
     else:
         workspace = Workspace.from_environment()
         with population_database() as engine:
