@@ -86,6 +86,15 @@ def steps(query, run_id: str) -> dict:
             for task, spans in by_task.items()}  # fmt: skip
 
 
+def quiet(running, timeout: float = 600) -> None:
+    """Wait until no DAG run is queued or running."""
+    deadline = time.monotonic() + timeout
+    while running.query("SELECT count(*) FROM dag_run WHERE state IN ('queued', 'running')")[0][0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"DAG runs still going after {timeout:.0f} s")
+        time.sleep(2)
+
+
 def through_cluster(running, label: str) -> dict:
     """One snapshot through the scheduler and the workers that are up."""
     from sqlalchemy import text
@@ -141,7 +150,7 @@ def model(run: dict, citizens: int) -> dict:
     one process each, as they do not spread."""
     scale = NATIONAL / citizens
     cpu, step = run["cpu_s"], run["steps"]
-    validation = step["validate_province"]["task_s"] * scale  # the mapped tasks' seconds, one core each
+    validation = step["validate_provinces"]["task_s"] * scale  # the mapped tasks' seconds, one core each
     postgres = cpu["postgresql"] * scale  # the server's CPU while the snapshot ran: extraction, COPY, quarantine
     sealing = step["package"]["task_s"] * scale  # one task, one core: signing, encrypting, zipping
     intake = cpu["partners"] * scale  # the partner's own CPU: decrypt, parse, store (one process)
@@ -169,6 +178,9 @@ def main() -> None:
     log(f"  up in {time.perf_counter() - started:.1f} s")
     running = Running(cluster)
     try:
+        # the snapshot alone on the cluster: the other DAGs (inbound feeds on their schedules) paused, their runs over
+        running.command("airflow", "dags", "pause", "--treat-dag-id-as-regex", "--yes", rf"^(?!{DAG}$)")
+        quiet(running)
         cluster.stop("worker-2")  # one worker first
         one = through_cluster(running, "one worker")
         cluster.start_worker(2)

@@ -1,13 +1,13 @@
 """The exchange DAGs, generated from the sharing agreements (``schemas/agreements/*.yaml``).
 
-Adding a partner on an existing transport takes an agreement file and an Airflow connection: each agreement with
-an outbound direction gets ``<agreement>.outbound`` (incremental, when the change log advances and on the
-agreement's schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per province);
-each agreement with an inbound direction gets ``<agreement>.inbound``. The change log's Asset, which the outbound
-DAGs wait on, is watched in the triggerer (``feeds.change_log_events``): a committed life event starts them within
-seconds; ``population.change-log`` is the watcher's safety net, announcing every five minutes a head it missed.
-``ledger.audit`` checks the ledger daily and ``lienthong.retention`` deletes expired payloads and staging files
-daily (``feeds.retention``). An agreement file that does not load loses only its own DAGs: its error
+Adding a partner on an existing transport takes an agreement file and an Airflow connection: each agreement with an
+outbound direction gets ``<agreement>.outbound`` (incremental, when the change log advances and on the agreement's
+schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per worker slot, each a share of
+the provinces); each agreement with an inbound direction gets ``<agreement>.inbound``. The change log's Asset, which
+the outbound DAGs wait on, is watched in the triggerer (``feeds.change_log_events``): a committed life event starts
+them within seconds; ``population.change-log`` is the watcher's safety net, announcing every five minutes a head it
+missed. ``ledger.audit`` checks the ledger daily and ``lienthong.retention`` deletes expired payloads and staging
+files daily (``feeds.retention``). An agreement file that does not load loses only its own DAGs: its error
 (``file:line: rule``) is this file's import error in Airflow.
 
 Thin on purpose: every task is one call into ``feeds.tasks`` (or ``feeds.snapshot``, ``feeds.inbound``,
@@ -184,10 +184,11 @@ def snapshot_dag(agreement) -> DAG:
         description=f"Full snapshot to {agreement.partner}, on demand",
         schedule=None,
         tags=["snapshot", agreement.partner, agreement.transport],
-        doc_md=f"Every citizen to **{agreement.partner}** under **{name}**, one mapped task per province: each "
-        "validates its citizens, quarantines the failing and stages the rest minimised; one package of every "
-        "province's file is sealed, delivered and acknowledged, and the feed's checkpoint moves to the change "
-        "log's head as it was when the snapshot began.",
+        doc_md=f"Every citizen to **{agreement.partner}** under **{name}**, the provinces dealt to one mapped "
+        "task per worker slot (`LIENTHONG_SNAPSHOT_TASKS`): each validates its provinces' citizens, quarantines "
+        "the failing and stages the rest minimised; one package of every province's file is sealed, delivered "
+        "and acknowledged, and the feed's checkpoint moves to the change log's head as it was when the snapshot "
+        "began.",
     ) as dag:
 
         @task
@@ -198,10 +199,10 @@ def snapshot_dag(agreement) -> DAG:
         def shards(window: dict) -> list[dict]:
             return feeds.snapshot_shards(name, window)
 
-        @task(map_index_template="{{ province }}")
-        def validate_province(window: dict, shard: dict) -> dict:
-            get_current_context()["province"] = f"{shard['code']} {shard['name']}"
-            return run_step(feeds.validate_shard, name, window, shard)
+        @task(map_index_template="{{ provinces }}")
+        def validate_provinces(window: dict, shards: list[dict]) -> list[dict]:
+            get_current_context()["provinces"] = ", ".join(f"{shard['code']} {shard['name']}" for shard in shards)
+            return run_step(feeds.validate_shards, name, window, shards)
 
         @task(trigger_rule="none_failed")  # no province to validate: the sealed snapshot is resent
         def package(window: dict, results: list[dict]) -> dict:
@@ -212,7 +213,7 @@ def snapshot_dag(agreement) -> DAG:
             return feeds.close_window(name, window, delivery)
 
         window = extract()
-        results = validate_province.partial(window=window).expand(shard=shards(window))
+        results = validate_provinces.partial(window=window).expand(shards=shards(window))
         sealed = package(window, results)
         advance(window, deliver_and_verify(agreement, sealed, pool))
     return dag

@@ -1,11 +1,12 @@
 """A full snapshot of the population for one agreement, sharded by province, sealed as ONE package.
 
-The DAG maps one task per shard (dynamic task mapping); each function returns a small frozen dataclass of
-references and counts::
+The DAG maps one task per share of the shards (dynamic task mapping), a share per worker slot; each function returns
+a small frozen dataclass of references and counts::
 
     window = pipeline.extract(engine, agreement, mode="full")          # fixed once, passed to every shard
     shards = snapshot_shards(engine, agreement, window)                # 34 provinces in force + "none"
-    results = [validate_shard(engine, agreement, window, s, work) for s in shards]      # mapped, retryable
+    shares = task_shares(shards, tasks)                                # dealt to one task per worker slot
+    results = [validate_shard(engine, agreement, window, s, work) for share in shares for s in share]  # mapped
     sealed = seal_snapshot(engine, agreement, window, results, pki, out)               # one package, 35 files
     # then outbound.deliver / collect_receipt / verify / close_window, as for any package
 
@@ -202,6 +203,22 @@ def snapshot_shards(engine: Engine, agreement: Agreement, window: FeedWindow | N
     counts = _shard_counts(engine, after, provinces)
     listed = [*units, (NO_PROVINCE, "no permanent ward in force")]
     return [Shard(code, name, counts[code]) for code, name in listed]
+
+
+def task_shares(shards: list[Shard], tasks: int) -> list[list[Shard]]:
+    """The shards dealt to at most ``tasks`` mapped tasks, balanced by citizens: each shard in turn, the largest
+    first, to the share with the fewest citizens so far; each share in shard order, the share of the largest shard
+    first (the scheduler starts it first). A task on a cluster pays the worker's start-up (parsing the DAG file,
+    importing Great Expectations: seconds), so a snapshot has one task per worker slot rather than one per
+    province; the package holds a file per province either way."""
+    shares: list[list[Shard]] = [[] for _ in range(max(1, min(tasks, len(shards))))]
+    citizens = [0] * len(shares)
+    for shard in sorted(shards, key=lambda s: -s.citizens):
+        lightest = citizens.index(min(citizens))
+        shares[lightest].append(shard)
+        citizens[lightest] += shard.citizens
+    order = {shard.code: position for position, shard in enumerate(shards)}
+    return [sorted(share, key=lambda s: order[s.code]) for share in shares if share]
 
 
 def _shard_counts(engine: Engine, after: _AfterWindow, provinces: dict[str, str]) -> Counter[str]:

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from exchange.agreements import Agreement, usable_agreements
 from exchange.keys import platform_keys
-from lienthong.settings import Workspace, fast_path_citizens
+from lienthong.settings import Workspace, fast_path_citizens, snapshot_tasks
 
 
 @contextmanager
@@ -327,17 +327,19 @@ def package_name(sealed: dict[str, Any]) -> str:
     return Path(sealed["path"]).stem
 
 
-# -- the full snapshot, one mapped task per province ------------------------------------------------------------
+# -- the full snapshot, one mapped task per share of provinces ---------------------------------------------------
 
 
-def snapshot_shards(name: str, window: dict[str, Any]) -> list[dict[str, Any]]:
-    """The snapshot's shards (a province each); none when the window's package is sealed already."""
-    from feeds.snapshot import snapshot_shards
+def snapshot_shards(name: str, window: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The snapshot's shards (a province each) dealt to ``lienthong.settings.snapshot_tasks()`` tasks: a list
+    of shards per mapped task; none when the window's package is sealed already."""
+    from feeds.snapshot import snapshot_shards, task_shares
 
     if window["pending"] is not None:
         return []
     with population_database() as engine:
-        return [asdict(shard) for shard in snapshot_shards(engine, agreement(name), _window(window))]
+        shards = snapshot_shards(engine, agreement(name), _window(window))
+    return [[asdict(shard) for shard in share] for share in task_shares(shards, snapshot_tasks())]
 
 
 def _shard_result(value: dict[str, Any]):
@@ -349,18 +351,23 @@ def _shard_result(value: dict[str, Any]):
                                    "file": StagedFile(**value["file"])}))  # fmt: skip
 
 
-def validate_shard(name: str, window: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
-    """Validate one province's citizens, quarantine the failing, stage the passing rows minimised."""
+def validate_shards(name: str, window: dict[str, Any], shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validate each province's citizens in turn, quarantine the failing, stage the passing rows minimised: a
+    result per province."""
     from feeds.snapshot import Shard, validate_shard
 
     staging = Workspace.from_environment().staging
+    results = []
     with population_database() as engine:
-        result = validate_shard(engine, agreement(name), _window(window), Shard(**shard), staging)
-    return handed_on(asdict(result), *_staged([result.file]))
+        for shard in shards:
+            result = validate_shard(engine, agreement(name), _window(window), Shard(**shard), staging)
+            results.append(handed_on(asdict(result), *_staged([result.file])))
+    return results
 
 
 def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One package of every shard's file (the pending one, when the snapshot is sealed already)."""
+    """One package of every shard's file (the pending one, when the snapshot is sealed already): ``results``,
+    each mapped task's list of results, in task order."""
     from feeds.snapshot import seal_snapshot
 
     if window["pending"] is not None:
@@ -369,8 +376,9 @@ def seal_snapshot(name: str, window: dict[str, Any], results: list[dict[str, Any
         workspace = Workspace.from_environment()
         with population_database() as engine:
             _sealed_elsewhere(engine, name, window)
-            sealed = seal_snapshot(engine, agreement(name), _window(window), [_shard_result(r) for r in results],
-                                   platform_keys(workspace.pki_dir), workspace.packages)  # fmt: skip
+            shards = [_shard_result(result) for share in results for result in share]
+            sealed = seal_snapshot(engine, agreement(name), _window(window), shards, platform_keys(workspace.pki_dir),
+                                   workspace.packages)  # fmt: skip
     return handed_on(asdict(sealed), sealed.path, sealed=True)
 
 

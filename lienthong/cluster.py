@@ -111,8 +111,9 @@ class ComposePlan:
         return cls(commands, environments)
 
 
-def cluster_values(root: Path) -> dict[str, str]:
-    """The cluster's env file (``.env`` of the compose file): made once with fresh secrets, kept owner-only."""
+def cluster_values(root: Path, slots: int = 4) -> dict[str, str]:
+    """The cluster's env file (``.env`` of the compose file): made once with fresh secrets, kept owner-only; a
+    snapshot's validation is dealt to the workers' task ``slots`` (workers times concurrency)."""
     path = root / "cluster.env"
     if not path.exists():
         made = {
@@ -130,6 +131,7 @@ def cluster_values(root: Path) -> dict[str, str]:
             "AIRFLOW_USERS": "admin:admin,steward:op,steward2:op,viewer:viewer",
             "MINIO_ROOT_USER": "lienthong-root",  # MinIO's own, which the native cluster's object store does not need
             "MINIO_ROOT_PASSWORD": secrets.token_urlsafe(24),
+            "LIENTHONG_SNAPSHOT_TASKS": str(slots),
         }
         root.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -457,7 +459,7 @@ def up(root: Path, workers: int = 2, citizens: int = 100_000, concurrency: int =
     down(root)
     cluster = Cluster(root, workers, concurrency)
     root.mkdir(parents=True, exist_ok=True)
-    cluster_values(root)
+    cluster_values(root, slots=workers * concurrency)
     OWNER_FILE.write_text(str(root), "utf-8")
     try:
         make_bridge()

@@ -18,6 +18,8 @@
 - ``LIENTHONG_REPORT_FONT``: the TrueType font of the PDF access report; default DejaVu Sans, found by fontconfig.
 - ``LIENTHONG_FAST_PATH_CITIZENS``: the largest incremental window (changed citizens) an outbound DAG sends in one
   task, the fast path; default 500, 0 turns it off.
+- ``LIENTHONG_SNAPSHOT_TASKS``: how many mapped tasks validate a full snapshot's provinces: the task slots that run
+  at once (a cluster's workers times their concurrency); default this machine's cores.
 - ``LIENTHONG_PARTNERS_HOST``: the address the sandbox partners listen on and their connections name; default
   127.0.0.1 (the native cluster serves them from a network namespace of their own, ``lienthong.cluster``).
 - ``LIENTHONG_ARTIFACTS``: the artifact store between tasks (``feeds.artifacts``): unset, the workspace folder (one
@@ -48,6 +50,7 @@ REPORT_FONT_ENV = "LIENTHONG_REPORT_FONT"
 REPORT_FONT = "DejaVu Sans"  # Debian's fonts-dejavu-core: every Vietnamese letter, regular and bold
 FAST_PATH_ENV = "LIENTHONG_FAST_PATH_CITIZENS"
 FAST_PATH_CITIZENS = 500
+SNAPSHOT_TASKS_ENV = "LIENTHONG_SNAPSHOT_TASKS"
 KEYS_ENV = "LIENTHONG_KEYS"
 KEYS_FROM_FILES, KEYS_FROM_AIRFLOW = "files", "airflow"
 CERTIFICATES_VARIABLE = "lienthong_pki_certificates"
@@ -200,9 +203,29 @@ def portal_client() -> tuple[str, str] | None:
     return login, secret
 
 
+class SettingInvalid(ValueError):
+    """A setting's value is not what it must be (the message names the setting and the rule)."""
+
+
+def whole_number(env: str, default: int, minimum: int = 0) -> int:
+    """A setting that counts something: a whole number, at least ``minimum``; ``default`` when unset."""
+    given = os.environ.get(env, "").strip()
+    if not given:
+        return default
+    if not given.isdigit() or int(given) < minimum:
+        raise SettingInvalid(f"{env} must be a whole number of {minimum} or more, not {given[:20]!r}")
+    return int(given)
+
+
 def fast_path_citizens() -> int:
     """The largest incremental window, in changed citizens, that an outbound DAG sends in one task (0: none)."""
-    return int(os.environ.get(FAST_PATH_ENV) or FAST_PATH_CITIZENS)
+    return whole_number(FAST_PATH_ENV, FAST_PATH_CITIZENS)
+
+
+def snapshot_tasks() -> int:
+    """How many mapped tasks validate a full snapshot (``feeds.snapshot.task_shares``): one per task slot. Each task
+    pays a worker's start-up (seconds on a cluster), so one per province would pay it 35 times."""
+    return whole_number(SNAPSHOT_TASKS_ENV, os.cpu_count() or 1, minimum=1)
 
 
 ARTIFACTS_ENV = "LIENTHONG_ARTIFACTS"

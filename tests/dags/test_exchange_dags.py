@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from exchange import ledger
 from exchange.agreements import load_agreements
 from feeds.checkpoint import read_checkpoint
-from lienthong.settings import FAST_PATH_ENV
+from lienthong.settings import FAST_PATH_ENV, SNAPSHOT_TASKS_ENV
 from population.changelog import last_sequence
 from population.db import session_factory
 from population.models import Citizen, RegistryLink
@@ -121,13 +121,17 @@ def test_snapshot_inbound_and_audit_dags_run_through_airflow(dag_world):
         citizens = session.scalar(select(func.count()).select_from(Citizen))
     inbound = sorted(f"{name}.inbound" for name, a in AGREEMENTS.items() if "inbound" in a.directions)
     held_before = len(world.records_held("land", "land-owners"))
-    runs = world.run("land-owners.snapshot", *inbound, "ledger.audit", "lienthong.retention")
+    world.env[SNAPSHOT_TASKS_ENV] = "3"
+    try:
+        runs = world.run("land-owners.snapshot", *inbound, "ledger.audit", "lienthong.retention")
+    finally:
+        del world.env[SNAPSHOT_TASKS_ENV]
     assert all(run["state"] == "success" for run in runs.values()), world.log_tail()
 
-    # the snapshot: one mapped task per province (and one for citizens without one), one package of them all
+    # the snapshot: the provinces dealt to a mapped task per slot (LIENTHONG_SNAPSHOT_TASKS), one package of them all
     snapshot = runs["land-owners.snapshot"]["tasks"]
-    provinces = [task for task in snapshot if task.startswith("validate_province[")]
-    assert len(provinces) >= 30 and all(snapshot[task] == "success" for task in provinces)
+    shares = [task for task in snapshot if task.startswith("validate_provinces[")]
+    assert len(shares) == 3 and all(snapshot[task] == "success" for task in shares)
     sent = len(world.records_held("land", "land-owners")) - held_before
     assert sent == citizens - len(snapshot_quarantined(world.engine, "land-owners"))
     assert read_checkpoint(world.engine, "land-owners").last_change_sequence == head

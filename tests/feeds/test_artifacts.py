@@ -184,11 +184,11 @@ def test_every_step_of_an_outbound_feed_and_a_snapshot_on_a_worker_of_its_own(s3
 
         on_next_worker()
         full = feeds.open_window(name, "full")
-        shards = feeds.snapshot_shards(name, full)
+        shares = feeds.snapshot_shards(name, full)
         results = []
-        for shard in shards:
+        for share in shares:
             on_next_worker()
-            results.append(feeds.validate_shard(name, full, shard))
+            results.append(feeds.validate_shards(name, full, share))
         on_next_worker()
         snapshot = feeds.seal_snapshot(name, full, results)
         on_next_worker()

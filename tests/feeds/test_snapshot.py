@@ -27,9 +27,11 @@ from feeds.checkpoint import read_checkpoint
 from feeds.outbound import extract
 from feeds.snapshot import (
     NO_PROVINCE,
+    Shard,
     run_snapshot,
     seal_snapshot,
     snapshot_shards,
+    task_shares,
     validate_shard,
     validate_shards,
 )
@@ -135,6 +137,16 @@ def test_one_person_under_two_ids_is_found_across_shards(population, land, tmp_p
     assert injected and {pid for pid, _ in injected} <= duplicates
     pairs = [(original[int(detail.rsplit(" ", 1)[1])], pid) for pid, detail in injected]
     assert any(shard_of[first] != shard_of[second] for first, second in pairs)  # the pair spans two provinces
+
+
+def test_the_shards_are_dealt_to_the_tasks_balanced_by_citizens_each_once():
+    shards = [Shard(f"{n:02}", f"province {n}", citizens) for n, citizens in enumerate([900, 50, 400, 300, 300, 60])]
+    shares = task_shares(shards, 3)
+    assert [[s.code for s in share] for share in shares] == [["00"], ["01", "02", "05"], ["03", "04"]]
+    assert [sum(s.citizens for s in share) for share in shares] == [900, 510, 600]
+    assert task_shares(shards, 1) == [shards]  # one task: every shard, in shard order
+    assert task_shares(shards, 64) == [[shard] for shard in sorted(shards, key=lambda s: -s.citizens)]  # none empty
+    assert task_shares([], 4) == []
 
 
 def test_a_rerun_of_a_shard_rewrites_an_identical_file(population, land, tmp_path):

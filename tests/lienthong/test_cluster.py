@@ -210,20 +210,25 @@ def test_the_cluster_delivers_to_every_partner_and_survives_its_faults_then_its_
     assert figures["one_worker_vs_dag_test"] > 0 and figures["model_hours"]["four machines"]
 
 
+def _staged_provinces(cluster: Cluster, host: str) -> list[Path]:
+    """The provinces' files a worker has staged so far, in its private folder."""
+    staging = cluster.private(int(host.removeprefix("worker-"))) / "staging"
+    return [path for path in staging.glob("*-p*") if not path.name.endswith((".partial", ".subjects"))]
+
+
 def a_worker_killed_mid_snapshot(running: Running) -> None:
 
-    # the 100,000-citizen snapshot to the land partner; a worker killed (SIGKILL: its host gone) while the
-    # provinces are validated
+    # the 100,000-citizen snapshot to the land partner; a worker killed (SIGKILL: its host gone) while its share
+    # of the provinces is validated (a province staged already, others not)
     run_id = running.trigger("land-owners.snapshot")
     victim = None
     deadline = time.monotonic() + 300
     while victim is None and time.monotonic() < deadline:
         busy = running.query("SELECT hostname FROM task_instance WHERE dag_id = 'land-owners.snapshot' AND run_id = :r "
-                             "AND task_id = 'validate_province' AND state = 'running'", r=run_id)  # fmt: skip
-        done = running.query("SELECT count(*) FROM task_instance WHERE dag_id = 'land-owners.snapshot' AND run_id = :r "
-                             "AND task_id = 'validate_province' AND state = 'success'", r=run_id)[0][0]  # fmt: skip
-        if busy and done >= 2:
-            victim = busy[0][0]
+                             "AND task_id = 'validate_provinces' AND state = 'running'", r=run_id)  # fmt: skip
+        staged = [host for (host,) in busy if _staged_provinces(running.cluster, host)]
+        if staged:
+            victim = staged[0]
         time.sleep(0.5)
     assert victim in ("worker-1", "worker-2")
     running.cluster.stop(victim, signal.SIGKILL)

@@ -93,3 +93,19 @@ def test_pki_init_names_the_file_and_line_of_a_broken_agency_file(monkeypatch, t
     assert result.exit_code == 1 and not (tmp_path / "pki").exists()
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"error: {tmp_path / 'agencies' / 'broken.yaml'}:2: ")
+
+
+def test_a_count_setting_is_a_whole_number_or_refused_by_name(monkeypatch):
+    monkeypatch.delenv(settings.SNAPSHOT_TASKS_ENV, raising=False)
+    assert settings.snapshot_tasks() >= 1  # this machine's cores
+    monkeypatch.setenv(settings.SNAPSHOT_TASKS_ENV, "6")
+    assert settings.snapshot_tasks() == 6
+    for wrong in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv(settings.SNAPSHOT_TASKS_ENV, wrong)
+        with pytest.raises(settings.SettingInvalid, match="LIENTHONG_SNAPSHOT_TASKS must be a whole number of 1 or"):
+            settings.snapshot_tasks()
+    monkeypatch.setenv(settings.FAST_PATH_ENV, "0")
+    assert settings.fast_path_citizens() == 0
+    monkeypatch.setenv(settings.FAST_PATH_ENV, "many")
+    with pytest.raises(settings.SettingInvalid, match="LIENTHONG_FAST_PATH_CITIZENS must be a whole number of 0"):
+        settings.fast_path_citizens()
