@@ -103,6 +103,8 @@ def through_cluster(running, label: str) -> dict:
     before = usage(cluster)
     run_id = running.trigger(DAG)
     state = running.finished(DAG, run_id, timeout=7200)
+    if state != "success":
+        raise RuntimeError(f"{label}: {DAG} {state}: {running.tasks(DAG, run_id)}")
     after = usage(cluster)
     (start, end), = running.query("SELECT start_date, end_date FROM dag_run WHERE dag_id = :d AND run_id = :r",
                                   d=DAG, r=run_id)  # fmt: skip
@@ -176,11 +178,12 @@ def main() -> None:
     started = time.perf_counter()
     cluster = topology.up(root, workers=2, citizens=arguments.citizens, concurrency=arguments.concurrency)
     log(f"  up in {time.perf_counter() - started:.1f} s")
-    running = Running(cluster)
+    running, measured = Running(cluster), False
     try:
-        # the snapshot alone on the cluster: the other DAGs (inbound feeds on their schedules) paused, their runs over
-        running.command("airflow", "dags", "pause", "--treat-dag-id-as-regex", "--yes", rf"^(?!{DAG}$)")
+        # the snapshot alone on the cluster: the runs the other DAGs' schedules started with the cluster over, then
+        # those DAGs paused (a paused DAG's tasks are not queued, so they are paused only once their runs are done)
         quiet(running)
+        running.command("airflow", "dags", "pause", "--treat-dag-id-as-regex", "--yes", rf"^(?!{DAG}$)")
         cluster.stop("worker-2")  # one worker first
         one = through_cluster(running, "one worker")
         cluster.start_worker(2)
@@ -188,10 +191,14 @@ def main() -> None:
         cluster.stop("worker-1")
         cluster.stop("worker-2")
         baseline = through_dag_test(cluster, root)
+        measured = True
     finally:
         running.close()
         topology.down(root)
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+        if measured:
+            subprocess.run(["rm", "-rf", str(root)], check=False)
+        else:
+            log(f"the cluster's logs are kept in {root / 'logs'}")
     result = {"machine": machine(), "citizens": arguments.citizens, "concurrency": arguments.concurrency,
               "one_worker": one, "two_workers": two, "dag_test": baseline,
               "one_worker_vs_dag_test": round(one["seconds"] / baseline["seconds"], 2),

@@ -212,8 +212,8 @@ def test_the_cluster_delivers_to_every_partner_and_survives_its_faults_then_its_
 
 def _staged_provinces(cluster: Cluster, host: str) -> list[Path]:
     """The provinces' files a worker has staged so far, in its private folder."""
-    staging = cluster.private(int(host.removeprefix("worker-"))) / "staging"
-    return [path for path in staging.glob("*-p*") if not path.name.endswith((".partial", ".subjects"))]
+    staging = cluster.private(int(host.removeprefix("worker-"))) / "staging" / "land-owners"
+    return [path for path in staging.glob("full-*/*") if path.suffix not in (".partial", ".subjects")]
 
 
 def a_worker_killed_mid_snapshot(running: Running) -> None:
