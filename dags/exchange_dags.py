@@ -1,9 +1,10 @@
 """The exchange DAGs, generated from the sharing agreements (``schemas/agreements/*.yaml``).
 
 Adding a partner on an existing transport takes an agreement file and an Airflow connection: each agreement with an
-outbound direction gets ``<agreement>.outbound`` (incremental, when the change log advances and on the agreement's
-schedule) and ``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per worker slot, each a share of
-the provinces); each agreement with an inbound direction gets ``<agreement>.inbound``. The change log's Asset, which
+outbound direction gets ``<agreement>.outbound`` (incremental, when the change log advances, at once again while a
+window cut at the agreement's ``max_package_citizens`` left changes waiting, and on the agreement's schedule) and
+``<agreement>.snapshot`` (a full snapshot on demand, one mapped task per worker slot, each a share of the
+provinces); each agreement with an inbound direction gets ``<agreement>.inbound``. The change log's Asset, which
 the outbound DAGs wait on, is watched in the triggerer (``feeds.change_log_events``): a committed life event starts
 them within seconds; ``population.change-log`` is the watcher's safety net, announcing every five minutes a head it
 missed. ``ledger.audit`` checks the ledger daily and ``lienthong.retention`` deletes expired payloads and staging
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import (
     DAG,
     Asset,
+    AssetAlias,
     AssetOrTimeSchedule,
     AssetWatcher,
     CronTriggerTimetable,
@@ -128,10 +130,30 @@ def selected(rows) -> str:
     return "; ".join([*events, *(f"a test on {test.field}" for test in rows.where)])
 
 
+def outbound_waiting(agreement) -> Asset:
+    """Changes still wait on the agreement's outbound feed after a run closed its window (it was cut at the
+    agreement's ``max_package_citizens``): the feed's next run follows at once, no other feed's."""
+    return Asset(name=f"{agreement.name}_outbound_waiting", uri=f"lienthong://{agreement.name}/outbound-waiting")
+
+
+def outbound_window_closed(agreement) -> AssetAlias:
+    """What the steps that close an outbound window announce ``outbound_waiting`` through: an alias has an event
+    only when the step adds one, an Asset among a task's outlets one at every success."""
+    return AssetAlias(name=f"{agreement.name}_outbound_window_closed")
+
+
 def outbound_dag(agreement) -> DAG:
     name, pool = agreement.name, feeds.partner_pool(agreement.partner)
     direction = agreement.directions["outbound"]
-    schedule = on_asset_or_cron(agreement, CHANGE_LOG)
+    waiting, closed = outbound_waiting(agreement), outbound_window_closed(agreement)
+    schedule = on_asset_or_cron(agreement, CHANGE_LOG | waiting)
+
+    def announce_changes_waiting(outlet_events) -> None:
+        """The window is closed: when changes still wait after it, the feed's next run follows at once."""
+        if feeds.changes_waiting(name):
+            outlet_events[closed].add(waiting)
+            log.info("changes still wait after the checkpoint: the next run follows at once")
+
     with exchange_dag(
         dag_id=f"{name}.outbound",
         description=f"Changes to {agreement.partner}: {agreement.purpose}",
@@ -140,12 +162,14 @@ def outbound_dag(agreement) -> DAG:
         doc_md=f"Incremental feed of **{name}** ({direction.dataset} v{direction.schema_version}, "
         f"{agreement.format}) to **{agreement.partner}** over {agreement.transport}: extract the changes after the "
         "checkpoint → validate → minimise → package → deliver → verify the receipt → ledger → checkpoint; a small "
-        "window all in the first task (the fast path), a big one a task a step."
+        "window all in the first task (the fast path), a big one a task a step. A window of more than "
+        f"{direction.max_package_citizens} changed citizens (the agreement's `max_package_citizens`) is cut there, "
+        "and the next run follows at once for the rest."
         + (f" Only the rows its agreement selects ({selected(direction.rows)})." if direction.rows else ""),
     ) as dag:
 
-        @task.branch(pool=pool)
-        def extract() -> list[str]:
+        @task.branch(pool=pool, outlets=[closed])
+        def extract(*, outlet_events) -> list[str]:
             """Open the window; a small one goes out here and now, whole (the fast path: one task), a big one
             a task a step from ``validate`` on."""
             window = feeds.open_window(name)
@@ -154,6 +178,7 @@ def outbound_dag(agreement) -> DAG:
             if feeds.takes_fast_path(window):
                 delivered = run_step(feeds.exchange_window, name, window)
                 log.info("fast path: package %s delivered and acknowledged", delivered["package_id"])
+                announce_changes_waiting(outlet_events)
                 return []
             get_current_context()["ti"].xcom_push(key="window", value=window)
             return ["validate"]
@@ -166,9 +191,11 @@ def outbound_dag(agreement) -> DAG:
         def package(window: dict, checked: dict) -> dict:
             return feeds.seal(name, window, checked)
 
-        @task
-        def advance(window: dict, delivery: dict) -> bool:
-            return feeds.close_window(name, window, delivery)
+        @task(outlets=[closed])
+        def advance(window: dict, delivery: dict, *, outlet_events) -> bool:
+            moved = feeds.close_window(name, window, delivery)
+            announce_changes_waiting(outlet_events)
+            return moved
 
         validated = validate(extract()["window"])
         window = validated["window"]

@@ -9,9 +9,10 @@ agency file (``schemas/agencies/<partner>.yaml``: the partner must be an agency,
 agency publishes); any problem is an ``AgreementError`` naming the file and the line.
 
 An outbound direction may ``select`` the rows the partner receives: by life event (``events``, as the change log
-names them) and by tests on extract fields (``where``), checked against the dataset schema; and say where a new
-feed ``start``s (the change-log head by default). ``check_agreement_files`` is the one check that the loader, the
-DAG file and ``lienthong agreements check`` share.
+names them) and by tests on extract fields (``where``), checked against the dataset schema; say where a new
+feed ``start``s (the change-log head by default); and cap the changed citizens one incremental package carries
+(``max_package_citizens``, 50,000 by default: a burst of life events goes out in packages of at most that many).
+``check_agreement_files`` is the one check that the loader, the DAG file and ``lienthong agreements check`` share.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from population.extract import EQUALS, ONE_OF, FieldCondition
 
 AGREEMENT_SCHEMA = "agreements/agreement.schema.json"
 DEFAULT_RETENTION_DAYS = 365  # an agreement that states none keeps payloads and staging a year
+DEFAULT_MAX_PACKAGE_CITIZENS = 50_000  # an incremental window over this many changed citizens is split
 HEAD, BEGINNING = "head", "beginning"  # where a new incremental feed starts
 
 
@@ -66,6 +68,7 @@ class Direction:
     delivery_deadline_hours: float | None
     rows: RowSelection = EVERY_ROW  # unless the agreement selects
     start: str = HEAD  # where a new incremental feed starts: the change-log head, or its beginning
+    max_package_citizens: int = DEFAULT_MAX_PACKAGE_CITIZENS  # the most changed citizens an incremental package has
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def load_agreement(path: Path) -> Agreement:
         if spec.get("encryption") and not spec.get("recipient_certificate") and name == "outbound":
             document.fail(at, "encryption", f"directions.{name}: encryption asks for a recipient_certificate")
         if name != "outbound":
-            for key in ("select", "start"):
+            for key in ("select", "start", "max_package_citizens"):
                 if key in spec:
                     document.fail(at, key, f"directions.{name}.{key}: only an outbound direction has it")
         directions[name] = Direction(
@@ -124,6 +127,7 @@ def load_agreement(path: Path) -> Agreement:
             delivery_deadline_hours=spec.get("delivery_deadline_hours"),
             rows=_row_selection(document, name, spec, columns),
             start=spec.get("start", HEAD),
+            max_package_citizens=spec.get("max_package_citizens", DEFAULT_MAX_PACKAGE_CITIZENS),
         )
     transport = content["transport"]
     return Agreement(

@@ -12,8 +12,9 @@ Each step returns a small frozen dataclass of references and counts (XCom values
 retry:
 
 - ``extract`` fixes the window: the changes after the feed's checkpoint up to the change-log head read at the
-  start (incremental), or every citizen (full); of them, the rows the agreement's ``select`` takes (its events,
-  its field tests, in SQL). While a sealed package waits for its receipt, the window is that package's, so a
+  start (incremental; at most the agreement's ``max_package_citizens`` changed citizens, the rest in the next
+  window), or every citizen (full); of them, the rows the agreement's ``select`` takes (its events, its field
+  tests, in SQL). While a sealed package waits for its receipt, the window is that package's, so a
   rerun resends it rather than sealing another. A new feed starts at the head unless its agreement says
   ``start: beginning``.
 - ``validate`` validates the extract rows with the agreement's suite, over the fields the partner gets and the
@@ -184,6 +185,27 @@ def _window_citizens(session: Session, window: FeedWindow, rows: RowSelection) -
     return session.scalar(select(func.count()).select_from(Citizen))
 
 
+def _capped_up_to(session: Session, window: FeedWindow, rows: RowSelection, cap: int) -> int:
+    """Where an incremental window of more than ``cap`` citizens ends: just before the first change of the citizen
+    one past the cap, so that the window holds the first ``cap`` citizens in the order of their first change in it,
+    with every change of theirs up to there. A change is never split and the next window starts where this one
+    ends: no change is skipped or sent twice (a citizen changed on both sides of the cut is in both packages, as
+    one changed in two windows always is). The citizens counted are those the window would send (a change of a
+    selected event, the selection's field tests met), as ``_window_citizens`` counts them.
+
+    One aggregate over the window's part of the change log (a range of its primary key): each citizen's first
+    change in it; the ``cap + 1``-th of those, in sequence order, is where the next window begins."""
+    changes = [Change.sequence > window.after, Change.sequence <= window.up_to]
+    if rows.events:
+        changes.append(Change.event_type.in_(rows.events))
+    if rows.where:
+        selected = _window_query(window, rows, ["personal_id"]).with_only_columns(Citizen.id).order_by(None)
+        changes.append(Change.citizen_id.in_(selected))
+    first = select(func.min(Change.sequence).label("sequence")).where(*changes).group_by(Change.citizen_id).subquery()
+    beyond = session.scalar(select(first.c.sequence).order_by(first.c.sequence).offset(cap).limit(1))
+    return window.up_to if beyond is None else beyond - 1
+
+
 def _releases_waiting(session: Session, agreement: Agreement) -> int:
     """How many records stewards released from this feed's quarantine are not sent yet
     (``validation.quarantine.releases_due``)."""
@@ -197,6 +219,11 @@ def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) ->
     """The window this run delivers: the changes after the checkpoint up to the change-log head now
     (incremental), or every citizen (full); only the rows the agreement selects. While a package is pending,
     its window, so that it is resent.
+
+    An incremental window of more changed citizens than the agreement's ``max_package_citizens`` (a burst of life
+    events, a feed that starts at the beginning) is cut where the cap is reached (``_capped_up_to``); the rest waits
+    for the next run, which the outbound DAG asks for at once (``changes_waiting``). A full snapshot is never cut,
+    and a pending package's window is the one it was sealed for; the stewards' releases ride along as ever.
 
     A new incremental feed (no checkpoint yet) starts where its agreement says: at the change-log head as of this
     first run (``start: head``, the default: its first window is empty, and the log says so), or with the first
@@ -226,6 +253,13 @@ def extract(engine: Engine, agreement: Agreement, *, mode: str | None = None) ->
         up_to = checkpoint.pending_up_to if checkpoint.pending_up_to is not None else head
         window = FeedWindow(agreement.name, mode, checkpoint.last_change_sequence, up_to, 0)
         citizens = _window_citizens(session, window, direction.rows)
+        cap = direction.max_package_citizens
+        if mode == INCREMENTAL and checkpoint.pending_up_to is None and citizens > cap:
+            window = replace(window, up_to=_capped_up_to(session, window, direction.rows, cap))
+            log.info("%s: %d changed citizens after change %d, more than the agreement's %d a package: this window "
+                     "ends at change %d, the rest follows in the next run", agreement.name, citizens, window.after,
+                     cap, window.up_to)  # fmt: skip
+            citizens = _window_citizens(session, window, direction.rows)
         if mode == INCREMENTAL:  # the stewards' releases go out in the next package, changes or not
             citizens += _releases_waiting(session, agreement)
     log.info("%s: window after change %d up to %d, %d citizens (%s)", agreement.name, window.after, window.up_to,
@@ -257,6 +291,15 @@ def window_batches(
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=batch_rows)
         yield from extract_frames(result.execute(_window_query(window, rows, released=released)), batch_rows)
+
+
+def changes_waiting(engine: Engine, agreement: Agreement) -> bool:
+    """Whether changes wait after the feed's checkpoint, once a run has closed its window: its window was cut at the
+    agreement's ``max_package_citizens``, or changes came meanwhile. The outbound DAG then asks for another run at
+    once, rather than waiting for the next life event or the cron."""
+    with session_factory(engine)() as session:
+        head = last_sequence(session)
+    return read_checkpoint(engine, agreement.name).last_change_sequence < head
 
 
 # -- 2-3. minimise and validate ------------------------------------------------------------------------------

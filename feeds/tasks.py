@@ -244,6 +244,15 @@ def close_window(name: str, window: dict[str, Any], delivery: dict[str, Any] | N
         return close(engine, agreement(name), _window(window), _delivery(delivery))
 
 
+def changes_waiting(name: str) -> bool:
+    """After a run closed its window: whether changes still wait after the feed's checkpoint (the window was cut at
+    the agreement's ``max_package_citizens``, or changes came meanwhile), so that the next run follows at once."""
+    from feeds.outbound import changes_waiting
+
+    with population_database() as engine:
+        return changes_waiting(engine, agreement(name))
+
+
 FAST_PATH_RECEIPT_WAIT = 120.0  # seconds the one task looks for a receipt that comes later (then it is retried)
 
 

@@ -3,7 +3,7 @@
 Each DAG runs with ``dag.test()``: a real DAG run in Airflow's metadata database, its tasks executed one by one in
 this process, deferred tasks' triggers run in line. The Airflow home (``<var>/airflow``, a SQLite metadata
 database) is prepared first: migrated, and a pool per partner made from the agreements. One JSON line per DAG run
-(dag id, state, seconds, each task's state) is appended to ``--results``.
+(dag id, state, seconds, each task's state, the Assets its tasks had events for) is appended to ``--results``.
 
 Airflow reads its configuration when it is first imported, so ``airflow_environment`` must be in the environment
 before that: this module is meant to run as its own process (``run_dags`` starts it; without ``AIRFLOW_HOME`` it
@@ -162,6 +162,19 @@ def hand_over_connections(offered: Mapping[str, Mapping]) -> list[str]:
     return lines
 
 
+def assets_announced(dag_run) -> list[str]:
+    """The URIs of the Assets the run's tasks had events for, in order (through an alias too)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (select(AssetModel.uri).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+                 .where(AssetEvent.source_dag_id == dag_run.dag_id, AssetEvent.source_run_id == dag_run.run_id)
+                 .order_by(AssetEvent.id))  # fmt: skip
+        return list(session.scalars(query))
+
+
 def run(dag_ids: list[str], results: Path, conf: dict | None = None) -> int:
     """Run each DAG once with ``dag.test()``; returns the number of runs that did not succeed."""
     from airflow.dag_processing.dagbag import DagBag
@@ -182,7 +195,8 @@ def run(dag_ids: list[str], results: Path, conf: dict | None = None) -> int:
             tasks[key] = str(instance.state)
         state = str(dag_run.state)
         failed += state != "success"
-        line = {"dag_id": dag_id, "state": state, "seconds": round(time.monotonic() - started, 1), "tasks": tasks}
+        line = {"dag_id": dag_id, "state": state, "seconds": round(time.monotonic() - started, 1), "tasks": tasks,
+                "assets": assets_announced(dag_run)}  # fmt: skip
         with results.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
     return failed

@@ -42,6 +42,10 @@ def test_every_agreement_gets_its_dags_with_a_pool_per_partner_and_retries(dag_b
         dag = dag_bag.dags[f"{name}.outbound"]
         assert isinstance(dag.timetable, AssetOrTimeSchedule) or "AssetOrTime" in type(dag.timetable).__name__
         assert dag.max_active_runs == 1 and not dag.catchup
+        # woken by the change log, and by its own runs when a window cut at the agreement's cap left changes waiting
+        waking = {asset.uri for asset in dag.timetable.asset_condition.objects}
+        assert waking == {"lienthong://population/change-log", f"lienthong://{name}/outbound-waiting"}
+        assert {t.task_id for t in dag.tasks if t.outlets} == {"extract", "advance"}  # the steps that close a window
         partner_tasks = [t for t in dag.tasks if t.task_id in ("deliver", "wait_for_receipt", "extract")]
         assert len(partner_tasks) >= 2 and all(t.pool == f"partner-{agreement.partner}" for t in partner_tasks)
         assert all(t.retries == 3 and t.retry_exponential_backoff for t in dag.tasks)

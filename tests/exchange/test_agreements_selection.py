@@ -1,10 +1,19 @@
-"""Row selection and a feed's start in agreements, as the loader reads them."""
+"""Row selection, a feed's start and its package cap in agreements, as the loader reads them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from exchange.agreements import BEGINNING, HEAD, AgreementError, load_agreement, load_agreements
+from exchange.agreements import (
+    BEGINNING,
+    DEFAULT_MAX_PACKAGE_CITIZENS,
+    HEAD,
+    AgreementError,
+    load_agreement,
+    load_agreements,
+)
 from lienthong.settings import schema_file
 from population.extract import FieldCondition
 
@@ -37,8 +46,8 @@ def test_field_tests_are_read_in_order_and_start_defaults_to_the_head(tmp_path):
     )
 
 
-@pytest.mark.parametrize("key", ["select:\n      events: [death]", "start: head"])
-def test_an_inbound_direction_neither_selects_nor_starts(tmp_path, key):
+@pytest.mark.parametrize("key", ["select:\n      events: [death]", "start: head", "max_package_citizens: 10"])
+def test_an_inbound_direction_neither_selects_nor_starts_nor_caps(tmp_path, key):
     text = HEALTH.replace("    dataset: health-insured\n", f"    dataset: health-insured\n    {key}\n")
     path = tmp_path / "health.yaml"
     path.write_text(text, encoding="utf-8")
@@ -58,3 +67,31 @@ def test_a_personal_id_in_a_field_test_is_never_echoed(tmp_path):
         load_agreement(path)
     assert "value 1 does not fit the field's schema (pattern)" in str(caught.value)
     assert "0790912345" not in str(caught.value)
+
+
+def with_cap(tmp_path: Path, value: str) -> tuple[str, Path]:
+    """The health agreement whose outbound direction caps its packages at ``value`` citizens, written and its path."""
+    text = HEALTH.replace("    start: beginning", f"    max_package_citizens: {value}\n    start: beginning", 1)
+    path = tmp_path / "health.yaml"
+    path.write_text(text, encoding="utf-8")
+    return text, path
+
+
+def test_a_package_cap_is_read_and_defaults_to_fifty_thousand_citizens(tmp_path):
+    outbound = load_agreements()["health-identity"].directions["outbound"]
+    assert outbound.max_package_citizens == DEFAULT_MAX_PACKAGE_CITIZENS == 50_000
+    _, path = with_cap(tmp_path, "1200")
+    assert load_agreement(path).directions["outbound"].max_package_citizens == 1200
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [("0", "0 is less than the minimum of 1"), ("many", "'many' is not of type 'integer'"),
+     ("2.5", "2.5 is not of type 'integer'")],
+)  # fmt: skip
+def test_a_package_cap_that_is_not_a_whole_number_of_citizens_is_refused_by_file_and_line(tmp_path, value, rule):
+    text, path = with_cap(tmp_path, value)
+    with pytest.raises(AgreementError) as caught:
+        load_agreement(path)
+    line = next(n for n, each in enumerate(text.splitlines(), 1) if "max_package_citizens" in each)
+    assert str(caught.value) == f"{path}:{line}: directions.outbound.max_package_citizens: {rule}"
