@@ -86,6 +86,17 @@ def steps(query, run_id: str) -> dict:
             for task, spans in by_task.items()}  # fmt: skip
 
 
+def timeline(query, run_id: str, started) -> list:
+    """Each task's scheduled, queued, start and end times, in seconds from the run's start: where the waits are."""
+    rows = query("SELECT task_id, map_index, scheduled_dttm, queued_dttm, start_date, end_date FROM task_instance "
+                 "WHERE dag_id = :d AND run_id = :r ORDER BY start_date", d=DAG, r=run_id)  # fmt: skip
+
+    def offset(moment):
+        return None if moment is None else round((moment - started).total_seconds(), 2)
+
+    return [[task, index, *(offset(moment) for moment in moments)] for task, index, *moments in rows]
+
+
 def quiet(running, timeout: float = 600) -> None:
     """Wait until no DAG run is queued or running."""
     deadline = time.monotonic() + timeout
@@ -115,6 +126,7 @@ def through_cluster(running, label: str) -> dict:
         total = connection.execute(text("SELECT count(*) FROM citizen")).scalar()
     figures = {"state": state, "seconds": round((end - start).total_seconds(), 1), "citizens": total,
                "records": sealed["record_count"], "steps": steps(running.query, run_id),
+               "timeline": timeline(running.query, run_id, start),
                "cpu_s": {name: round(after[name] - before[name], 1) for name in after}}  # fmt: skip
     log(f"  {label}: {DAG} {state} in {figures['seconds']} s; CPU {figures['cpu_s']}")
     return figures

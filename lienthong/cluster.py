@@ -21,7 +21,8 @@ their addresses, so that the compose file's URLs work unchanged:
 - ``partners`` (10.77.0.20): the four sandbox partners.
 
 The workers get no PKI folder: their keys come through Airflow's secrets backend (the environment's
-``AIRFLOW_CONN_LIENTHONG_KEY_…``, ``lienthong pki secrets``), as the partners' connections do.
+``AIRFLOW_CONN_LIENTHONG_KEY_…``, ``lienthong pki secrets``), as the partners' connections do (the triggerer's
+too: the SFTP receipt's trigger connects to the partner).
 
 Everything the cluster starts is recorded in ``<root>/state.json``; ``down`` stops it and removes the namespaces.
 Linux only, as root (namespaces, mounts).
@@ -50,7 +51,8 @@ COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 BRIDGE, BRIDGE_ADDRESS, PREFIX = "lt-br0", "10.77.0.1", 24
 SERVICES, OBJECTS, CONTROL, PARTNERS = "services", "objects", "control", "partners"
 COMPOSE_HOSTS = {"postgres": SERVICES, "redis": SERVICES, "minio": OBJECTS, "airflow-apiserver": CONTROL}
-CONTROL_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+TRIGGERER_SERVICE = "airflow-triggerer"
+CONTROL_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", TRIGGERER_SERVICE)
 WORKER_SERVICE, INIT_SERVICE = "airflow-worker", "airflow-init"
 INIT_SCRIPT = PROJECT_ROOT / "deploy" / "airflow-init.sh"  # airflow-init's command, in the image /opt/lienthong/
 BUCKET = "lienthong-artifacts"
@@ -262,8 +264,11 @@ class Cluster:
         return base | self.plan().environments[service] | here
 
     def control_environment(self, service: str = INIT_SERVICE) -> dict[str, str]:
-        """A service of the control host's; the operator's PKI folder too (``pki init``, the partners' seeding)."""
+        """A service of the control host's; the operator's PKI folder too (``pki init``, the partners' seeding); the
+        triggerer the partners' connections as well (the SFTP receipt's trigger looks in the partner's folder)."""
         env = self.environment(service, self.root / "control" / "airflow", self.root / "control" / "var")
+        if service == TRIGGERER_SERVICE:
+            env |= _connections(self.root / "partners" / "connections.env")
         return env | {"LIENTHONG_PKI_DIR": str(self.pki)}
 
     def worker_environment(self) -> dict[str, str]:

@@ -241,6 +241,8 @@ def a_worker_killed_mid_snapshot(running: Running) -> None:
     assert retried, "a task of the killed worker was retried"
     survivor = ({"worker-1", "worker-2"} - {victim}).pop()
     assert all(row[3] == survivor for row in retried)
+    # the wait for the SFTP receipt was the triggerer's, on its first try (the trigger has the partner's connection)
+    assert [row[4] for row in tasks if row[0] == "wait_for_receipt"] == [1]
 
     # every receipt verified and recorded once, the ledger intact, the land partner holds each record once
     assert running.command("lienthong", "ledger", "verify")
