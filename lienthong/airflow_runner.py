@@ -42,6 +42,9 @@ def airflow_environment(var: Path) -> dict[str, str]:
         # the exchange DAGs run as soon as they are parsed: a life event reaches the partners with no click
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",  # the connection form's Test button (disabled by default)
+        # a task's supervisor looks at its process every second, not every 5 s: it notices a finished task at the
+        # next look, and the feed's next run (one at a time) waited for it (docs/BENCHMARKS.md, issues 16 and 17)
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "LIENTHONG_VAR_DIR": str(Path(var).resolve()),
     }
 
