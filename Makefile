@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_CITIZENS ?= 50000
 PYTEST_ARGS ?=
 
-.PHONY: cluster cluster-down cluster-test bench-cluster demo airflow test lint format bench bench-packages bench-latency requirements clean venv system-packages fuzz test-docs verify-kit
+.PHONY: cluster cluster-down cluster-test bench-cluster demo airflow test lint format bench bench-packages bench-latency bench-latency-cluster requirements clean venv system-packages fuzz test-docs verify-kit
 
 venv: $(INSTALLED)
 
@@ -122,6 +122,13 @@ bench-packages: venv
 # make bench-latency: a life event's way to every partner under a running scheduler (issue 17), about 15 minutes
 bench-latency: venv
 	$(BIN)/python bench/bench_latency.py --events 200 --burst 10000
+
+# make bench-latency-cluster: the same through the native cluster (Celery workers on hosts of their own), as root
+bench-latency-cluster: venv system-packages
+	@root=$$(mktemp -d /tmp/lienthong-latency-cluster-XXXXXX) && chmod 755 $$root && \
+	$(BIN)/lienthong cluster up --root $$root --citizens 20000 && \
+	{ $(BIN)/python bench/bench_latency.py --cluster $$root --events 200 --burst 10000; status=$$?; \
+	  $(BIN)/lienthong cluster down --root $$root; rm -rf $$root; exit $$status; }
 
 # make requirements: the locks, resolved from pyproject.toml in a throwaway virtual environment (never .venv):
 # requirements.txt is what `pip install .` brings (no test or lint tools), requirements-dev.txt adds the `dev`

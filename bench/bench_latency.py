@@ -13,12 +13,18 @@ change log's watcher (``feeds.change_log_events``) starts the outbound feeds; no
 2. A burst of ``--burst`` renamings, committed as fast as one transaction each goes: the seconds from the first
    commit to the last change's receipt per agreement, the events per second, and how many packages it made.
 
+With ``--cluster ROOT`` it measures the same on the native cluster running under ROOT (``lienthong cluster up``:
+Celery workers each on a host of its own, PostgreSQL, Redis, the object store; ``make bench-latency-cluster``
+brings one up, runs this and takes it down): the events are committed into the cluster's population database and
+the receipts read from its ledger and its partners' stores.
+
 The baseline is what the issue measured before the watcher: the five-minute tick of ``population.change-log``
 (0 to 300 s of wait) plus about 14 s for the chain; targets with the LocalExecutor: p95 <= 15 s for the REST and
 SOAP partners, <= 30 s for the SFTP partner.
 
     .venv/bin/python bench/bench_latency.py --events 200 --burst 10000     # make bench-latency, about 15 minutes
     .venv/bin/python bench/bench_latency.py --events 3 --burst 30          # the bounded run of the test suite
+    .venv/bin/python bench/bench_latency.py --cluster /tmp/cluster         # on a cluster that is up, as root
 
 Prints its figures and, last, one JSON line.
 """
@@ -170,7 +176,11 @@ def main() -> None:
     parser.add_argument("--citizens", type=int, default=2000)
     parser.add_argument("--db", help="a PostgreSQL URL (an empty database); default SQLite in the workspace")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the last receipts")
+    parser.add_argument("--cluster", type=Path, help="the root of a native cluster that is up: measure there")
     options = parser.parse_args()
+    if options.cluster is not None:
+        on_the_cluster(options)
+        return
 
     var = Path(tempfile.mkdtemp(prefix="lienthong-bench-latency-"))
     url = options.db or f"sqlite:///{var / 'lienthong.db'}"
@@ -191,7 +201,6 @@ def main() -> None:
     init_pki(var / "pki", PASSWORD, rsa_bits=2048)
     world = World(var, url)
     people = world.living(options.events + options.burst + 50)
-    rng = random.Random(2026)
     figures: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                      "database": "postgresql" if options.db else "sqlite", "events": options.events,
                      "burst": options.burst, "started_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
@@ -201,62 +210,93 @@ def main() -> None:
         port = probe.getsockname()[1]
     api = {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
     with partners_running(var, PASSWORD) as env, airflow_running(var, env | api) as components:
-        # warm-up: the first event after the components are up reaches every partner (parsing, the watcher)
-        pid, ward = people.pop()
-        warm = wait_for(world, [(pid, "rename", world.commit("rename", pid, ward))], 600)
-        figures["warm_up_s"] = round(time.monotonic() - started, 1)
-        log(f"warmed up in {figures['warm_up_s']} s ({len(warm)} agreements reached)")
-        committed = []
-        for number in range(options.events):
-            kind = rng.choice(("death", "move", "rename"))
-            pid, _ = people.pop()
-            ward = people[rng.randrange(len(people))][1]
-            committed.append((pid, kind, world.commit(kind, pid, ward)))
-            time.sleep(rng.uniform(0, options.gap))
-            if number % 20 == 19:
-                log(f"{number + 1} events committed")
-        got = wait_for(world, committed, options.timeout)
-        latency = {}
-        for agreement in world.agreements:
-            values = [got[(pid, agreement)] for pid, kind, _ in committed if (pid, agreement) in got]
-            expected = sum(1 for _, kind, _ in committed if world.selects(agreement, kind))
-            if not expected:
-                continue
-            latency[agreement] = {
-                "transport": transport_of(world, agreement), "expected": expected, "received": len(values),
-                "p50_s": round(statistics.median(values), 2) if values else None,
-                "p95_s": round(percentile(values, 0.95), 2) if values else None,
-                "max_s": round(max(values), 2) if values else None,
-            }  # fmt: skip
-            log(f"{agreement:18} {latency[agreement]}")
-        figures["latency"] = latency
+        measure(world, people, options, figures, started, lambda: all(p.poll() is None for p in components.values()))
+    report(world, figures, options, f"see {var / 'airflow'}/<component>.log")
 
-        packages_before = {a: p for a, p in world_packages(world).items()}
-        first = time.time()
-        burst = []
-        for _ in range(options.burst):
-            pid, ward = people.pop()
-            burst.append((pid, "rename", world.commit("rename", pid, ward)))
-        commit_s = time.time() - first
-        last_pid, _, last_at = burst[-1]
-        done = wait_for(world, [burst[-1]], options.timeout)
-        packages_after = world_packages(world)
-        figures["burst_result"] = {
-            "commit_s": round(commit_s, 1),
-            "per_agreement": {
-                agreement: {
-                    "last_receipt_after_first_commit_s": round(last_at - first + done[(last_pid, agreement)], 1)
-                    if (last_pid, agreement) in done else None,
-                    "packages": packages_after.get(agreement, 0) - packages_before.get(agreement, 0),
-                }
-                for agreement in world.agreements if world.selects(agreement, "rename")
-            },
+
+def on_the_cluster(options) -> None:
+    """The measurement on a native cluster that is up (``lienthong.cluster``): its population database on the
+    services host, its partners' stores under its root, its components' processes."""
+    from lienthong import cluster as topology
+
+    cluster = topology.Cluster.load(options.cluster.resolve())
+    values = topology.cluster_values(cluster.root)
+    address = topology.host_address(topology.SERVICES)
+    world = World(cluster.root, f"postgresql://lienthong:{values['LIENTHONG_DB_PASSWORD']}@{address}:5432/lienthong")
+    people = world.living(options.events + options.burst + 50)
+    figures: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                     "database": "postgresql", "executor": "CeleryExecutor",
+                     "workers": sum(name.startswith("worker-") for name in cluster.processes),
+                     "events": options.events, "burst": options.burst,
+                     "started_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    measure(world, people, options, figures, time.monotonic(), lambda: not cluster.stopped())
+    report(world, figures, options, f"see {cluster.root / 'logs'}")
+
+
+def measure(world: World, people: list, options, figures: dict, started: float, alive) -> None:
+    """The warm-up, the events one at a time, then the burst, into ``figures``; ``alive()``: whether every
+    component still runs."""
+    rng = random.Random(2026)
+    # warm-up: the first event after the components are up reaches every partner (parsing, the watcher)
+    pid, ward = people.pop()
+    warm = wait_for(world, [(pid, "rename", world.commit("rename", pid, ward))], 600)
+    figures["warm_up_s"] = round(time.monotonic() - started, 1)
+    log(f"warmed up in {figures['warm_up_s']} s ({len(warm)} agreements reached)")
+    committed = []
+    for number in range(options.events):
+        kind = rng.choice(("death", "move", "rename"))
+        pid, _ = people.pop()
+        ward = people[rng.randrange(len(people))][1]
+        committed.append((pid, kind, world.commit(kind, pid, ward)))
+        time.sleep(rng.uniform(0, options.gap))
+        if number % 20 == 19:
+            log(f"{number + 1} events committed")
+    got = wait_for(world, committed, options.timeout)
+    latency = {}
+    for agreement in world.agreements:
+        values = [got[(pid, agreement)] for pid, kind, _ in committed if (pid, agreement) in got]
+        expected = sum(1 for _, kind, _ in committed if world.selects(agreement, kind))
+        if not expected:
+            continue
+        latency[agreement] = {
+            "transport": transport_of(world, agreement), "expected": expected, "received": len(values),
+            "p50_s": round(statistics.median(values), 2) if values else None,
+            "p95_s": round(percentile(values, 0.95), 2) if values else None,
+            "max_s": round(max(values), 2) if values else None,
         }  # fmt: skip
-        slowest = [v["last_receipt_after_first_commit_s"] for v in figures["burst_result"]["per_agreement"].values()]
-        if slowest and None not in slowest:
-            figures["burst_result"]["events_per_s"] = round(options.burst / max(slowest), 1)
-        log(f"burst: {figures['burst_result']}")
-        figures["components_alive"] = all(p.poll() is None for p in components.values())
+        log(f"{agreement:18} {latency[agreement]}")
+    figures["latency"] = latency
+
+    packages_before = {a: p for a, p in world_packages(world).items()}
+    first = time.time()
+    burst = []
+    for _ in range(options.burst):
+        pid, ward = people.pop()
+        burst.append((pid, "rename", world.commit("rename", pid, ward)))
+    commit_s = time.time() - first
+    last_pid, _, last_at = burst[-1]
+    done = wait_for(world, [burst[-1]], options.timeout)
+    packages_after = world_packages(world)
+    figures["burst_result"] = {
+        "commit_s": round(commit_s, 1),
+        "per_agreement": {
+            agreement: {
+                "last_receipt_after_first_commit_s": round(last_at - first + done[(last_pid, agreement)], 1)
+                if (last_pid, agreement) in done else None,
+                "packages": packages_after.get(agreement, 0) - packages_before.get(agreement, 0),
+            }
+            for agreement in world.agreements if world.selects(agreement, "rename")
+        },
+    }  # fmt: skip
+    slowest = [v["last_receipt_after_first_commit_s"] for v in figures["burst_result"]["per_agreement"].values()]
+    if slowest and None not in slowest:
+        figures["burst_result"]["events_per_s"] = round(options.burst / max(slowest), 1)
+    log(f"burst: {figures['burst_result']}")
+    figures["components_alive"] = alive()
+
+
+def report(world: World, figures: dict, options, where_logs: str) -> None:
+    """Print the JSON line; exit with an error when a change did not arrive or a component stopped."""
     targets = {"rest": 15, "soap": 15, "sftp": 30}
     figures["targets_met"] = all(
         v["p95_s"] is not None and v["p95_s"] <= targets.get(v["transport"], 30) and v["received"] == v["expected"]
@@ -265,10 +305,11 @@ def main() -> None:
     world.engine.dispose()
     print(json.dumps(figures, ensure_ascii=False))
     lost = [a for a, v in figures["latency"].items() if v["received"] < v["expected"]]
+    slowest = [v["last_receipt_after_first_commit_s"] for v in figures["burst_result"]["per_agreement"].values()]
     if lost or None in slowest:  # a change that never reached a partner is a failure, not a slow figure
         sys.exit(f"changes did not reach {', '.join(lost) or 'every partner in the burst'} within {options.timeout} s")
     if not figures["components_alive"]:  # a triggerer that died leaves the five-minute safety net doing its work
-        sys.exit(f"an Airflow component stopped during the run: see {var / 'airflow'}/<component>.log")
+        sys.exit(f"an Airflow component stopped during the run: {where_logs}")
 
 
 def world_packages(world: World) -> dict[str, int]:

@@ -242,6 +242,10 @@ class Cluster:
         state = json.loads((root / "state.json").read_text("utf-8")) if (root / "state.json").exists() else {}
         return cls(root, state.get("workers", 2), state.get("concurrency", 2), state.get("processes", {}))
 
+    def stopped(self) -> list[str]:
+        """The long-running processes the cluster started that no longer run."""
+        return [name for name, pid in self.processes.items() if not _alive(pid)]
+
     # -- settings ------------------------------------------------------------------------------------------------
 
     def names(self) -> dict[str, str]:

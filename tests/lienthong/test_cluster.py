@@ -195,6 +195,14 @@ def test_the_cluster_delivers_to_every_partner_and_survives_its_faults_then_its_
     a_worker_killed_mid_snapshot(running)
     redis_stopped_and_started_during_a_run(running)
     the_object_store_unreachable_for_30_seconds(running)
+    # a life event's latency to every partner through the cluster, bounded (make bench-latency-cluster: the full run)
+    latency = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_latency.py"), "--cluster",
+                              str(running.cluster.root), "--events", "2", "--burst", "20", "--gap", "1"],
+                             capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert latency.returncode == 0, latency.stderr[-3000:]
+    figures = json.loads(latency.stdout.strip().splitlines()[-1])
+    assert figures["executor"] == "CeleryExecutor" and figures["latency"] and figures["burst_result"]["per_agreement"]
+    exactly_once(running)
     # the cluster down (its namespaces gone), the benchmark's bounded run brings its own up, runs and takes it down
     running.close()
     topology.down(running.cluster.root)
