@@ -193,17 +193,19 @@ def main() -> None:
     from population.generator import generate
     from population.migrate import upgrade
 
-    log(f"workspace {var}: {options.citizens} citizens, the PKI, the partners and Airflow")
+    citizens = max(options.citizens, options.events + options.burst + 100)  # each event on a citizen of its own
+    log(f"workspace {var}: {citizens} citizens, the PKI, the partners and Airflow")
     engine = create_population_engine(url)
     upgrade(engine)
-    generate(engine, options.citizens, 2026, 0.0)
+    generate(engine, citizens, 2026, 0.0)
     engine.dispose()
     init_pki(var / "pki", PASSWORD, rsa_bits=2048)
     world = World(var, url)
     people = world.living(options.events + options.burst + 50)
     figures: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                     "database": "postgresql" if options.db else "sqlite", "events": options.events,
-                     "burst": options.burst, "started_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+                     "citizens": citizens, "database": "postgresql" if options.db else "sqlite",
+                     "events": options.events, "burst": options.burst,
+                     "started_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
     started = time.monotonic()
     with socket.socket() as probe:  # Airflow's API server (the tasks' execution API too) on a free loopback port
         probe.bind(("127.0.0.1", 0))
@@ -224,6 +226,8 @@ def on_the_cluster(options) -> None:
     address = topology.host_address(topology.SERVICES)
     world = World(cluster.root, f"postgresql://lienthong:{values['LIENTHONG_DB_PASSWORD']}@{address}:5432/lienthong")
     people = world.living(options.events + options.burst + 50)
+    if len(people) < options.events + options.burst + 1:
+        sys.exit(f"the cluster's population has {len(people)} living citizens: fewer than the events and the burst")
     figures: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                      "database": "postgresql", "executor": "CeleryExecutor",
                      "workers": sum(name.startswith("worker-") for name in cluster.processes),
