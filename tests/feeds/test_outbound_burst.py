@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import date
 
-import pytest
 from sqlalchemy import select
 
 from exchange.agreements import load_agreements
@@ -17,10 +15,7 @@ from feeds.checkpoint import move_checkpoint, read_checkpoint
 from feeds.outbound import changes_waiting, extract, package, run_outbound, validate
 from population.changelog import last_sequence
 from population.db import session_factory
-from population.generator import generate
 from population.models import Change
-from population.simulation import DaySimulation
-from tests.exchange.conftest import reset_exchange_tables
 from tests.feeds.changes import changed_personal_ids
 from tests.feeds.test_outbound import held_by_partner, latest_validation_run, quarantined_personal_ids
 from tests.feeds.test_row_selection import died_or_moved_women, selecting_land
@@ -61,15 +56,6 @@ def windows_in_turn(engine, agreement) -> list:
         windows.append(window)
         move_checkpoint(engine, agreement.name, window.up_to, f"package-{len(windows)}")
         assert len(windows) < 100, "the windows do not reach the head"
-
-
-@pytest.fixture
-def day_of_events(engine):
-    """A generated population and a day of life events, on each backend."""
-    reset_exchange_tables(engine)
-    generate(engine, 400, 19, 0.03)
-    DaySimulation(session_factory(engine), 19, date(2026, 7, 2)).run(120)
-    return engine
 
 
 def test_a_window_over_the_cap_is_cut_into_windows_that_cover_every_change_once(day_of_events):

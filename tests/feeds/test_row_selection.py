@@ -21,11 +21,9 @@ from feeds.snapshot import snapshot_shards, validate_shards
 from lienthong.settings import schema_file
 from population.changelog import last_sequence
 from population.db import session_factory
-from population.generator import generate
 from population.models import Change
 from population.models import Citizen as PopulationCitizen  # the fixtures' star import brings another Citizen
 from population.simulation import DaySimulation
-from tests.exchange.conftest import reset_exchange_tables
 from tests.feeds.changes import changed_personal_ids, quarantined_ids
 from tests.feeds.test_outbound import held_by_partner
 from tests.partners.fixtures import *  # noqa: F403 - sandbox_pki, partners, partner_agreements …
@@ -67,15 +65,6 @@ def selecting_land(tmp_path: Path, name: str):
     path = tmp_path / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
     return load_agreement(path)
-
-
-@pytest.fixture
-def day_of_events(engine):
-    """A generated population and a day of life events, on each backend."""
-    reset_exchange_tables(engine)
-    generate(engine, 400, 17, 0.03)
-    DaySimulation(session_factory(engine), 17, date(2026, 7, 2)).run(120)
-    return engine
 
 
 def test_an_incremental_window_holds_only_the_rows_the_agreement_selects(day_of_events, tmp_path):
