@@ -212,7 +212,7 @@ def whole_number(env: str, default: int, minimum: int = 0) -> int:
     given = os.environ.get(env, "").strip()
     if not given:
         return default
-    if not given.isdigit() or int(given) < minimum:
+    if not (given.isascii() and given.isdigit()) or int(given) < minimum:  # not "²", which isdigit() takes
         raise SettingInvalid(f"{env} must be a whole number of {minimum} or more, not {given[:20]!r}")
     return int(given)
 

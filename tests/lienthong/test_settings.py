@@ -100,7 +100,7 @@ def test_a_count_setting_is_a_whole_number_or_refused_by_name(monkeypatch):
     assert settings.snapshot_tasks() >= 1  # this machine's cores
     monkeypatch.setenv(settings.SNAPSHOT_TASKS_ENV, "6")
     assert settings.snapshot_tasks() == 6
-    for wrong in ("0", "-2", "two", "1.5"):
+    for wrong in ("0", "-2", "two", "1.5", "²", "٣"):
         monkeypatch.setenv(settings.SNAPSHOT_TASKS_ENV, wrong)
         with pytest.raises(settings.SettingInvalid, match="LIENTHONG_SNAPSHOT_TASKS must be a whole number of 1 or"):
             settings.snapshot_tasks()
