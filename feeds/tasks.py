@@ -365,11 +365,11 @@ def validate_shards(name: str, window: dict[str, Any], shards: list[dict[str, An
     result per province."""
     from feeds.snapshot import Shard, validate_shard
 
-    staging = Workspace.from_environment().staging
+    staging, found, fixed = Workspace.from_environment().staging, agreement(name), _window(window)
     results = []
     with population_database() as engine:
         for shard in shards:
-            result = validate_shard(engine, agreement(name), _window(window), Shard(**shard), staging)
+            result = validate_shard(engine, found, fixed, Shard(**shard), staging)
             results.append(handed_on(asdict(result), *_staged([result.file])))
     return results
 
