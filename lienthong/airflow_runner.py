@@ -22,6 +22,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from lienthong.task_modules import TASK_MODULES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,6 +47,10 @@ def airflow_environment(var: Path) -> dict[str, str]:
         # a task's supervisor looks at its process every second, not every 5 s: it notices a finished task at the
         # next look, and the feed's next run (one at a time) waited for it (docs/BENCHMARKS.md, issues 16 and 17)
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        # the LocalExecutor's workers, and so each task's process, forked from a process that imported what the
+        # tasks import (lienthong.task_modules): a task starts without importing Great Expectations afresh
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(TASK_MODULES),
         "LIENTHONG_VAR_DIR": str(Path(var).resolve()),
     }
 

@@ -164,6 +164,8 @@ def test_make_airflow_runs_a_feed_through_the_scheduler_and_listens_on_loopback_
         assert world.records_held("land", "land-owners")  # the partner holds what the scheduler's run sent
         logs = log_files(world.var)  # the scheduler's task runner: the task logs, each component's log
         assert any("dag_id=" in str(p) for p in logs) and any(p.name == "scheduler.log" for p in logs)
+        # the scheduler's workers forked from a process that imported what the tasks import (lienthong.task_modules)
+        assert "Set forkserver preload modules for scheduler" in (world.var / "airflow" / "scheduler.log").read_text()
         assert unmasked_ids(population_ids(world.engine), {str(p): p.read_bytes() for p in logs}) == {}
     finally:
         world.sandbox.stop()
