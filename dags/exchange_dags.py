@@ -168,10 +168,12 @@ def outbound_dag(agreement) -> DAG:
         + (f" Only the rows its agreement selects ({selected(direction.rows)})." if direction.rows else ""),
     ) as dag:
 
-        @task.branch(pool=pool, outlets=[closed])
-        def extract(*, outlet_events) -> list[str]:
-            """Open the window; a small one goes out here and now, whole (the fast path: one task), a big one
-            a task a step from ``validate`` on."""
+        # the fast path skips every later step in one go (a branch would skip only the next, and the scheduler
+        # would skip the rest a loop at a time: seconds before the run ends and the feed's next run can start)
+        @task.short_circuit(pool=pool, outlets=[closed], ignore_downstream_trigger_rules=True)
+        def extract(*, outlet_events) -> dict | None:
+            """Open the window. A small one goes out here and now, whole (the fast path: one task), and the later
+            steps are skipped; a big one is handed on, a task a step from ``validate`` on."""
             window = feeds.open_window(name)
             if feeds.nothing_to_send(window):
                 raise AirflowSkipException(f"no change after {window['after']}: nothing to send")
@@ -179,13 +181,12 @@ def outbound_dag(agreement) -> DAG:
                 delivered = run_step(feeds.exchange_window, name, window)
                 log.info("fast path: package %s delivered and acknowledged", delivered["package_id"])
                 announce_changes_waiting(outlet_events)
-                return []
-            get_current_context()["ti"].xcom_push(key="window", value=window)
-            return ["validate"]
+                return None
+            return window
 
-        @task(multiple_outputs=True)  # the window passed on: the later steps hang on validate alone, so that the
-        def validate(window: dict) -> dict:  # fast path, skipping validate, skips them all
-            return {"window": window, "checked": run_step(feeds.validate_window, name, window)}
+        @task
+        def validate(window: dict) -> dict:
+            return run_step(feeds.validate_window, name, window)
 
         @task
         def package(window: dict, checked: dict) -> dict:
@@ -197,9 +198,8 @@ def outbound_dag(agreement) -> DAG:
             announce_changes_waiting(outlet_events)
             return moved
 
-        validated = validate(extract()["window"])
-        window = validated["window"]
-        sealed = package(window, validated["checked"])
+        window = extract()
+        sealed = package(window, validate(window))
         advance(window, deliver_and_verify(agreement, sealed, pool))
     return dag
 

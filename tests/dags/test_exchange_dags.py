@@ -51,9 +51,12 @@ def test_every_agreement_gets_its_dags_with_a_pool_per_partner_and_retries(dag_b
         assert all(t.retries == 3 and t.retry_exponential_backoff for t in dag.tasks)
         order = [t.task_id for t in dag.topological_sort()]
         # a small window all in the first task (the fast path), a big one a task a step: extract chooses, and
-        # every later step hangs on validate, so that skipping it skips them all
+        # on the fast path skips every later step at once, whatever its trigger rule
         assert order[:3] == ["extract", "validate", "package"] and order[-2:] == ["verify_receipt", "advance"]
-        assert dag.get_task("extract").downstream_task_ids == {"validate"}
+        extract = dag.get_task("extract")
+        assert extract.ignore_downstream_trigger_rules and {"validate", "package", "advance"} == {
+            t.task_id for t in extract.downstream_list
+        }
         if agreement.transport == "sftp":  # the partner answers later: a deferred wait, no worker slot held
             wait = dag.get_task("wait_for_receipt")
             assert wait.deferrable and wait.timeout == agreement.directions["outbound"].delivery_deadline_hours * 3600
