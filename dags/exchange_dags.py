@@ -167,7 +167,6 @@ def outbound_dag(agreement) -> DAG:
         "and the next run follows at once for the rest."
         + (f" Only the rows its agreement selects ({selected(direction.rows)})." if direction.rows else ""),
     ) as dag:
-
         # the fast path skips every later step in one go (a branch would skip only the next, and the scheduler
         # would skip the rest a loop at a time: seconds before the run ends and the feed's next run can start)
         @task.short_circuit(pool=pool, outlets=[closed], ignore_downstream_trigger_rules=True)

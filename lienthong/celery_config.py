@@ -9,5 +9,4 @@ from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CON
 
 from lienthong.task_modules import TASK_MODULES
 
-
 CELERY_CONFIG = {**DEFAULT_CELERY_CONFIG, "imports": [*DEFAULT_CELERY_CONFIG.get("imports", ()), *TASK_MODULES]}
