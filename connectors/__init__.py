@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The largest answer a hook reads into memory unless the connection says otherwise (``max_response_bytes``)."""
+
 
 def _text(label: str, description: str, default: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": ["string", "null"]}
@@ -39,6 +42,7 @@ _RETRY_FIELDS = {
     "max_retry_after": _number("Longest Retry-After honoured (s)", 300, "A longer wait asked fails at once."),
 }
 _TIMEOUT_FIELDS = {"timeout": _number("Timeout (s)", 60)}
+_ANSWER_FIELDS = {"max_response_bytes": _number("Largest answer (bytes)", MAX_RESPONSE_BYTES, kind="integer")}
 _SCHEME_FIELDS = {"scheme": _text("Scheme", "When host is a bare name (not a whole URL).", "https")}
 
 
@@ -49,7 +53,7 @@ REST_FIELDS = {
     **_TLS_FIELDS,
     "connect_timeout": _number("Connect timeout (s)", 10),
     **_TIMEOUT_FIELDS,
-    "max_response_bytes": _number("Largest answer (bytes)", 16 * 1024 * 1024, kind="integer"),
+    **_ANSWER_FIELDS,
     "max_download_bytes": _number("Largest download (bytes)", 8 * 1024**3, kind="integer"),
     "page_size": _number("Page size", 500, kind="integer"),
     "health_path": _text("Health path", "Resource that test_connection reaches.", "health"),
@@ -75,6 +79,7 @@ SOAP_FIELDS = {
     **_TLS_FIELDS,
     "timeout": _number("Timeout (s)", 30, "Loading the WSDL and connecting; an operation has its own."),
     "operation_timeout": _number("Operation timeout (s)", 60),
+    **_ANSWER_FIELDS,
     "page_size": _number("Page size", 500, kind="integer"),
     **_RETRY_FIELDS,
 }

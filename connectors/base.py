@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
+from connectors import MAX_RESPONSE_BYTES
 from connectors.errors import ConfigurationError, MalformedResponse
 from connectors.retry import RetryPolicy
 from lienthong.settings import key_password
@@ -116,6 +117,12 @@ class PartnerHook(BaseHook, ABC):
     @cached_property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy.from_extras(self.extras.values)
+
+    @cached_property
+    def max_response_bytes(self) -> int:
+        """The largest answer read into memory (the connection's ``max_response_bytes``): a longer one is refused
+        before it is read to the end (``ResponseTooLarge``)."""
+        return int(self.extras.number("max_response_bytes", MAX_RESPONSE_BYTES))
 
     # -- outbound ---------------------------------------------------------------------------------------------
 

@@ -121,10 +121,6 @@ class RestHook(PartnerHook):
         path = (conn.schema or "").strip("/")
         return f"{base}/{path}/" if path else f"{base}/"
 
-    @cached_property
-    def max_response_bytes(self) -> int:
-        return int(self.extras.number("max_response_bytes", 16 * 1024 * 1024))
-
     def get_conn(self) -> httpx.Client:
         return self.client
 

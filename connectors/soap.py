@@ -42,6 +42,7 @@ from connectors.errors import (
     ConfigurationError,
     HttpStatusError,
     MalformedResponse,
+    ResponseTooLarge,
     SoapFault,
     TransferIncomplete,
     TransientError,
@@ -56,6 +57,33 @@ TIMESTAMP_LIFETIME = timedelta(minutes=5)
 def hardened_settings() -> Settings:
     """zeep settings with DTDs, entities and external references refused and no huge trees."""
     return Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True, xml_huge_tree=False)
+
+
+class BoundedTransport(Transport):
+    """zeep's transport, with each answer read as a stream and refused past ``max_response_bytes``: zeep would read
+    an answer of any size into memory before parsing it."""
+
+    def __init__(self, *args: Any, max_response_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_response_bytes = max_response_bytes
+
+    def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
+        response = self.session.post(
+            address, data=message, headers=headers, timeout=self.operation_timeout, stream=True
+        )
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise ResponseTooLarge(f"the answer has {int(declared):,} bytes, over the limit")
+            received = bytearray()
+            for block in response.iter_content(64 * 1024):  # decoded: a compressed answer is bounded as it unfolds
+                received += block
+                if len(received) > self.max_response_bytes:
+                    raise ResponseTooLarge(f"the answer is over {self.max_response_bytes:,} bytes")
+        finally:
+            response.close()
+        response._content = bytes(received)  # what requests keeps once an answer is read: zeep parses it from there
+        return response
 
 
 class TimestampedUsernameToken(UsernameToken):
@@ -152,10 +180,11 @@ class SoapHook(PartnerHook):
 
     @cached_property
     def client(self) -> Client:
-        transport = Transport(
+        transport = BoundedTransport(
             session=self.session,
             timeout=self.extras.number("timeout", 30.0),
             operation_timeout=self.extras.number("operation_timeout", 60.0),
+            max_response_bytes=self.max_response_bytes,
         )
         try:
             return Client(self.wsdl, transport=transport, settings=hardened_settings(), wsse=self._wsse())
@@ -237,6 +266,10 @@ class SoapHook(PartnerHook):
             if error.status_code in (401, 403):
                 raise AuthenticationFailed(f"{action}: the partner refused the credentials") from None
             if error.status_code < 400:
+                unparsed = error.__context__  # zeep's own message quotes the answer: the parser's is told instead
+                if isinstance(unparsed, zeep_errors.XMLSyntaxError):
+                    detail = _short(unparsed)
+                    raise MalformedResponse(f"{action}: the answer is not well-formed XML ({detail})") from None
                 raise MalformedResponse(f"{action}: the answer is not a SOAP envelope") from None
             raise HttpStatusError(f"{action}: HTTP {error.status_code}", error.status_code) from None
         except (zeep_errors.DTDForbidden, zeep_errors.EntitiesForbidden, zeep_errors.ExternalReferenceForbidden):
@@ -245,6 +278,8 @@ class SoapHook(PartnerHook):
             raise MalformedResponse(f"{action}: the answer is not well-formed XML ({_short(error)})") from None
         except zeep_errors.ValidationError as error:
             raise MalformedResponse(f"{action}: the answer does not follow the WSDL ({_short(error)})") from None
+        except ResponseTooLarge as error:
+            raise ResponseTooLarge(f"{action}: {error} (the connection's max_response_bytes)") from None
         except requests.exceptions.SSLError as error:
             if "CERTIFICATE_VERIFY_FAILED" in str(error):
                 raise CertificateRejected(f"{action}: the partner's TLS certificate is not trusted") from None

@@ -11,6 +11,7 @@ from connectors.errors import (
     CertificateRejected,
     HttpStatusError,
     MalformedResponse,
+    ResponseTooLarge,
     SoapFault,
     TransientError,
     UnsafeXml,
@@ -127,10 +128,20 @@ def test_an_answer_with_entities_is_refused(partners):
     assert waits == []
 
 
-def test_a_malformed_answer_is_refused(partners):
+def test_a_malformed_answer_is_refused_by_name_without_quoting_it(partners):
     partners.partners["tax"].faults.add(Fault("malformed", operation="Ping"))
-    with pytest.raises(MalformedResponse):
+    with pytest.raises(MalformedResponse, match=r"^SOAP Ping: the answer is not well-formed XML \(") as refused:
         SoapHook("lienthong_tax").call("Ping")
+    assert "<soap:Envelope>" not in str(refused.value)  # zeep's own message carries the answer itself
+
+
+def test_an_oversized_answer_is_cut_off_at_the_limit(partners, monkeypatch):
+    partners.partners["tax"].faults.add(Fault("oversized", operation="Ping", size=4 * 1024 * 1024))
+    hook = tax_hook(partners, monkeypatch, extra={"max_response_bytes": 256 * 1024})
+    waits = record_waits(hook)
+    with pytest.raises(ResponseTooLarge, match=r"^SOAP Ping: the answer is over 262,144 bytes"):
+        hook.call("Ping")
+    assert waits == []  # the same answer would come again: not retried
 
 
 def test_an_operation_timeout_is_retried(partners, monkeypatch):
