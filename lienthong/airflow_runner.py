@@ -51,6 +51,10 @@ def airflow_environment(var: Path) -> dict[str, str]:
         # tasks import (lienthong.task_modules): a task starts without importing Great Expectations afresh
         "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
         "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(TASK_MODULES),
+        # the DAG processor writes each DAG's "at max_active_runs" flag from the runs it counted as it began: when a
+        # feed's run ends meanwhile, the flag stays set and the feed's next run waits for the next parse (Airflow
+        # 3.3.2, apache/airflow#56050). Every 10 s rather than 30 bounds that wait (docs/BENCHMARKS.md, issue 17).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
         "LIENTHONG_VAR_DIR": str(Path(var).resolve()),
     }
 
