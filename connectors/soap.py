@@ -60,8 +60,8 @@ def hardened_settings() -> Settings:
 
 
 class BoundedTransport(Transport):
-    """zeep's transport, with each answer read as a stream and refused past ``max_response_bytes``: zeep would read
-    an answer of any size into memory before parsing it."""
+    """zeep's transport, with each answer (and a WSDL fetched from the partner) read as a stream and refused past
+    ``max_response_bytes``: zeep would read one of any size into memory before parsing it."""
 
     def __init__(self, *args: Any, max_response_bytes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,6 +71,15 @@ class BoundedTransport(Transport):
         response = self.session.post(
             address, data=message, headers=headers, timeout=self.operation_timeout, stream=True
         )
+        response._content = self._read(response)  # where requests keeps an answer once read: zeep parses it there
+        return response
+
+    def _load_remote_data(self, url: str) -> bytes:
+        response = self.session.get(url, timeout=self.load_timeout, stream=True)
+        response.raise_for_status()
+        return self._read(response)
+
+    def _read(self, response: requests.Response) -> bytes:
         try:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self.max_response_bytes:
@@ -80,10 +89,9 @@ class BoundedTransport(Transport):
                 received += block
                 if len(received) > self.max_response_bytes:
                     raise ResponseTooLarge(f"the answer is over {self.max_response_bytes:,} bytes")
+            return bytes(received)
         finally:
             response.close()
-        response._content = bytes(received)  # what requests keeps once an answer is read: zeep parses it from there
-        return response
 
 
 class TimestampedUsernameToken(UsernameToken):

@@ -195,3 +195,11 @@ def test_credentials_never_reach_the_logs(partners, make_package, caplog, capfd)
     assert "SOAP SubmitPackage failed" in logs
     for forbidden in (partners.credentials["tax"]["password"], PASSWORD.decode(), "001200012345"):
         assert forbidden not in logs
+
+
+def test_a_wsdl_from_the_partner_is_bounded_like_an_answer(partners, monkeypatch):
+    wsdl_url = partners.partners["tax"].endpoint()["wsdl_url"]
+    hook = tax_hook(partners, monkeypatch, host=None, extra={"wsdl": wsdl_url, "max_response_bytes": 512})
+    refused = r"^SOAP Ping: the answer (has [\d,]+ bytes, over the limit|is over 512)"
+    with pytest.raises(ResponseTooLarge, match=refused):
+        hook.call("Ping")
