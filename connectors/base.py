@@ -72,6 +72,12 @@ class Extras:
         return path
 
 
+def answer_limit(extras: Extras) -> int:
+    """The largest answer a hook that reads answers into memory takes (the connection's ``max_response_bytes``): a
+    longer one is refused before it is read to the end (``ResponseTooLarge``)."""
+    return int(extras.number("max_response_bytes", MAX_RESPONSE_BYTES))
+
+
 class PartnerHook(BaseHook, ABC):
     """A partner's transport, behind the one delivery protocol the feeds use whatever the transport.
 
@@ -117,12 +123,6 @@ class PartnerHook(BaseHook, ABC):
     @cached_property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy.from_extras(self.extras.values)
-
-    @cached_property
-    def max_response_bytes(self) -> int:
-        """The largest answer read into memory (the connection's ``max_response_bytes``): a longer one is refused
-        before it is read to the end (``ResponseTooLarge``)."""
-        return int(self.extras.number("max_response_bytes", MAX_RESPONSE_BYTES))
 
     # -- outbound ---------------------------------------------------------------------------------------------
 

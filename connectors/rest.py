@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import DeliveredReceipt, PartnerHook, package_file_name, tls_context
+from connectors.base import DeliveredReceipt, PartnerHook, answer_limit, package_file_name, tls_context
 from connectors.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -120,6 +120,10 @@ class RestHook(PartnerHook):
             base = f"{self.extras.text('scheme', 'https')}://{conn.host}{port}"
         path = (conn.schema or "").strip("/")
         return f"{base}/{path}/" if path else f"{base}/"
+
+    @cached_property
+    def max_response_bytes(self) -> int:
+        return answer_limit(self.extras)
 
     def get_conn(self) -> httpx.Client:
         return self.client

@@ -35,7 +35,7 @@ from zeep.wsse import utils as wsse_utils
 from zeep.wsse.signature import BinarySignature
 from zeep.wsse.username import UsernameToken
 
-from connectors.base import DeliveredReceipt, PartnerHook, package_file_name, tls_context
+from connectors.base import DeliveredReceipt, PartnerHook, answer_limit, package_file_name, tls_context
 from connectors.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -192,7 +192,7 @@ class SoapHook(PartnerHook):
             session=self.session,
             timeout=self.extras.number("timeout", 30.0),
             operation_timeout=self.extras.number("operation_timeout", 60.0),
-            max_response_bytes=self.max_response_bytes,
+            max_response_bytes=answer_limit(self.extras),
         )
         try:
             return Client(self.wsdl, transport=transport, settings=hardened_settings(), wsse=self._wsse())
