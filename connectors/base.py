@@ -8,7 +8,7 @@ import re
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseHook
 
 from connectors import MAX_RESPONSE_BYTES
-from connectors.errors import ConfigurationError, MalformedResponse
+from connectors.errors import ConfigurationError, MalformedResponse, ResponseTooLarge
 from connectors.retry import RetryPolicy
 from lienthong.settings import key_password
 
@@ -76,6 +76,19 @@ def answer_limit(extras: Extras) -> int:
     """The largest answer a hook that reads answers into memory takes (the connection's ``max_response_bytes``): a
     longer one is refused before it is read to the end (``ResponseTooLarge``)."""
     return int(extras.number("max_response_bytes", MAX_RESPONSE_BYTES))
+
+
+def read_within(blocks: Iterable[bytes], declared: str | None, limit: int) -> bytes:
+    """An answer's body from its ``blocks``, refused (``ResponseTooLarge``) as soon as it declares (``declared``,
+    its Content-Length) or reaches more than ``limit`` bytes: never read to the end."""
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ResponseTooLarge(f"the answer has {int(declared):,} bytes, over the limit")
+    received = bytearray()
+    for block in blocks:
+        received += block
+        if len(received) > limit:
+            raise ResponseTooLarge(f"the answer is over {limit:,} bytes")
+    return bytes(received)
 
 
 class PartnerHook(BaseHook, ABC):

@@ -26,7 +26,14 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import DeliveredReceipt, PartnerHook, answer_limit, package_file_name, tls_context
+from connectors.base import (
+    DeliveredReceipt,
+    PartnerHook,
+    answer_limit,
+    package_file_name,
+    read_within,
+    tls_context,
+)
 from connectors.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -282,15 +289,10 @@ class RestHook(PartnerHook):
             response.close()
 
     def _read_limited(self, response: httpx.Response, action: str) -> bytes:
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
-            raise ResponseTooLarge(f"{action}: the answer has {int(declared):,} bytes, over the limit")
-        received = bytearray()
-        for block in response.iter_raw():
-            received += block
-            if len(received) > self.max_response_bytes:
-                raise ResponseTooLarge(f"{action}: the answer is over {self.max_response_bytes:,} bytes")
-        return bytes(received)
+        try:
+            return read_within(response.iter_raw(), response.headers.get("Content-Length"), self.max_response_bytes)
+        except ResponseTooLarge as error:
+            raise ResponseTooLarge(f"{action}: {error}") from None
 
     # -- what the exchange needs ---------------------------------------------------------------------------------
 

@@ -35,7 +35,14 @@ from zeep.wsse import utils as wsse_utils
 from zeep.wsse.signature import BinarySignature
 from zeep.wsse.username import UsernameToken
 
-from connectors.base import DeliveredReceipt, PartnerHook, answer_limit, package_file_name, tls_context
+from connectors.base import (
+    DeliveredReceipt,
+    PartnerHook,
+    answer_limit,
+    package_file_name,
+    read_within,
+    tls_context,
+)
 from connectors.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -80,16 +87,10 @@ class BoundedTransport(Transport):
         return self._read(response)
 
     def _read(self, response: requests.Response) -> bytes:
-        try:
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > self.max_response_bytes:
-                raise ResponseTooLarge(f"the answer has {int(declared):,} bytes, over the limit")
-            received = bytearray()
-            for block in response.iter_content(64 * 1024):  # decoded: a compressed answer is bounded as it unfolds
-                received += block
-                if len(received) > self.max_response_bytes:
-                    raise ResponseTooLarge(f"the answer is over {self.max_response_bytes:,} bytes")
-            return bytes(received)
+        try:  # decoded blocks: a compressed answer is bounded as it unfolds
+            return read_within(
+                response.iter_content(64 * 1024), response.headers.get("Content-Length"), self.max_response_bytes
+            )
         finally:
             response.close()
 
